@@ -1,0 +1,128 @@
+"""Domain errors and their one mapping to gRPC status codes.
+
+The store raises these; servicer methods are wrapped in `grpc_errors`, which turns each into its
+status code with a google.rpc.ErrorInfo (`reason`, domain `jobqueue.v1`) attached, so that
+clients read the code and the reason, never the message. Anything unexpected becomes INTERNAL
+with a generic message: stack traces, SQL and connection strings stay in the server log.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+log = logging.getLogger(__name__)
+
+DOMAIN = "jobqueue.v1"
+
+
+class DomainError(Exception):
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    reason: str = "INTERNAL"
+
+    def __init__(self, message: str, **metadata: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata = metadata
+
+
+class InvalidArgument(DomainError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "INVALID_ARGUMENT"
+
+
+class JobNotFound(DomainError):
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "JOB_NOT_FOUND"
+
+
+class NotFound(DomainError):
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "NOT_FOUND"
+
+
+class InvalidTransition(DomainError):
+    """The job's status forbids the action (cancel a SUCCEEDED job, retry a RUNNING one)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "INVALID_TRANSITION"
+
+
+class LeaseLost(DomainError):
+    """The caller's lease is no longer current: the job was released, re-claimed or finished."""
+
+    code = grpc.StatusCode.ABORTED
+    reason = "LEASE_LOST"
+
+
+class StoreUnavailable(DomainError):
+    """The database cannot be reached. Nothing changed; the call is safe to retry."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "DATABASE_UNAVAILABLE"
+
+
+def to_status(error: DomainError) -> grpc.Status:
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata)
+    status = status_pb2.Status(code=getattr(code_pb2, error.code.name), message=error.message)
+    status.details.add().Pack(info)
+    return rpc_status.to_status(status)
+
+
+def error_reason(error: grpc.aio.AioRpcError | grpc.RpcError) -> str | None:
+    """The ErrorInfo reason attached to a failed call, if any (for clients and tests)."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    if status is None:
+        return None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info.reason
+    return None
+
+
+T = TypeVar("T")
+Handler = Callable[..., Awaitable[T]]
+
+
+def grpc_errors(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Wrap a unary servicer method: domain errors become their status, the rest INTERNAL."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
+        try:
+            return await method(self, request, context)
+        except DomainError as error:
+            await context.abort_with_status(to_status(error))
+        except Exception:
+            log.exception("unexpected error in %s", method.__qualname__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+        raise AssertionError("unreachable: abort raises")
+
+    return wrapper
+
+
+def grpc_stream_errors(
+    method: Callable[..., AsyncIterator[T]],
+) -> Callable[..., AsyncIterator[T]]:
+    """The same mapping for a streaming servicer method (an async generator)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[T]:
+        try:
+            async for item in method(self, request, context):
+                yield item
+        except DomainError as error:
+            await context.abort_with_status(to_status(error))
+        except Exception:
+            log.exception("unexpected error in %s", method.__qualname__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+
+    return wrapper
