@@ -8,7 +8,7 @@
 -- Every time is the database clock (clock_timestamp(), read once per call): workers send no
 -- timestamps, so a worker with a wrong clock cannot make a lease look fresh or stale.
 --
--- Safe to re-apply: columns are added when missing, functions and views are replaced.
+-- Safe to re-apply: columns are added when missing, functions and views are re-created.
 --
 --   psql -v ON_ERROR_STOP=1 -f migrations/004_job_queue_heartbeat.sql
 
@@ -33,6 +33,23 @@ BEGIN
 END
 $$;
 
+-- The functions are dropped and re-created rather than replaced: CREATE OR REPLACE cannot change
+-- a function's result type, and re-applying this file must always converge on its definitions.
+DROP FUNCTION IF EXISTS enqueue_job(jsonb, text, integer, integer, text, timestamptz);
+DROP FUNCTION IF EXISTS enqueue_jobs(jsonb[], text[], integer[], integer[], text[], timestamptz[]);
+DROP FUNCTION IF EXISTS claim_jobs(text, integer, text);
+DROP FUNCTION IF EXISTS update_job_heartbeat(uuid, bigint, text, double precision);
+DROP FUNCTION IF EXISTS update_job_heartbeat(uuid[], bigint[], text[], double precision[]);
+DROP FUNCTION IF EXISTS complete_job(uuid, bigint, jsonb);
+DROP FUNCTION IF EXISTS complete_job(uuid[], bigint[], jsonb[]);
+DROP FUNCTION IF EXISTS fail_job(uuid, bigint, text, text, boolean, double precision,
+                                 double precision, double precision);
+DROP FUNCTION IF EXISTS fail_job(uuid[], bigint[], text[], text[], boolean[], double precision[],
+                                 double precision, double precision);
+DROP FUNCTION IF EXISTS cancel_job(uuid);
+DROP FUNCTION IF EXISTS retry_job(uuid);
+DROP FUNCTION IF EXISTS release_stale_jobs(double precision, double precision);
+
 -- ---------------------------------------------------------------------------------------------
 -- Enqueue. The idempotency key is the caller's, or a hash of queue and input (jsonb's text form
 -- is canonical: key order and white space do not change it). Conflicts are resolved by the
@@ -50,7 +67,7 @@ AS $$
     )
 $$;
 
-CREATE OR REPLACE FUNCTION enqueue_jobs(
+CREATE FUNCTION enqueue_jobs(
     p_inputs        jsonb[],
     p_queues        text[],
     p_priorities    integer[],
@@ -103,7 +120,7 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION enqueue_job(
+CREATE FUNCTION enqueue_job(
     p_input         jsonb,
     p_queue         text        DEFAULT 'default',
     p_priority      integer     DEFAULT 0,
@@ -126,7 +143,7 @@ $$;
 -- new lease.
 -- ---------------------------------------------------------------------------------------------
 
-CREATE OR REPLACE FUNCTION claim_jobs(
+CREATE FUNCTION claim_jobs(
     p_worker_id text,
     p_limit     integer DEFAULT 1,
     p_queue     text    DEFAULT 'default'
@@ -174,7 +191,7 @@ $$;
 -- job was released, re-claimed, finished or deleted: the worker must stop and not complete it).
 -- ---------------------------------------------------------------------------------------------
 
-CREATE OR REPLACE FUNCTION update_job_heartbeat(
+CREATE FUNCTION update_job_heartbeat(
     p_job_ids  uuid[],
     p_leases   bigint[],
     p_stages   text[],
@@ -214,7 +231,7 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION update_job_heartbeat(
+CREATE FUNCTION update_job_heartbeat(
     p_job_id   uuid,
     p_lease    bigint,
     p_stage    text             DEFAULT NULL,
@@ -234,12 +251,12 @@ $$;
 -- is done and its output is real.
 -- ---------------------------------------------------------------------------------------------
 
-CREATE OR REPLACE FUNCTION complete_job(
+CREATE FUNCTION complete_job(
     p_job_ids uuid[],
     p_leases  bigint[],
     p_outputs jsonb[]
 )
-RETURNS TABLE (job_id uuid, outcome text, status text)
+RETURNS TABLE (job_id uuid, outcome text, status text, job ingestion_jobs)
 LANGUAGE plpgsql
 AS $$
 #variable_conflict use_column
@@ -262,13 +279,16 @@ BEGIN
             updated_at              = v_now
         FROM done
         WHERE j.id = done.id AND j.lease = done.lease AND j.status = 'RUNNING'
-        RETURNING j.id, j.status
+        RETURNING j.id, j.status, j AS job
     )
+    -- The updated row for an OK entry; the current one (a separate snapshot of the same
+    -- statement, so before any change) otherwise, or NULL when there is none.
     SELECT r.id,
            CASE WHEN u.id IS NOT NULL THEN 'ok'
                 WHEN cur.id IS NULL THEN 'not_found'
                 ELSE 'lease_lost' END,
-           coalesce(u.status, cur.status)
+           coalesce(u.status, cur.status),
+           CASE WHEN u.id IS NOT NULL THEN u.job WHEN cur.id IS NOT NULL THEN cur END
     FROM unnest(p_job_ids) WITH ORDINALITY AS r(id, ord)
     LEFT JOIN upd u ON u.id = r.id
     LEFT JOIN ingestion_jobs cur ON cur.id = r.id
@@ -276,7 +296,7 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION complete_job(
+CREATE FUNCTION complete_job(
     p_job_id uuid,
     p_lease  bigint,
     p_output jsonb DEFAULT '{}'::jsonb
@@ -285,15 +305,9 @@ RETURNS TABLE (outcome text, job ingestion_jobs)
 LANGUAGE plpgsql
 AS $$
 #variable_conflict use_column
-DECLARE
-    v_outcome text;
 BEGIN
-    SELECT c.outcome INTO v_outcome
-    FROM complete_job(ARRAY[p_job_id], ARRAY[p_lease], ARRAY[p_output]) c;
-    RETURN QUERY SELECT v_outcome, j FROM ingestion_jobs j WHERE j.id = p_job_id;
-    IF NOT FOUND THEN
-        RETURN QUERY SELECT v_outcome, NULL::ingestion_jobs;
-    END IF;
+    RETURN QUERY
+    SELECT c.outcome, c.job FROM complete_job(ARRAY[p_job_id], ARRAY[p_lease], ARRAY[p_output]) c;
 END
 $$;
 
@@ -307,7 +321,7 @@ $$;
 -- always in the future. Every failure appends {attempt, time, code, message} to errors.
 -- ---------------------------------------------------------------------------------------------
 
-CREATE OR REPLACE FUNCTION fail_job(
+CREATE FUNCTION fail_job(
     p_job_ids       uuid[],
     p_leases        bigint[],
     p_codes         text[],
@@ -317,7 +331,7 @@ CREATE OR REPLACE FUNCTION fail_job(
     p_backoff_base  double precision DEFAULT 10,
     p_backoff_max   double precision DEFAULT 3600
 )
-RETURNS TABLE (job_id uuid, outcome text, status text)
+RETURNS TABLE (job_id uuid, outcome text, status text, job ingestion_jobs)
 LANGUAGE plpgsql
 AS $$
 #variable_conflict use_column
@@ -366,13 +380,16 @@ BEGIN
             updated_at              = v_now
         FROM target t
         WHERE j.id = t.id AND j.lease = t.lease AND j.status = 'RUNNING'
-        RETURNING j.id, j.status
+        RETURNING j.id, j.status, j AS job
     )
+    -- The updated row for an OK entry; the current one (a separate snapshot of the same
+    -- statement, so before any change) otherwise, or NULL when there is none.
     SELECT r.id,
            CASE WHEN u.id IS NOT NULL THEN 'ok'
                 WHEN cur.id IS NULL THEN 'not_found'
                 ELSE 'lease_lost' END,
-           coalesce(u.status, cur.status)
+           coalesce(u.status, cur.status),
+           CASE WHEN u.id IS NOT NULL THEN u.job WHEN cur.id IS NOT NULL THEN cur END
     FROM unnest(p_job_ids) WITH ORDINALITY AS r(id, ord)
     LEFT JOIN upd u ON u.id = r.id
     LEFT JOIN ingestion_jobs cur ON cur.id = r.id
@@ -380,7 +397,7 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION fail_job(
+CREATE FUNCTION fail_job(
     p_job_id       uuid,
     p_lease        bigint,
     p_error_code   text,
@@ -394,16 +411,11 @@ RETURNS TABLE (outcome text, job ingestion_jobs)
 LANGUAGE plpgsql
 AS $$
 #variable_conflict use_column
-DECLARE
-    v_outcome text;
 BEGIN
-    SELECT f.outcome INTO v_outcome
+    RETURN QUERY
+    SELECT f.outcome, f.job
     FROM fail_job(ARRAY[p_job_id], ARRAY[p_lease], ARRAY[p_error_code], ARRAY[p_message],
                   ARRAY[p_retryable], ARRAY[p_retry_after], p_backoff_base, p_backoff_max) f;
-    RETURN QUERY SELECT v_outcome, j FROM ingestion_jobs j WHERE j.id = p_job_id;
-    IF NOT FOUND THEN
-        RETURN QUERY SELECT v_outcome, NULL::ingestion_jobs;
-    END IF;
 END
 $$;
 
@@ -415,7 +427,7 @@ $$;
 -- 'cancel_requested'.
 -- ---------------------------------------------------------------------------------------------
 
-CREATE OR REPLACE FUNCTION cancel_job(p_job_id uuid)
+CREATE FUNCTION cancel_job(p_job_id uuid)
 RETURNS TABLE (outcome text, job ingestion_jobs)
 LANGUAGE plpgsql
 AS $$
@@ -451,7 +463,7 @@ $$;
 -- Outcomes as cancel_job: 'retried', 'wrong_state', 'not_found'.
 -- ---------------------------------------------------------------------------------------------
 
-CREATE OR REPLACE FUNCTION retry_job(p_job_id uuid)
+CREATE FUNCTION retry_job(p_job_id uuid)
 RETURNS TABLE (outcome text, job ingestion_jobs)
 LANGUAGE plpgsql
 AS $$
@@ -496,7 +508,7 @@ $$;
 -- released from under its worker.
 -- ---------------------------------------------------------------------------------------------
 
-CREATE OR REPLACE FUNCTION release_stale_jobs(
+CREATE FUNCTION release_stale_jobs(
     p_heartbeat_timeout_seconds double precision DEFAULT 120,
     p_lock_timeout_seconds      double precision DEFAULT 1800
 )

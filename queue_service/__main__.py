@@ -1,0 +1,109 @@
+"""`python -m queue_service`: the gRPC queue service.
+
+Applies migrations (under an advisory lock), then serves QueueService, AdminService and
+AdvertService on QUEUE_LISTEN until SIGTERM or SIGINT, when it stops taking calls, lets running
+ones finish for a few seconds and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+
+import psycopg
+
+from queue_service import migrate
+from queue_service.config import Config, ConfigError, mask_url
+from queue_service.server import build
+
+log = logging.getLogger("queue_service")
+
+# How long start-up keeps trying to reach the database before giving up (compose may start the
+# service a moment before PostgreSQL accepts connections).
+DATABASE_WAIT_SECONDS = 30.0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m queue_service",
+        description="The ingestion job queue's gRPC service (the only database client).",
+        epilog=(
+            "Environment: DATABASE_URL (or SUPABASE_DB_URL), QUEUE_LISTEN, QUEUE_AUTH_TOKEN, "
+            "HEARTBEAT_TIMEOUT_SECONDS, LOCK_TIMEOUT_SECONDS, STALE_SWEEP_INTERVAL_SECONDS, "
+            "RETRY_BACKOFF_BASE_SECONDS, RETRY_BACKOFF_MAX_SECONDS, DB_POOL_MIN_SIZE, "
+            "DB_POOL_MAX_SIZE, MAX_CONCURRENT_CLAIMS, APPLY_MIGRATIONS, LOG_LEVEL."
+        ),
+    )
+    parser.add_argument("--listen", help="HOST:PORT to serve on (env QUEUE_LISTEN, default 0.0.0.0:50051)")
+    parser.add_argument(
+        "--no-migrate",
+        action="store_true",
+        help="do not apply migrations at start-up (env APPLY_MIGRATIONS=0)",
+    )
+    return parser.parse_args(argv)
+
+
+async def wait_and_migrate(config: Config) -> list[str]:
+    deadline = time.monotonic() + DATABASE_WAIT_SECONDS
+    while True:
+        try:
+            return await migrate.apply_async(config.database_url)
+        except psycopg.OperationalError as error:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("database not reachable yet (%s); retrying", str(error).splitlines()[0])
+            await asyncio.sleep(1.0)
+
+
+async def serve(config: Config) -> int:
+    if config.apply_migrations:
+        applied = await wait_and_migrate(config)
+        log.info("migrations applied: %s", ", ".join(applied) or "none pending")
+    service = await build(config)
+    await service.start()
+    print(f"Queue service listening on {config.listen} (port {service.port})", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: no new calls; finishing running ones")
+    await service.stop(grace=5.0)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    env = dict(os.environ)
+    if args.listen:
+        env["QUEUE_LISTEN"] = args.listen
+    if args.no_migrate:
+        env["APPLY_MIGRATIONS"] = "0"
+    try:
+        config = Config.from_env(env)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"Database: {mask_url(config.database_url)}", flush=True)
+    try:
+        return asyncio.run(serve(config))
+    except psycopg.OperationalError as error:
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"error: cannot reach the database {mask_url(config.database_url)}: {first_line}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

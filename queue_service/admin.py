@@ -1,0 +1,165 @@
+"""AdminService: the producer- and operator-facing RPCs. Validate, one store call, convert."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC
+from collections.abc import Sequence
+
+import grpc
+
+from jobqueue.v1 import admin_service_pb2 as pb
+from jobqueue.v1 import admin_service_pb2_grpc, job_pb2
+from queue_service import convert
+from queue_service.config import Config
+from queue_service.errors import InvalidArgument, grpc_errors
+from queue_service.store import NewJob, Store
+
+MAX_ENQUEUE_BATCH = 1000
+MAX_PAGE_SIZE = 500
+DEFAULT_PAGE_SIZE = 50
+MAX_INPUT_BYTES = 256 * 1024
+STATUSES = ("QUEUED", "RUNNING", "SUCCEEDED", "RETRY", "FAILED", "CANCELLED")
+
+
+class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
+    def __init__(self, store: Store, config: Config) -> None:
+        self._store = store
+        self._config = config
+
+    @grpc_errors
+    async def EnqueueJob(
+        self, request: pb.EnqueueJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EnqueueJobResponse:
+        [(row, existed)] = await self._store.enqueue([_new_job(request)])
+        return pb.EnqueueJobResponse(job=convert.job(row), already_existed=existed)
+
+    @grpc_errors
+    async def EnqueueJobs(
+        self, request: pb.EnqueueJobsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EnqueueJobsResponse:
+        if not 1 <= len(request.jobs) <= MAX_ENQUEUE_BATCH:
+            raise InvalidArgument(f"jobs must hold 1..{MAX_ENQUEUE_BATCH} entries", field="jobs")
+        results = await self._store.enqueue([_new_job(job) for job in request.jobs])
+        return pb.EnqueueJobsResponse(
+            results=[
+                pb.EnqueueJobResponse(job=convert.job(row), already_existed=existed)
+                for row, existed in results
+            ]
+        )
+
+    @grpc_errors
+    async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> job_pb2.Job:
+        return convert.job(await self._store.get_job(convert.parse_uuid(request.job_id)))
+
+    @grpc_errors
+    async def ListJobs(
+        self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListJobsResponse:
+        page_size = request.page_size or DEFAULT_PAGE_SIZE
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise InvalidArgument(f"page_size must be 1..{MAX_PAGE_SIZE}", field="page_size")
+        status = None
+        if request.status != job_pb2.JOB_STATUS_UNSPECIFIED:
+            if request.status not in convert.PROTO_TO_STATUS:
+                raise InvalidArgument("unknown status", field="status")
+            status = convert.PROTO_TO_STATUS[request.status]
+        after = convert.decode_page_token(request.page_token) if request.page_token else None
+        rows = await self._store.list_jobs(
+            status=status, queue=request.queue or None, limit=page_size + 1, after=after
+        )
+        page, more = rows[:page_size], len(rows) > page_size
+        return pb.ListJobsResponse(
+            jobs=[convert.job(row) for row in page],
+            next_page_token=convert.encode_page_token(page[-1]) if more else "",
+        )
+
+    @grpc_errors
+    async def CancelJob(
+        self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelJobResponse:
+        row, pending = await self._store.cancel(convert.parse_uuid(request.job_id))
+        return pb.CancelJobResponse(job=convert.job(row), cancellation_pending=pending)
+
+    @grpc_errors
+    async def RetryJob(self, request: pb.RetryJobRequest, context: grpc.aio.ServicerContext) -> job_pb2.Job:
+        return convert.job(await self._store.retry(convert.parse_uuid(request.job_id)))
+
+    @grpc_errors
+    async def GetQueueStats(
+        self, request: pb.GetQueueStatsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.QueueStats:
+        row = await self._store.queue_stats(
+            request.queue or None, self._config.heartbeat_timeout_seconds
+        )
+        by_status = {status: int(row["by_status"].get(status, 0)) for status in STATUSES}
+        return pb.QueueStats(
+            by_status=by_status,
+            total=sum(by_status.values()),
+            stale_running=row["stale_running"],
+            oldest_runnable_age_seconds=float(row["oldest_runnable_age_seconds"]),
+        )
+
+    @grpc_errors
+    async def ListRunningJobs(
+        self, request: pb.ListRunningJobsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListRunningJobsResponse:
+        rows = await self._store.running_jobs(request.queue or None)
+        return pb.ListRunningJobsResponse(
+            jobs=[
+                job_pb2.RunningJob(
+                    job=convert.job(row),
+                    running=convert.duration(float(row["running_seconds"])),
+                    heartbeat_age=convert.duration(float(row["heartbeat_age_seconds"])),
+                )
+                for row in rows
+            ]
+        )
+
+    @grpc_errors
+    async def ReleaseStaleJobs(
+        self, request: pb.ReleaseStaleJobsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReleaseStaleJobsResponse:
+        rows = await self._store.release_stale(
+            self._config.heartbeat_timeout_seconds, self._config.lock_timeout_seconds
+        )
+        return released_response(rows)
+
+
+def released_response(rows: Sequence[dict[str, object]]) -> pb.ReleaseStaleJobsResponse:
+    return pb.ReleaseStaleJobsResponse(
+        released_count=len(rows),
+        jobs=[
+            pb.ReleasedJob(
+                job_id=str(row["job_id"]),
+                reason=str(row["reason"]),
+                status=convert.STATUS_TO_PROTO[str(row["status"])],
+            )
+            for row in rows
+        ],
+    )
+
+
+def _new_job(request: pb.EnqueueJobRequest) -> NewJob:
+    if not request.HasField("input") or not request.input.fields:
+        raise InvalidArgument("input is required: a non-empty JSON object", field="input")
+    payload = convert.struct_to_dict(request.input)
+    if len(json.dumps(payload)) > MAX_INPUT_BYTES:
+        raise InvalidArgument(f"input is larger than {MAX_INPUT_BYTES} bytes", field="input")
+    queue = request.queue or "default"
+    if len(queue) > 100:
+        raise InvalidArgument("queue is at most 100 characters", field="queue")
+    if not 0 <= request.max_attempts <= 100:
+        raise InvalidArgument("max_attempts must be 1..100 (0 for the default)", field="max_attempts")
+    if not -1000 <= request.priority <= 1000:
+        raise InvalidArgument("priority must be -1000..1000", field="priority")
+    if len(request.idempotency_key) > 500:
+        raise InvalidArgument("idempotency_key is at most 500 characters", field="idempotency_key")
+    return NewJob(
+        input=payload,
+        queue=queue,
+        priority=request.priority,
+        max_attempts=request.max_attempts,
+        idempotency_key=request.idempotency_key,
+        run_after=request.run_after.ToDatetime(tzinfo=UTC) if request.HasField("run_after") else None,
+    )

@@ -1,0 +1,202 @@
+"""QueueService: the worker-facing RPCs. Validate, one store call, convert."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
+
+from jobqueue.v1 import queue_service_pb2 as pb
+from jobqueue.v1 import queue_service_pb2_grpc
+from queue_service import convert
+from queue_service.batching import Coalescer
+from queue_service.claims import Claimer
+from queue_service.errors import InvalidArgument, grpc_errors, grpc_stream_errors
+from queue_service.store import Beat, Completion, EntryOutcome, Failure, Store, raise_for_outcome
+
+log = logging.getLogger(__name__)
+
+MAX_CLAIM = 1000
+MAX_CLAIM_WAIT_SECONDS = 60.0
+MAX_BATCH = 1000
+MAX_TEXT = 10_000
+
+ACTIONS = {
+    "continue": pb.HEARTBEAT_ACTION_CONTINUE,
+    "cancel": pb.HEARTBEAT_ACTION_CANCEL,
+    "lease_lost": pb.HEARTBEAT_ACTION_LEASE_LOST,
+}
+OUTCOMES = {
+    "ok": pb.OUTCOME_OK,
+    "lease_lost": pb.OUTCOME_LEASE_LOST,
+    "not_found": pb.OUTCOME_NOT_FOUND,
+}
+
+
+class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
+    def __init__(self, store: Store, claimer: Claimer) -> None:
+        self._claimer = claimer
+        # Single-job calls from many workers meet here and reach the database together.
+        self.heartbeats: Coalescer[Beat, str] = Coalescer(store.heartbeat)
+        self.completions: Coalescer[Completion, EntryOutcome] = Coalescer(store.complete)
+        self.failures: Coalescer[Failure, EntryOutcome] = Coalescer(store.fail)
+        self._store = store
+
+    def start(self) -> None:
+        for coalescer in (self.heartbeats, self.completions, self.failures):
+            coalescer.start()
+
+    async def stop(self) -> None:
+        for coalescer in (self.heartbeats, self.completions, self.failures):
+            await coalescer.stop()
+
+    @grpc_errors
+    async def Claim(self, request: pb.ClaimRequest, context: grpc.aio.ServicerContext) -> pb.ClaimResponse:
+        worker_id = request.worker_id.strip()
+        if not worker_id or len(worker_id) > 200:
+            raise InvalidArgument("worker_id is required (at most 200 characters)", field="worker_id")
+        if not 1 <= request.max_jobs <= MAX_CLAIM:
+            raise InvalidArgument(f"max_jobs must be 1..{MAX_CLAIM}", field="max_jobs")
+        wait = request.wait.ToNanoseconds() / 1e9 if request.HasField("wait") else 0.0
+        if not 0 <= wait <= MAX_CLAIM_WAIT_SECONDS:
+            raise InvalidArgument(f"wait must be 0..{MAX_CLAIM_WAIT_SECONDS:g} s", field="wait")
+        # Never wait past the caller's own deadline: answer empty just before it instead.
+        remaining = context.time_remaining()
+        if remaining is not None:
+            wait = max(0.0, min(wait, remaining - 0.5))
+        rows = await self._claimer.claim(worker_id, request.max_jobs, request.queue or "default", wait)
+        return pb.ClaimResponse(jobs=[convert.job(row) for row in rows])
+
+    @grpc_stream_errors
+    async def Heartbeat(
+        self, request_iterator: AsyncIterator[pb.HeartbeatRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.HeartbeatResponse]:
+        # Beats are answered as they are written, not one at a time: a worker's beats for its
+        # several jobs travel to the database in one statement.
+        answers: asyncio.Queue[pb.HeartbeatResponse | BaseException | None] = asyncio.Queue()
+        pending: set[asyncio.Task[None]] = set()
+
+        async def answer(beat: Beat) -> None:
+            try:
+                action = await self.heartbeats.submit(beat)
+                await answers.put(
+                    pb.HeartbeatResponse(job_id=str(beat.job_id), lease=beat.lease, action=ACTIONS[action])
+                )
+            except BaseException as error:  # DomainError, or cancellation when the stream ends
+                await answers.put(error)
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    task = asyncio.create_task(answer(_beat(request)))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                if pending:
+                    await asyncio.gather(*pending, return_exceptions=True)
+                await answers.put(None)
+            except BaseException as error:
+                await answers.put(error)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await answers.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            reader.cancel()
+            for task in list(pending):
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await reader
+
+    @grpc_errors
+    async def Complete(self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext) -> pb.CompleteResponse:
+        outcome = await self.completions.submit(_completion(request))
+        raise_for_outcome(outcome)
+        assert outcome.row is not None
+        return pb.CompleteResponse(job=convert.job(outcome.row))
+
+    @grpc_errors
+    async def CompleteBatch(
+        self, request: pb.CompleteBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CompleteBatchResponse:
+        entries = [_completion(entry) for entry in _batch(request.entries)]
+        return pb.CompleteBatchResponse(results=_results(await self._store.complete(entries)))
+
+    @grpc_errors
+    async def Fail(self, request: pb.FailRequest, context: grpc.aio.ServicerContext) -> pb.FailResponse:
+        outcome = await self.failures.submit(_failure(request))
+        raise_for_outcome(outcome)
+        assert outcome.row is not None
+        return pb.FailResponse(job=convert.job(outcome.row))
+
+    @grpc_errors
+    async def FailBatch(self, request: pb.FailBatchRequest, context: grpc.aio.ServicerContext) -> pb.FailBatchResponse:
+        entries = [_failure(entry) for entry in _batch(request.entries)]
+        return pb.FailBatchResponse(results=_results(await self._store.fail(entries)))
+
+
+def _batch(entries: Sequence[object]) -> Sequence[object]:
+    if not 1 <= len(entries) <= MAX_BATCH:
+        raise InvalidArgument(f"a batch carries 1..{MAX_BATCH} entries", field="entries")
+    return entries
+
+
+def _lease(value: int) -> int:
+    if value < 1:
+        raise InvalidArgument("lease must be the positive lease of a claim", field="lease")
+    return value
+
+
+def _beat(request: pb.HeartbeatRequest) -> Beat:
+    if not 0.0 <= request.progress <= 1.0:
+        raise InvalidArgument("progress must be 0..1", field="progress")
+    if len(request.stage) > 100:
+        raise InvalidArgument("stage is at most 100 characters", field="stage")
+    return Beat(
+        job_id=convert.parse_uuid(request.job_id),
+        lease=_lease(request.lease),
+        stage=request.stage,
+        progress=request.progress,
+    )
+
+
+def _completion(request: pb.CompleteRequest) -> Completion:
+    return Completion(
+        job_id=convert.parse_uuid(request.job_id),
+        lease=_lease(request.lease),
+        output=convert.struct_to_dict(request.output),
+    )
+
+
+def _failure(request: pb.FailRequest) -> Failure:
+    retry_after = None
+    if request.HasField("retry_after"):
+        retry_after = request.retry_after.ToNanoseconds() / 1e9
+        if retry_after < 0:
+            raise InvalidArgument("retry_after must not be negative", field="retry_after")
+    return Failure(
+        job_id=convert.parse_uuid(request.job_id),
+        lease=_lease(request.lease),
+        error_code=request.error_code[:200],
+        message=request.message[:MAX_TEXT],
+        retryable=request.retryable,
+        retry_after_seconds=retry_after,
+    )
+
+
+def _results(outcomes: Sequence[EntryOutcome]) -> list[pb.EntryResult]:
+    return [
+        pb.EntryResult(
+            job_id=str(outcome.job_id),
+            outcome=OUTCOMES[outcome.outcome],
+            status=convert.STATUS_TO_PROTO.get(outcome.status or "", 0),
+        )
+        for outcome in outcomes
+    ]
+
+

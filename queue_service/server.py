@@ -1,0 +1,186 @@
+"""Builds the queue service: the grpc.aio server with its services, auth, health and reflection,
+the database pool, the job notifier, the coalescers and the stale-job reaper.
+
+Health (`grpc.health.v1`) is SERVING only while the database answers: a watcher pings it every
+few seconds, flips to NOT_SERVING when it does not (RPCs then fail fast with UNAVAILABLE) and
+back once it does, after dropping the pool's broken connections, so an outage heals without a
+restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+import grpc
+import psycopg_pool
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from jobqueue.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    advert_service_pb2,
+    advert_service_pb2_grpc,
+    queue_service_pb2,
+    queue_service_pb2_grpc,
+)
+from queue_service.admin import AdminServicer
+from queue_service.auth import BearerTokenInterceptor
+from queue_service.claims import Claimer
+from queue_service.config import Config
+from queue_service.errors import StoreUnavailable
+from queue_service.notify import JobNotifier
+from queue_service.queue import QueueServicer
+from queue_service.reaper import Reaper
+from queue_service.store import Store
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    queue_service_pb2.DESCRIPTOR.services_by_name["QueueService"].full_name,
+    admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+    advert_service_pb2.DESCRIPTOR.services_by_name["AdvertService"].full_name,
+)
+
+HEALTH_CHECK_INTERVAL_SECONDS = 2.0
+
+SERVER_OPTIONS = [
+    # Without this, a second server could silently bind the same port and share traffic.
+    ("grpc.so_reuseport", 0),
+    # Workers keep a heartbeat stream open for hours; allow their keepalive pings.
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.max_receive_message_length", 32 * 1024 * 1024),
+]
+
+
+@dataclass
+class QueueServer:
+    config: Config
+    server: grpc.aio.Server
+    pool: psycopg_pool.AsyncConnectionPool
+    store: Store
+    notifier: JobNotifier
+    queue: QueueServicer
+    reaper: Reaper
+    health: HealthServicer
+    port: int
+    _watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    async def start(self) -> None:
+        self.notifier.start()
+        self.queue.start()
+        await self.server.start()
+        await self._set_health(await self._database_ok())
+        self._watcher = asyncio.create_task(self._watch_database(), name="db-health")
+        self.reaper.start()
+
+    async def stop(self, grace: float | None = 5.0) -> None:
+        """Stop taking calls, let running ones finish within `grace`, then release everything."""
+        await self.health.enter_graceful_shutdown()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+        await self.reaper.stop()
+        await self.server.stop(grace)
+        await self.queue.stop()
+        await self.notifier.stop()
+        await self.pool.close()
+
+    async def _database_ok(self) -> bool:
+        try:
+            await self.store.ping()
+        except StoreUnavailable:
+            return False
+        return True
+
+    async def _set_health(self, ok: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if ok
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, status)
+
+    async def _watch_database(self) -> None:
+        ok = True
+        while True:
+            await asyncio.sleep(HEALTH_CHECK_INTERVAL_SECONDS)
+            now_ok = await self._database_ok()
+            if now_ok and not ok:
+                # Connections that died with the old server would fail their next call.
+                with contextlib.suppress(Exception):
+                    await self.pool.check()
+                log.info("database reachable again; serving")
+            elif ok and not now_ok:
+                log.error("database unreachable; health is NOT_SERVING until it answers")
+            if now_ok != ok:
+                await self._set_health(now_ok)
+            ok = now_ok
+
+
+async def build(config: Config) -> QueueServer:
+    """Create (but do not start) a queue service for `config`. Binds the port."""
+    pool = psycopg_pool.AsyncConnectionPool(
+        config.database_url,
+        min_size=config.pool_min_size,
+        max_size=config.pool_max_size,
+        # Fail a call with UNAVAILABLE quickly when the database is down, rather than hang.
+        timeout=3.0,
+        kwargs={"autocommit": True},
+        open=False,
+        name="queue-service",
+    )
+    await pool.open(wait=False)
+    store = Store(
+        pool,
+        backoff_base_seconds=config.retry_backoff_base_seconds,
+        backoff_max_seconds=config.retry_backoff_max_seconds,
+    )
+    notifier = JobNotifier(config.database_url)
+    claimer = Claimer(store, notifier, max_concurrent=config.max_concurrent_claims)
+    queue = QueueServicer(store, claimer)
+    interceptors = [BearerTokenInterceptor(config.auth_token)] if config.auth_token else []
+    server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
+    queue_service_pb2_grpc.add_QueueServiceServicer_to_server(queue, server)
+    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(store, config), server)
+    _add_advert_service(server, pool)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME),
+        server,
+    )
+    port = server.add_insecure_port(config.listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {config.listen}")
+    return QueueServer(
+        config=config,
+        server=server,
+        pool=pool,
+        store=store,
+        notifier=notifier,
+        queue=queue,
+        reaper=Reaper(store, config),
+        health=health,
+        port=port,
+    )
+
+
+def _add_advert_service(server: grpc.aio.Server, pool: psycopg_pool.AsyncConnectionPool) -> None:
+    """The pipeline's persistence service (queue_service/adverts.py), once it exists."""
+    try:
+        from queue_service.advert_store import AdvertStore
+        from queue_service.adverts import AdvertServicer
+    except ImportError:
+        log.warning("AdvertService not available in this build")
+        return
+    advert_service_pb2_grpc.add_AdvertServiceServicer_to_server(
+        AdvertServicer(AdvertStore(pool)), server
+    )
