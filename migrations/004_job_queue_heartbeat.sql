@@ -206,11 +206,11 @@ DECLARE
 BEGIN
     RETURN QUERY
     WITH beat AS (
-        -- The latest beat of each job wins when one batch carries several.
-        SELECT DISTINCT ON (b.id) b.id, b.lease, b.stage, b.progress
+        -- The latest beat of each claim wins when one batch carries several.
+        SELECT DISTINCT ON (b.id, b.lease) b.id, b.lease, b.stage, b.progress
         FROM unnest(p_job_ids, p_leases, p_stages, p_progress) WITH ORDINALITY
              AS b(id, lease, stage, progress, ord)
-        ORDER BY b.id, b.ord DESC
+        ORDER BY b.id, b.lease, b.ord DESC
     ), upd AS (
         UPDATE ingestion_jobs j
         SET last_heartbeat_at = v_now,
@@ -219,14 +219,14 @@ BEGIN
             updated_at        = v_now
         FROM beat
         WHERE j.id = beat.id AND j.lease = beat.lease AND j.status = 'RUNNING'
-        RETURNING j.id, j.cancel_requested_at IS NOT NULL AS cancel
+        RETURNING j.id, j.lease, j.cancel_requested_at IS NOT NULL AS cancel
     )
     SELECT r.id,
            CASE WHEN u.id IS NULL THEN 'lease_lost'
                 WHEN u.cancel THEN 'cancel'
                 ELSE 'continue' END
-    FROM unnest(p_job_ids) WITH ORDINALITY AS r(id, ord)
-    LEFT JOIN upd u ON u.id = r.id
+    FROM unnest(p_job_ids, p_leases) WITH ORDINALITY AS r(id, lease, ord)
+    LEFT JOIN upd u ON u.id = r.id AND u.lease = r.lease
     ORDER BY r.ord;
 END
 $$;
@@ -265,7 +265,7 @@ DECLARE
 BEGIN
     RETURN QUERY
     WITH done AS (
-        SELECT DISTINCT ON (d.id) d.id, d.lease, d.output
+        SELECT DISTINCT ON (d.id, d.lease) d.id, d.lease, d.output
         FROM unnest(p_job_ids, p_leases, p_outputs) AS d(id, lease, output)
     ), upd AS (
         UPDATE ingestion_jobs j
@@ -279,7 +279,7 @@ BEGIN
             updated_at              = v_now
         FROM done
         WHERE j.id = done.id AND j.lease = done.lease AND j.status = 'RUNNING'
-        RETURNING j.id, j.status, j AS job
+        RETURNING j.id, j.lease, j.status, j AS job
     )
     -- The updated row for an OK entry; the current one (a separate snapshot of the same
     -- statement, so before any change) otherwise, or NULL when there is none.
@@ -289,8 +289,8 @@ BEGIN
                 ELSE 'lease_lost' END,
            coalesce(u.status, cur.status),
            CASE WHEN u.id IS NOT NULL THEN u.job WHEN cur.id IS NOT NULL THEN cur END
-    FROM unnest(p_job_ids) WITH ORDINALITY AS r(id, ord)
-    LEFT JOIN upd u ON u.id = r.id
+    FROM unnest(p_job_ids, p_leases) WITH ORDINALITY AS r(id, lease, ord)
+    LEFT JOIN upd u ON u.id = r.id AND u.lease = r.lease
     LEFT JOIN ingestion_jobs cur ON cur.id = r.id
     ORDER BY r.ord;
 END
@@ -340,7 +340,7 @@ DECLARE
 BEGIN
     RETURN QUERY
     WITH req AS (
-        SELECT DISTINCT ON (f.id) f.id, f.lease,
+        SELECT DISTINCT ON (f.id, f.lease) f.id, f.lease,
                coalesce(nullif(f.code, ''), 'UNKNOWN_ERROR') AS code,
                coalesce(f.message, '') AS message,
                coalesce(f.retryable, true) AS retryable,
@@ -380,7 +380,7 @@ BEGIN
             updated_at              = v_now
         FROM target t
         WHERE j.id = t.id AND j.lease = t.lease AND j.status = 'RUNNING'
-        RETURNING j.id, j.status, j AS job
+        RETURNING j.id, j.lease, j.status, j AS job
     )
     -- The updated row for an OK entry; the current one (a separate snapshot of the same
     -- statement, so before any change) otherwise, or NULL when there is none.
@@ -390,8 +390,8 @@ BEGIN
                 ELSE 'lease_lost' END,
            coalesce(u.status, cur.status),
            CASE WHEN u.id IS NOT NULL THEN u.job WHEN cur.id IS NOT NULL THEN cur END
-    FROM unnest(p_job_ids) WITH ORDINALITY AS r(id, ord)
-    LEFT JOIN upd u ON u.id = r.id
+    FROM unnest(p_job_ids, p_leases) WITH ORDINALITY AS r(id, lease, ord)
+    LEFT JOIN upd u ON u.id = r.id AND u.lease = r.lease
     LEFT JOIN ingestion_jobs cur ON cur.id = r.id
     ORDER BY r.ord;
 END
