@@ -26,7 +26,9 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum:
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float, maximum: float) -> float:
+def _float(
+    env: Mapping[str, str], name: str, default: float, minimum: float, maximum: float
+) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default

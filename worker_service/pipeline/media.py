@@ -46,12 +46,14 @@ def probe(path: Path, timeout: float) -> dict[str, Any]:
         result = subprocess.run(
             [
                 "ffprobe",
-                "-v", "error",
-                "-print_format", "json",
+                "-v",
+                "error",
+                "-print_format",
+                "json",
                 "-show_format",
                 "-show_streams",
                 str(path),
-            ],  # fmt: skip
+            ],
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -59,7 +59,5 @@ class LocalMiniLMEmbedder:
         model = _load()
         with _encode_lock:
             # Normalised, so cosine similarity is a dot product, like OpenAI's vectors.
-            vectors = model.encode(
-                list(texts), normalize_embeddings=True, show_progress_bar=False
-            )
+            vectors = model.encode(list(texts), normalize_embeddings=True, show_progress_bar=False)
         return [[float(x) for x in row] for row in vectors]

@@ -41,7 +41,9 @@ def classify_openai_error(error: Exception, what: str) -> StageError:
     if isinstance(error, openai.PermissionDeniedError):
         return PermanentError("OPENAI_PERMISSION_DENIED", f"{what}: OpenAI permission denied (403)")
     if isinstance(error, openai.NotFoundError):
-        return PermanentError("OPENAI_MODEL_NOT_FOUND", f"{what}: model or endpoint not found (404)")
+        return PermanentError(
+            "OPENAI_MODEL_NOT_FOUND", f"{what}: model or endpoint not found (404)"
+        )
     if isinstance(error, openai.BadRequestError | openai.UnprocessableEntityError):
         return PermanentError(
             "OPENAI_BAD_REQUEST", f"{what}: request rejected ({error.status_code}): {error.message}"
@@ -130,21 +132,17 @@ class OpenAIAnalyzer:
                     "image_url": {"url": f"data:image/jpeg;base64,{data}", "detail": "low"},
                 }
             )
+        messages: list[Any] = [
+            {"role": "system", "content": _SYSTEM_PROMPT},
+            {"role": "user", "content": content},
+        ]
+        response_format: Any = {
+            "type": "json_schema",
+            "json_schema": {"name": "advert_analysis", "strict": True, "schema": ANALYSIS_SCHEMA},
+        }
         try:
             completion: Any = self._client.chat.completions.create(
-                model=self.model,
-                messages=[
-                    {"role": "system", "content": _SYSTEM_PROMPT},
-                    {"role": "user", "content": content},
-                ],
-                response_format={
-                    "type": "json_schema",
-                    "json_schema": {
-                        "name": "advert_analysis",
-                        "strict": True,
-                        "schema": ANALYSIS_SCHEMA,
-                    },
-                },
+                model=self.model, messages=messages, response_format=response_format
             )
         except openai.OpenAIError as error:
             raise classify_openai_error(error, "llm_analysis") from error
@@ -152,7 +150,9 @@ class OpenAIAnalyzer:
             raise TransientError("LLM_INVALID_OUTPUT", "llm_analysis: the answer had no choices")
         message = completion.choices[0].message
         if getattr(message, "refusal", None):
-            raise PermanentError("OPENAI_REFUSED", f"llm_analysis: model refused: {message.refusal}")
+            raise PermanentError(
+                "OPENAI_REFUSED", f"llm_analysis: model refused: {message.refusal}"
+            )
         try:
             analysis = json.loads(message.content or "")
         except json.JSONDecodeError as error:
@@ -185,7 +185,8 @@ class OpenAIEmbedder:
         data = sorted(response.data, key=lambda item: item.index)
         if len(data) != len(texts):
             raise TransientError(
-                "EMBEDDING_INVALID_OUTPUT", f"embeddings: {len(data)} vectors for {len(texts)} texts"
+                "EMBEDDING_INVALID_OUTPUT",
+                f"embeddings: {len(data)} vectors for {len(texts)} texts",
             )
         vectors = [[float(x) for x in item.embedding] for item in data]
         if len({len(v) for v in vectors}) > 1 or not vectors[0]:

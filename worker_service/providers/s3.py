@@ -17,9 +17,11 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionError as BotoConnectionError,
     NoCredentialsError,
     PartialCredentialsError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
 )
 
 from worker_service.pipeline.base import JobStopped, PermanentError, StageError, TransientError
@@ -127,7 +129,9 @@ class S3ObjectStore:
         finally:
             body.close()
         if size and received != size:
-            raise TransientError("S3_INCOMPLETE_DOWNLOAD", f"{what}: got {received} of {size} bytes")
+            raise TransientError(
+                "S3_INCOMPLETE_DOWNLOAD", f"{what}: got {received} of {size} bytes"
+            )
         log.info("downloaded %s (%d bytes)", what, received)
         return ObjectInfo(bucket=self.bucket, key=key, size=received)
 
