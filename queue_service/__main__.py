@@ -39,7 +39,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "DB_POOL_MAX_SIZE, MAX_CONCURRENT_CLAIMS, APPLY_MIGRATIONS, LOG_LEVEL."
         ),
     )
-    parser.add_argument("--listen", help="HOST:PORT to serve on (env QUEUE_LISTEN, default 0.0.0.0:50051)")
+    parser.add_argument(
+        "--listen", help="HOST:PORT to serve on (env QUEUE_LISTEN, default 0.0.0.0:50051)"
+    )
     parser.add_argument(
         "--no-migrate",
         action="store_true",
@@ -98,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(serve(config))
     except psycopg.OperationalError as error:
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"error: cannot reach the database {mask_url(config.database_url)}: {first_line}", file=sys.stderr)
+        print(
+            f"error: cannot reach the database {mask_url(config.database_url)}: {first_line}",
+            file=sys.stderr,
+        )
         return 1
     except OSError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC
 from collections.abc import Sequence
+from datetime import UTC
 
 import grpc
 
@@ -49,7 +49,9 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         )
 
     @grpc_errors
-    async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> job_pb2.Job:
+    async def GetJob(
+        self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext
+    ) -> job_pb2.Job:
         return convert.job(await self._store.get_job(convert.parse_uuid(request.job_id)))
 
     @grpc_errors
@@ -82,7 +84,9 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         return pb.CancelJobResponse(job=convert.job(row), cancellation_pending=pending)
 
     @grpc_errors
-    async def RetryJob(self, request: pb.RetryJobRequest, context: grpc.aio.ServicerContext) -> job_pb2.Job:
+    async def RetryJob(
+        self, request: pb.RetryJobRequest, context: grpc.aio.ServicerContext
+    ) -> job_pb2.Job:
         return convert.job(await self._store.retry(convert.parse_uuid(request.job_id)))
 
     @grpc_errors
@@ -150,7 +154,9 @@ def _new_job(request: pb.EnqueueJobRequest) -> NewJob:
     if len(queue) > 100:
         raise InvalidArgument("queue is at most 100 characters", field="queue")
     if not 0 <= request.max_attempts <= 100:
-        raise InvalidArgument("max_attempts must be 1..100 (0 for the default)", field="max_attempts")
+        raise InvalidArgument(
+            "max_attempts must be 1..100 (0 for the default)", field="max_attempts"
+        )
     if not -1000 <= request.priority <= 1000:
         raise InvalidArgument("priority must be -1000..1000", field="priority")
     if len(request.idempotency_key) > 500:
@@ -161,5 +167,7 @@ def _new_job(request: pb.EnqueueJobRequest) -> NewJob:
         priority=request.priority,
         max_attempts=request.max_attempts,
         idempotency_key=request.idempotency_key,
-        run_after=request.run_after.ToDatetime(tzinfo=UTC) if request.HasField("run_after") else None,
+        run_after=request.run_after.ToDatetime(tzinfo=UTC)
+        if request.HasField("run_after")
+        else None,
     )

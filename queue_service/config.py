@@ -52,12 +52,8 @@ class Config:
             stale_sweep_interval_seconds=_number(
                 env, "STALE_SWEEP_INTERVAL_SECONDS", 30.0, minimum=0
             ),
-            retry_backoff_base_seconds=_number(
-                env, "RETRY_BACKOFF_BASE_SECONDS", 10.0, minimum=0
-            ),
-            retry_backoff_max_seconds=_number(
-                env, "RETRY_BACKOFF_MAX_SECONDS", 3600.0, minimum=0
-            ),
+            retry_backoff_base_seconds=_number(env, "RETRY_BACKOFF_BASE_SECONDS", 10.0, minimum=0),
+            retry_backoff_max_seconds=_number(env, "RETRY_BACKOFF_MAX_SECONDS", 3600.0, minimum=0),
             pool_min_size=int(_number(env, "DB_POOL_MIN_SIZE", 2, minimum=1)),
             pool_max_size=int(_number(env, "DB_POOL_MAX_SIZE", 10, minimum=1)),
             max_concurrent_claims=int(_number(env, "MAX_CONCURRENT_CLAIMS", 2, minimum=1)),

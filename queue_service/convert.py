@@ -14,9 +14,13 @@ from jobqueue.v1 import job_pb2
 from queue_service.errors import InvalidArgument
 from queue_service.store import Row
 
-STATUS_TO_PROTO = {
-    name: job_pb2.JobStatus.Value(f"JOB_STATUS_{name}")
-    for name in ("QUEUED", "RUNNING", "SUCCEEDED", "RETRY", "FAILED", "CANCELLED")
+STATUS_TO_PROTO: dict[str, job_pb2.JobStatus] = {
+    "QUEUED": job_pb2.JOB_STATUS_QUEUED,
+    "RUNNING": job_pb2.JOB_STATUS_RUNNING,
+    "SUCCEEDED": job_pb2.JOB_STATUS_SUCCEEDED,
+    "RETRY": job_pb2.JOB_STATUS_RETRY,
+    "FAILED": job_pb2.JOB_STATUS_FAILED,
+    "CANCELLED": job_pb2.JOB_STATUS_CANCELLED,
 }
 PROTO_TO_STATUS = {value: name for name, value in STATUS_TO_PROTO.items()}
 
@@ -107,4 +111,6 @@ def decode_page_token(token: str) -> tuple[datetime, UUID]:
             parsed = parsed.replace(tzinfo=UTC)
         return parsed, UUID(job_id)
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidArgument("page_token is not one this service issued", field="page_token") from None
+        raise InvalidArgument(
+            "page_token is not one this service issued", field="page_token"
+        ) from None

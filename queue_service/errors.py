@@ -100,7 +100,7 @@ def grpc_errors(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[
         try:
             return await method(self, request, context)
         except DomainError as error:
-            await context.abort_with_status(to_status(error))
+            await context.abort_with_status(to_status(error))  # type: ignore[attr-defined]
         except Exception:
             log.exception("unexpected error in %s", method.__qualname__)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
@@ -115,12 +115,14 @@ def grpc_stream_errors(
     """The same mapping for a streaming servicer method (an async generator)."""
 
     @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[T]:
+    async def wrapper(
+        self: Any, request: Any, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[T]:
         try:
             async for item in method(self, request, context):
                 yield item
         except DomainError as error:
-            await context.abort_with_status(to_status(error))
+            await context.abort_with_status(to_status(error))  # type: ignore[attr-defined]
         except Exception:
             log.exception("unexpected error in %s", method.__qualname__)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")

@@ -67,7 +67,7 @@ async def apply_async(conninfo: str, directory: Path | None = None) -> list[str]
                 """
             )
             cur = await conn.execute("SELECT version, checksum FROM schema_migrations")
-            done = dict(await cur.fetchall())
+            done: dict[str, str] = dict(await cur.fetchall())
             for migration in migrations:
                 if done.get(migration.version) == migration.checksum:
                     continue

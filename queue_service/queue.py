@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
+from typing import TypeVar
 
 import grpc
 
+from jobqueue.v1 import job_pb2, queue_service_pb2_grpc
 from jobqueue.v1 import queue_service_pb2 as pb
-from jobqueue.v1 import queue_service_pb2_grpc
 from queue_service import convert
 from queue_service.batching import Coalescer
 from queue_service.claims import Claimer
@@ -18,6 +19,8 @@ from queue_service.errors import InvalidArgument, grpc_errors, grpc_stream_error
 from queue_service.store import Beat, Completion, EntryOutcome, Failure, Store, raise_for_outcome
 
 log = logging.getLogger(__name__)
+
+EntryT = TypeVar("EntryT")
 
 MAX_CLAIM = 1000
 MAX_CLAIM_WAIT_SECONDS = 60.0
@@ -54,10 +57,14 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
             await coalescer.stop()
 
     @grpc_errors
-    async def Claim(self, request: pb.ClaimRequest, context: grpc.aio.ServicerContext) -> pb.ClaimResponse:
+    async def Claim(
+        self, request: pb.ClaimRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ClaimResponse:
         worker_id = request.worker_id.strip()
         if not worker_id or len(worker_id) > 200:
-            raise InvalidArgument("worker_id is required (at most 200 characters)", field="worker_id")
+            raise InvalidArgument(
+                "worker_id is required (at most 200 characters)", field="worker_id"
+            )
         if not 1 <= request.max_jobs <= MAX_CLAIM:
             raise InvalidArgument(f"max_jobs must be 1..{MAX_CLAIM}", field="max_jobs")
         wait = request.wait.ToNanoseconds() / 1e9 if request.HasField("wait") else 0.0
@@ -67,12 +74,16 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         remaining = context.time_remaining()
         if remaining is not None:
             wait = max(0.0, min(wait, remaining - 0.5))
-        rows = await self._claimer.claim(worker_id, request.max_jobs, request.queue or "default", wait)
+        rows = await self._claimer.claim(
+            worker_id, request.max_jobs, request.queue or "default", wait
+        )
         return pb.ClaimResponse(jobs=[convert.job(row) for row in rows])
 
     @grpc_stream_errors
     async def Heartbeat(
-        self, request_iterator: AsyncIterator[pb.HeartbeatRequest], context: grpc.aio.ServicerContext
+        self,
+        request_iterator: AsyncIterator[pb.HeartbeatRequest],
+        context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.HeartbeatResponse]:
         # Beats are answered as they are written, not one at a time: a worker's beats for its
         # several jobs travel to the database in one statement.
@@ -83,7 +94,9 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
             try:
                 action = await self.heartbeats.submit(beat)
                 await answers.put(
-                    pb.HeartbeatResponse(job_id=str(beat.job_id), lease=beat.lease, action=ACTIONS[action])
+                    pb.HeartbeatResponse(
+                        job_id=str(beat.job_id), lease=beat.lease, action=ACTIONS[action]
+                    )
                 )
             except BaseException as error:  # DomainError, or cancellation when the stream ends
                 await answers.put(error)
@@ -114,7 +127,9 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
                 await reader
 
     @grpc_errors
-    async def Complete(self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext) -> pb.CompleteResponse:
+    async def Complete(
+        self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CompleteResponse:
         outcome = await self.completions.submit(_completion(request))
         raise_for_outcome(outcome)
         assert outcome.row is not None
@@ -128,19 +143,23 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         return pb.CompleteBatchResponse(results=_results(await self._store.complete(entries)))
 
     @grpc_errors
-    async def Fail(self, request: pb.FailRequest, context: grpc.aio.ServicerContext) -> pb.FailResponse:
+    async def Fail(
+        self, request: pb.FailRequest, context: grpc.aio.ServicerContext
+    ) -> pb.FailResponse:
         outcome = await self.failures.submit(_failure(request))
         raise_for_outcome(outcome)
         assert outcome.row is not None
         return pb.FailResponse(job=convert.job(outcome.row))
 
     @grpc_errors
-    async def FailBatch(self, request: pb.FailBatchRequest, context: grpc.aio.ServicerContext) -> pb.FailBatchResponse:
+    async def FailBatch(
+        self, request: pb.FailBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.FailBatchResponse:
         entries = [_failure(entry) for entry in _batch(request.entries)]
         return pb.FailBatchResponse(results=_results(await self._store.fail(entries)))
 
 
-def _batch(entries: Sequence[object]) -> Sequence[object]:
+def _batch(entries: Sequence[EntryT]) -> Sequence[EntryT]:
     if not 1 <= len(entries) <= MAX_BATCH:
         raise InvalidArgument(f"a batch carries 1..{MAX_BATCH} entries", field="entries")
     return entries
@@ -194,9 +213,9 @@ def _results(outcomes: Sequence[EntryOutcome]) -> list[pb.EntryResult]:
         pb.EntryResult(
             job_id=str(outcome.job_id),
             outcome=OUTCOMES[outcome.outcome],
-            status=convert.STATUS_TO_PROTO.get(outcome.status or "", 0),
+            status=convert.STATUS_TO_PROTO.get(
+                outcome.status or "", job_pb2.JOB_STATUS_UNSPECIFIED
+            ),
         )
         for outcome in outcomes
     ]
-
-

@@ -39,7 +39,9 @@ class Reaper:
         for row in rows:
             log.warning(
                 "released stale job job_id=%s reason=%s status=%s",
-                row["job_id"], row["reason"], row["status"],
+                row["job_id"],
+                row["reason"],
+                row["status"],
             )
         return len(rows)
 

@@ -124,7 +124,9 @@ class Store:
         except psycopg.errors.DataError as error:
             raise InvalidArgument(f"invalid value: {error.diag.message_primary}") from error
         except psycopg.errors.IntegrityError as error:
-            raise InvalidArgument(f"rejected by the schema: {error.diag.message_primary}") from error
+            raise InvalidArgument(
+                f"rejected by the schema: {error.diag.message_primary}"
+            ) from error
 
     async def _all(self, name: str, params: dict[str, Any]) -> list[Row]:
         async with self._cursor() as cur:

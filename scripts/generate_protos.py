@@ -1,4 +1,4 @@
-"""Regenerate the Python code for protos/ into jobqueue/ (one command: `python scripts/generate_protos.py`).
+"""Regenerate the Python code for protos/ into jobqueue/: `python scripts/generate_protos.py`.
 
 The output is committed. tests/unit/test_generated_code.py regenerates into a temporary folder
 and fails when the committed files differ, so the wire contract and the code cannot drift.
@@ -10,9 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from grpc_tools import protoc
-
 import grpc_tools
+from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
@@ -49,7 +48,9 @@ def generate(out_dir: Path) -> list[Path]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=ROOT, help="output root (default: the repository)")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT, help="output root (default: the repository)"
+    )
     args = parser.parse_args()
     for path in generate(args.out):
         print(path.relative_to(args.out))

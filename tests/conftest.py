@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from tests.support.databases import create_database, create_template, drop_database, url_for
-from tests.support.grpc_server import RunningQueue, running_queue, test_config
+from tests.support.grpc_server import RunningQueue, running_queue, service_config
 
 
 @pytest.fixture(scope="session")
@@ -37,5 +37,5 @@ def db(database_url: str) -> Iterator[psycopg.Connection[Any]]:
 @pytest.fixture
 async def qs(database_url: str) -> AsyncIterator[RunningQueue]:
     """The queue service, in process, on a loopback port, with a client channel and stubs."""
-    async with running_queue(test_config(database_url)) as running:
+    async with running_queue(service_config(database_url)) as running:
         yield running

@@ -28,11 +28,15 @@ def advert_input(key: str = "videos/test-ad.mp4") -> struct_pb2.Struct:
 
 
 async def enqueue(qs: RunningQueue, key: str = "videos/test-ad.mp4", **fields: Any) -> job_pb2.Job:
-    response = await qs.admin.EnqueueJob(admin_pb.EnqueueJobRequest(input=advert_input(key), **fields))
+    response = await qs.admin.EnqueueJob(
+        admin_pb.EnqueueJobRequest(input=advert_input(key), **fields)
+    )
     return response.job
 
 
-async def claim(qs: RunningQueue, n: int = 1, worker: str = "w1", wait: float = 0) -> list[job_pb2.Job]:
+async def claim(
+    qs: RunningQueue, n: int = 1, worker: str = "w1", wait: float = 0
+) -> list[job_pb2.Job]:
     request = queue_pb.ClaimRequest(worker_id=worker, max_jobs=n)
     if wait:
         request.wait.FromNanoseconds(int(wait * 1e9))
@@ -74,7 +78,9 @@ async def test_enqueue_with_a_caller_key_dedupes_on_the_key(qs: RunningQueue) ->
     assert response.already_existed and response.job.id == a.id
 
 
-async def test_fifty_concurrent_enqueues_of_one_key_make_one_job(qs: RunningQueue, db: psycopg.Connection[Any]) -> None:
+async def test_fifty_concurrent_enqueues_of_one_key_make_one_job(
+    qs: RunningQueue, db: psycopg.Connection[Any]
+) -> None:
     # Separate channels, so the calls really reach the server (and the database) concurrently.
     channels = [grpc.aio.insecure_channel(qs.target) for _ in range(10)]
     try:
@@ -95,7 +101,9 @@ async def test_batch_enqueue_reports_each_job_in_order(qs: RunningQueue) -> None
     existing = await enqueue(qs, "videos/1.mp4")
     response = await qs.admin.EnqueueJobs(
         admin_pb.EnqueueJobsRequest(
-            jobs=[admin_pb.EnqueueJobRequest(input=advert_input(f"videos/{i}.mp4")) for i in range(3)]
+            jobs=[
+                admin_pb.EnqueueJobRequest(input=advert_input(f"videos/{i}.mp4")) for i in range(3)
+            ]
             + [admin_pb.EnqueueJobRequest(input=advert_input("videos/0.mp4"))]
         )
     )
@@ -113,7 +121,9 @@ async def test_batch_enqueue_reports_each_job_in_order(qs: RunningQueue) -> None
         ({"input": advert_input(), "priority": 5000}, "priority"),
     ],
 )
-async def test_enqueue_rejects_bad_input(qs: RunningQueue, db: psycopg.Connection[Any], fields: dict[str, Any], reason_field: str) -> None:
+async def test_enqueue_rejects_bad_input(
+    qs: RunningQueue, db: psycopg.Connection[Any], fields: dict[str, Any], reason_field: str
+) -> None:
     error = await rpc_error(qs.admin.EnqueueJob(admin_pb.EnqueueJobRequest(**fields)))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert reason_field in error.details()
@@ -130,14 +140,21 @@ async def test_claim_takes_by_priority_then_age_and_starts_a_lease(qs: RunningQu
     jobs = await claim(qs, 2)
     assert {j.id for j in jobs} == {urgent.id, old.id}
     for job in jobs:
-        assert (job.status, job.attempts, job.lease, job.stage) == (S.JOB_STATUS_RUNNING, 1, 1, "claimed")
+        assert (job.status, job.attempts, job.lease, job.stage) == (
+            S.JOB_STATUS_RUNNING,
+            1,
+            1,
+            "claimed",
+        )
         assert job.locked_by == "w1"
     [last] = await claim(qs, 5)
     assert last.id == new.id
     assert await claim(qs, 5) == []
 
 
-async def test_claim_takes_retry_jobs_only_once_their_backoff_has_passed(qs: RunningQueue, db: psycopg.Connection[Any]) -> None:
+async def test_claim_takes_retry_jobs_only_once_their_backoff_has_passed(
+    qs: RunningQueue, db: psycopg.Connection[Any]
+) -> None:
     waiting = insert_job(db, status="RETRY", attempts=1, seconds_ago={"run_after": -3600})
     due = insert_job(db, status="RETRY", attempts=1, lease=1, seconds_ago={"run_after": 1})
     [job] = await claim(qs, 5)
@@ -166,7 +183,11 @@ async def test_claim_wait_ends_empty_at_its_limit(qs: RunningQueue) -> None:
 
 @pytest.mark.parametrize(
     "request_fields",
-    [{"worker_id": "", "max_jobs": 1}, {"worker_id": "w", "max_jobs": 0}, {"worker_id": "w", "max_jobs": 1001}],
+    [
+        {"worker_id": "", "max_jobs": 1},
+        {"worker_id": "w", "max_jobs": 0},
+        {"worker_id": "w", "max_jobs": 1001},
+    ],
 )
 async def test_claim_rejects_bad_requests(qs: RunningQueue, request_fields: dict[str, Any]) -> None:
     error = await rpc_error(qs.queue.Claim(queue_pb.ClaimRequest(**request_fields)))
@@ -176,7 +197,9 @@ async def test_claim_rejects_bad_requests(qs: RunningQueue, request_fields: dict
 # -- heartbeat --------------------------------------------------------------------------------
 
 
-async def beat(qs: RunningQueue, *beats: queue_pb.HeartbeatRequest) -> list[queue_pb.HeartbeatResponse]:
+async def beat(
+    qs: RunningQueue, *beats: queue_pb.HeartbeatRequest
+) -> list[queue_pb.HeartbeatResponse]:
     call = qs.queue.Heartbeat()
     for request in beats:
         await call.write(request)
@@ -184,18 +207,27 @@ async def beat(qs: RunningQueue, *beats: queue_pb.HeartbeatRequest) -> list[queu
     return [response async for response in call]
 
 
-async def test_heartbeat_records_stage_and_progress(qs: RunningQueue, db: psycopg.Connection[Any]) -> None:
+async def test_heartbeat_records_stage_and_progress(
+    qs: RunningQueue, db: psycopg.Connection[Any]
+) -> None:
     await enqueue(qs)
     [job] = await claim(qs)
     before = fetch_job(db, job.id)["last_heartbeat_at"]
-    [answer] = await beat(qs, queue_pb.HeartbeatRequest(job_id=job.id, lease=job.lease, stage="transcription", progress=0.4))
+    [answer] = await beat(
+        qs,
+        queue_pb.HeartbeatRequest(
+            job_id=job.id, lease=job.lease, stage="transcription", progress=0.4
+        ),
+    )
     assert answer.action == queue_pb.HEARTBEAT_ACTION_CONTINUE
     row = fetch_job(db, job.id)
     assert (row["stage"], row["progress"]) == ("transcription", 0.4)
     assert row["last_heartbeat_at"] > before
 
 
-async def test_heartbeat_answers_each_job_of_a_stream(qs: RunningQueue, db: psycopg.Connection[Any]) -> None:
+async def test_heartbeat_answers_each_job_of_a_stream(
+    qs: RunningQueue, db: psycopg.Connection[Any]
+) -> None:
     for i in range(3):
         await enqueue(qs, f"videos/{i}.mp4")
     jobs = await claim(qs, 3)
@@ -203,7 +235,10 @@ async def test_heartbeat_answers_each_job_of_a_stream(qs: RunningQueue, db: psyc
     await qs.admin.CancelJob(admin_pb.CancelJobRequest(job_id=cancelled.id))
     answers = await beat(
         qs,
-        *(queue_pb.HeartbeatRequest(job_id=j.id, lease=j.lease, stage="keyframes", progress=0.5) for j in jobs),
+        *(
+            queue_pb.HeartbeatRequest(job_id=j.id, lease=j.lease, stage="keyframes", progress=0.5)
+            for j in jobs
+        ),
         queue_pb.HeartbeatRequest(job_id=jobs[2].id, lease=jobs[2].lease + 1, progress=0.1),
     )
     actions = {(a.job_id, a.lease): a.action for a in answers}
@@ -214,7 +249,9 @@ async def test_heartbeat_answers_each_job_of_a_stream(qs: RunningQueue, db: psyc
     assert fetch_job(db, jobs[2].id)["progress"] == 0.5
 
 
-async def test_heartbeat_with_a_malformed_job_id_ends_the_stream_with_invalid_argument(qs: RunningQueue) -> None:
+async def test_heartbeat_with_a_malformed_job_id_ends_the_stream_with_invalid_argument(
+    qs: RunningQueue,
+) -> None:
     error = await rpc_error(beat(qs, queue_pb.HeartbeatRequest(job_id="nope", lease=1)))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
 
@@ -227,7 +264,11 @@ async def test_complete_stores_the_output(qs: RunningQueue, db: psycopg.Connecti
     [job] = await claim(qs)
     output = struct_pb2.Struct()
     output.update({"ad_id": "ad-1"})
-    done = (await qs.queue.Complete(queue_pb.CompleteRequest(job_id=job.id, lease=job.lease, output=output))).job
+    done = (
+        await qs.queue.Complete(
+            queue_pb.CompleteRequest(job_id=job.id, lease=job.lease, output=output)
+        )
+    ).job
     assert done.status == S.JOB_STATUS_SUCCEEDED
     assert dict(done.output) == {"ad_id": "ad-1"}
     row = fetch_job(db, job.id)
@@ -240,14 +281,18 @@ async def test_complete_twice_is_rejected_as_lease_lost(qs: RunningQueue) -> Non
     await enqueue(qs)
     [job] = await claim(qs)
     await qs.queue.Complete(queue_pb.CompleteRequest(job_id=job.id, lease=job.lease))
-    error = await rpc_error(qs.queue.Complete(queue_pb.CompleteRequest(job_id=job.id, lease=job.lease)))
+    error = await rpc_error(
+        qs.queue.Complete(queue_pb.CompleteRequest(job_id=job.id, lease=job.lease))
+    )
     assert error.code() == grpc.StatusCode.ABORTED
     assert error_reason(error) == "LEASE_LOST"
 
 
 async def test_complete_of_an_unknown_job_is_not_found(qs: RunningQueue) -> None:
     error = await rpc_error(
-        qs.queue.Complete(queue_pb.CompleteRequest(job_id="00000000-0000-0000-0000-000000000000", lease=1))
+        qs.queue.Complete(
+            queue_pb.CompleteRequest(job_id="00000000-0000-0000-0000-000000000000", lease=1)
+        )
     )
     assert error.code() == grpc.StatusCode.NOT_FOUND
 
@@ -275,12 +320,18 @@ async def test_complete_batch_gives_each_entry_its_outcome(qs: RunningQueue) -> 
 # -- fail -------------------------------------------------------------------------------------
 
 
-async def fail(qs: RunningQueue, job: job_pb2.Job, retryable: bool = True, code: str = "S3_OBJECT_NOT_FOUND") -> job_pb2.Job:
-    request = queue_pb.FailRequest(job_id=job.id, lease=job.lease, error_code=code, message="no such key", retryable=retryable)
+async def fail(
+    qs: RunningQueue, job: job_pb2.Job, retryable: bool = True, code: str = "S3_OBJECT_NOT_FOUND"
+) -> job_pb2.Job:
+    request = queue_pb.FailRequest(
+        job_id=job.id, lease=job.lease, error_code=code, message="no such key", retryable=retryable
+    )
     return (await qs.queue.Fail(request)).job
 
 
-async def test_a_retryable_failure_backs_off_then_dead_letters_after_max_attempts(qs: RunningQueue, db: psycopg.Connection[Any]) -> None:
+async def test_a_retryable_failure_backs_off_then_dead_letters_after_max_attempts(
+    qs: RunningQueue, db: psycopg.Connection[Any]
+) -> None:
     await enqueue(qs)
     delays = []
     for attempt in range(1, 6):
@@ -295,7 +346,11 @@ async def test_a_retryable_failure_backs_off_then_dead_letters_after_max_attempt
             delays.append((row["run_after"] - row["updated_at"]).total_seconds())
         else:
             assert failed.status == S.JOB_STATUS_FAILED
-    assert (row["attempts"], row["error_code"], row["last_error"]) == (5, "S3_OBJECT_NOT_FOUND", "no such key")
+    assert (row["attempts"], row["error_code"], row["last_error"]) == (
+        5,
+        "S3_OBJECT_NOT_FOUND",
+        "no such key",
+    )
     assert [e["attempt"] for e in row["errors"]] == [1, 2, 3, 4, 5]
     assert row["completed_at"] is not None
     # base 10 s, doubling, with jitter in [d/2, d]: 5-10, 10-20, 20-40, 40-80.
@@ -310,13 +365,25 @@ async def test_a_permanent_failure_fails_at_once(qs: RunningQueue) -> None:
     await enqueue(qs)
     [job] = await claim(qs)
     failed = await fail(qs, job, retryable=False, code="INVALID_INPUT")
-    assert (failed.status, failed.attempts, failed.error_code) == (S.JOB_STATUS_FAILED, 1, "INVALID_INPUT")
+    assert (failed.status, failed.attempts, failed.error_code) == (
+        S.JOB_STATUS_FAILED,
+        1,
+        "INVALID_INPUT",
+    )
 
 
-async def test_retry_after_overrides_the_backoff(qs: RunningQueue, db: psycopg.Connection[Any]) -> None:
+async def test_retry_after_overrides_the_backoff(
+    qs: RunningQueue, db: psycopg.Connection[Any]
+) -> None:
     await enqueue(qs)
     [job] = await claim(qs)
-    request = queue_pb.FailRequest(job_id=job.id, lease=job.lease, error_code="WORKER_SHUTDOWN", retryable=True, retry_after=duration_pb2.Duration(seconds=0))
+    request = queue_pb.FailRequest(
+        job_id=job.id,
+        lease=job.lease,
+        error_code="WORKER_SHUTDOWN",
+        retryable=True,
+        retry_after=duration_pb2.Duration(seconds=0),
+    )
     await qs.queue.Fail(request)
     [again] = await claim(qs)
     assert again.id == job.id and again.attempts == 2
@@ -325,18 +392,28 @@ async def test_retry_after_overrides_the_backoff(qs: RunningQueue, db: psycopg.C
 # -- fencing: the zombie worker ----------------------------------------------------------------
 
 
-async def test_a_released_and_reclaimed_job_cannot_be_finished_by_its_old_lease(qs: RunningQueue, db: psycopg.Connection[Any]) -> None:
+async def test_a_released_and_reclaimed_job_cannot_be_finished_by_its_old_lease(
+    qs: RunningQueue, db: psycopg.Connection[Any]
+) -> None:
     await enqueue(qs)
     [zombie] = await claim(qs, worker="slow-worker")
     # The slow worker goes silent past the heartbeat timeout and is released.
-    db.execute("UPDATE ingestion_jobs SET last_heartbeat_at = now() - interval '10 minutes' WHERE id = %s", (zombie.id,))
+    db.execute(
+        "UPDATE ingestion_jobs SET last_heartbeat_at = now() - interval '10 minutes' WHERE id = %s",
+        (zombie.id,),
+    )
     released = await qs.admin.ReleaseStaleJobs(admin_pb.ReleaseStaleJobsRequest())
     assert released.released_count == 1
     [current] = await claim(qs, worker="fast-worker")
     assert current.id == zombie.id and current.lease == zombie.lease + 1
 
     # The zombie comes back: its heartbeat, completion and failure all bounce and change nothing.
-    [answer] = await beat(qs, queue_pb.HeartbeatRequest(job_id=zombie.id, lease=zombie.lease, stage="persist", progress=0.9))
+    [answer] = await beat(
+        qs,
+        queue_pb.HeartbeatRequest(
+            job_id=zombie.id, lease=zombie.lease, stage="persist", progress=0.9
+        ),
+    )
     assert answer.action == queue_pb.HEARTBEAT_ACTION_LEASE_LOST
     for call in (
         qs.queue.Complete(queue_pb.CompleteRequest(job_id=zombie.id, lease=zombie.lease)),
@@ -347,7 +424,9 @@ async def test_a_released_and_reclaimed_job_cannot_be_finished_by_its_old_lease(
     row = fetch_job(db, zombie.id)
     assert (row["status"], row["locked_by"], row["stage"]) == ("RUNNING", "fast-worker", "claimed")
 
-    done = (await qs.queue.Complete(queue_pb.CompleteRequest(job_id=current.id, lease=current.lease))).job
+    done = (
+        await qs.queue.Complete(queue_pb.CompleteRequest(job_id=current.id, lease=current.lease))
+    ).job
     assert (done.status, done.attempts) == (S.JOB_STATUS_SUCCEEDED, 2)
 
 
@@ -355,20 +434,26 @@ async def test_a_released_and_reclaimed_job_cannot_be_finished_by_its_old_lease(
 
 
 @pytest.mark.parametrize("status", ["QUEUED", "RETRY"])
-async def test_cancel_of_a_waiting_job_is_immediate(qs: RunningQueue, db: psycopg.Connection[Any], status: str) -> None:
+async def test_cancel_of_a_waiting_job_is_immediate(
+    qs: RunningQueue, db: psycopg.Connection[Any], status: str
+) -> None:
     row = insert_job(db, status=status)
     response = await qs.admin.CancelJob(admin_pb.CancelJobRequest(job_id=str(row["id"])))
     assert response.job.status == S.JOB_STATUS_CANCELLED and not response.cancellation_pending
     assert await claim(qs) == []
 
 
-async def test_cancel_of_a_running_job_is_delivered_by_heartbeat_and_ends_cancelled(qs: RunningQueue, db: psycopg.Connection[Any]) -> None:
+async def test_cancel_of_a_running_job_is_delivered_by_heartbeat_and_ends_cancelled(
+    qs: RunningQueue, db: psycopg.Connection[Any]
+) -> None:
     await enqueue(qs)
     [job] = await claim(qs)
     response = await qs.admin.CancelJob(admin_pb.CancelJobRequest(job_id=job.id))
     assert response.cancellation_pending
     assert response.job.status == S.JOB_STATUS_RUNNING and response.job.cancel_requested
-    [answer] = await beat(qs, queue_pb.HeartbeatRequest(job_id=job.id, lease=job.lease, progress=0.3))
+    [answer] = await beat(
+        qs, queue_pb.HeartbeatRequest(job_id=job.id, lease=job.lease, progress=0.3)
+    )
     assert answer.action == queue_pb.HEARTBEAT_ACTION_CANCEL
     # The worker stops and reports; the job ends CANCELLED whatever the failure said.
     ended = await fail(qs, job, retryable=True, code="CANCELLED_BY_OPERATOR")
@@ -378,7 +463,9 @@ async def test_cancel_of_a_running_job_is_delivered_by_heartbeat_and_ends_cancel
 
 
 @pytest.mark.parametrize("status", ["SUCCEEDED", "FAILED", "CANCELLED"])
-async def test_cancel_of_a_finished_job_is_a_failed_precondition(qs: RunningQueue, db: psycopg.Connection[Any], status: str) -> None:
+async def test_cancel_of_a_finished_job_is_a_failed_precondition(
+    qs: RunningQueue, db: psycopg.Connection[Any], status: str
+) -> None:
     row = insert_job(db, status=status)
     error = await rpc_error(qs.admin.CancelJob(admin_pb.CancelJobRequest(job_id=str(row["id"]))))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -386,8 +473,16 @@ async def test_cancel_of_a_finished_job_is_a_failed_precondition(qs: RunningQueu
 
 
 @pytest.mark.parametrize("status", ["FAILED", "CANCELLED"])
-async def test_retry_puts_a_dead_job_back_in_the_queue(qs: RunningQueue, db: psycopg.Connection[Any], status: str) -> None:
-    row = insert_job(db, status=status, attempts=5, last_error="boom", errors=[{"attempt": 5, "code": "X", "message": "boom"}])
+async def test_retry_puts_a_dead_job_back_in_the_queue(
+    qs: RunningQueue, db: psycopg.Connection[Any], status: str
+) -> None:
+    row = insert_job(
+        db,
+        status=status,
+        attempts=5,
+        last_error="boom",
+        errors=[{"attempt": 5, "code": "X", "message": "boom"}],
+    )
     job = await qs.admin.RetryJob(admin_pb.RetryJobRequest(job_id=str(row["id"])))
     assert (job.status, job.attempts, job.last_error) == (S.JOB_STATUS_QUEUED, 0, "")
     assert len(job.errors) == 1  # history kept
@@ -396,7 +491,9 @@ async def test_retry_puts_a_dead_job_back_in_the_queue(qs: RunningQueue, db: psy
 
 
 @pytest.mark.parametrize("status", ["QUEUED", "RUNNING", "SUCCEEDED", "RETRY"])
-async def test_retry_of_a_live_or_succeeded_job_is_a_failed_precondition(qs: RunningQueue, db: psycopg.Connection[Any], status: str) -> None:
+async def test_retry_of_a_live_or_succeeded_job_is_a_failed_precondition(
+    qs: RunningQueue, db: psycopg.Connection[Any], status: str
+) -> None:
     row = insert_job(db, status=status)
     error = await rpc_error(qs.admin.RetryJob(admin_pb.RetryJobRequest(job_id=str(row["id"]))))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -404,7 +501,9 @@ async def test_retry_of_a_live_or_succeeded_job_is_a_failed_precondition(qs: Run
 
 
 async def test_unknown_and_malformed_ids(qs: RunningQueue) -> None:
-    missing = await rpc_error(qs.admin.GetJob(admin_pb.GetJobRequest(job_id="00000000-0000-0000-0000-000000000000")))
+    missing = await rpc_error(
+        qs.admin.GetJob(admin_pb.GetJobRequest(job_id="00000000-0000-0000-0000-000000000000"))
+    )
     assert missing.code() == grpc.StatusCode.NOT_FOUND
     malformed = await rpc_error(qs.admin.CancelJob(admin_pb.CancelJobRequest(job_id="42")))
     assert malformed.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -413,9 +512,16 @@ async def test_unknown_and_malformed_ids(qs: RunningQueue) -> None:
 # -- stale release (the checklist's Tests 5 and 11) --------------------------------------------
 
 
-async def test_lock_timeout_releases_with_worker_timed_out(qs: RunningQueue, db: psycopg.Connection[Any]) -> None:
+async def test_lock_timeout_releases_with_worker_timed_out(
+    qs: RunningQueue, db: psycopg.Connection[Any]
+) -> None:
     # Test 5: a crashed worker's job, locked an hour ago (heartbeating until recently).
-    row = insert_job(db, status="RUNNING", locked_by="crashed-worker", seconds_ago={"locked_at": 3600, "last_heartbeat_at": 10})
+    row = insert_job(
+        db,
+        status="RUNNING",
+        locked_by="crashed-worker",
+        seconds_ago={"locked_at": 3600, "last_heartbeat_at": 10},
+    )
     response = await qs.admin.ReleaseStaleJobs(admin_pb.ReleaseStaleJobsRequest())
     assert response.released_count == 1
     assert response.jobs[0].reason == "LOCK_TIMEOUT"
@@ -424,26 +530,44 @@ async def test_lock_timeout_releases_with_worker_timed_out(qs: RunningQueue, db:
     assert "worker timed out" in after["last_error"]
 
 
-async def test_heartbeat_timeout_releases_with_its_stage_and_code(qs: RunningQueue, db: psycopg.Connection[Any]) -> None:
+async def test_heartbeat_timeout_releases_with_its_stage_and_code(
+    qs: RunningQueue, db: psycopg.Connection[Any]
+) -> None:
     # Test 11: locked and silent for 10 minutes, stuck in llm_analysis.
-    row = insert_job(db, status="RUNNING", locked_by="crashed-worker", stage="llm_analysis", seconds_ago={"locked_at": 600, "last_heartbeat_at": 600})
+    row = insert_job(
+        db,
+        status="RUNNING",
+        locked_by="crashed-worker",
+        stage="llm_analysis",
+        seconds_ago={"locked_at": 600, "last_heartbeat_at": 600},
+    )
     fresh = insert_job(db, status="RUNNING", seconds_ago={"locked_at": 600, "last_heartbeat_at": 5})
     await qs.admin.ReleaseStaleJobs(admin_pb.ReleaseStaleJobsRequest())
     after = fetch_job(db, row["id"])
-    assert (after["status"], after["stage"], after["error_code"]) == ("RETRY", "released_stale", "HEARTBEAT_TIMEOUT")
+    assert (after["status"], after["stage"], after["error_code"]) == (
+        "RETRY",
+        "released_stale",
+        "HEARTBEAT_TIMEOUT",
+    )
     assert "worker timed out" in after["last_error"]
     assert fetch_job(db, fresh["id"])["status"] == "RUNNING"
 
 
-async def test_a_stale_job_on_its_last_attempt_is_dead_lettered(qs: RunningQueue, db: psycopg.Connection[Any]) -> None:
+async def test_a_stale_job_on_its_last_attempt_is_dead_lettered(
+    qs: RunningQueue, db: psycopg.Connection[Any]
+) -> None:
     row = insert_job(db, status="RUNNING", attempts=5, seconds_ago={"last_heartbeat_at": 600})
     response = await qs.admin.ReleaseStaleJobs(admin_pb.ReleaseStaleJobsRequest())
     assert response.jobs[0].status == S.JOB_STATUS_FAILED
     assert fetch_job(db, row["id"])["status"] == "FAILED"
 
 
-async def test_a_stale_job_whose_cancel_was_requested_ends_cancelled(qs: RunningQueue, db: psycopg.Connection[Any]) -> None:
-    row = insert_job(db, status="RUNNING", seconds_ago={"last_heartbeat_at": 600, "cancel_requested_at": 300})
+async def test_a_stale_job_whose_cancel_was_requested_ends_cancelled(
+    qs: RunningQueue, db: psycopg.Connection[Any]
+) -> None:
+    row = insert_job(
+        db, status="RUNNING", seconds_ago={"last_heartbeat_at": 600, "cancel_requested_at": 300}
+    )
     await qs.admin.ReleaseStaleJobs(admin_pb.ReleaseStaleJobsRequest())
     assert fetch_job(db, row["id"])["status"] == "CANCELLED"
 
@@ -451,11 +575,15 @@ async def test_a_stale_job_whose_cancel_was_requested_ends_cancelled(qs: Running
 # -- reads ------------------------------------------------------------------------------------
 
 
-async def test_list_jobs_pages_newest_first_and_filters_by_status(qs: RunningQueue, db: psycopg.Connection[Any]) -> None:
+async def test_list_jobs_pages_newest_first_and_filters_by_status(
+    qs: RunningQueue, db: psycopg.Connection[Any]
+) -> None:
     ids = [str(insert_job(db, seconds_ago={"created_at": 100 - i})["id"]) for i in range(5)]
     failed = str(insert_job(db, status="FAILED")["id"])
     page1 = await qs.admin.ListJobs(admin_pb.ListJobsRequest(page_size=3))
-    page2 = await qs.admin.ListJobs(admin_pb.ListJobsRequest(page_size=3, page_token=page1.next_page_token))
+    page2 = await qs.admin.ListJobs(
+        admin_pb.ListJobsRequest(page_size=3, page_token=page1.next_page_token)
+    )
     listed = [j.id for j in page1.jobs] + [j.id for j in page2.jobs]
     assert listed == [failed, *reversed(ids)]
     assert page2.next_page_token == ""
@@ -465,18 +593,35 @@ async def test_list_jobs_pages_newest_first_and_filters_by_status(qs: RunningQue
     assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_queue_stats_count_every_status(qs: RunningQueue, db: psycopg.Connection[Any]) -> None:
+async def test_queue_stats_count_every_status(
+    qs: RunningQueue, db: psycopg.Connection[Any]
+) -> None:
     for status in ["QUEUED", "QUEUED", "SUCCEEDED", "FAILED"]:
         insert_job(db, status=status)
     insert_job(db, status="RUNNING", seconds_ago={"last_heartbeat_at": 600})
     stats = await qs.admin.GetQueueStats(admin_pb.GetQueueStatsRequest())
-    assert dict(stats.by_status) == {"QUEUED": 2, "RUNNING": 1, "SUCCEEDED": 1, "RETRY": 0, "FAILED": 1, "CANCELLED": 0}
+    assert dict(stats.by_status) == {
+        "QUEUED": 2,
+        "RUNNING": 1,
+        "SUCCEEDED": 1,
+        "RETRY": 0,
+        "FAILED": 1,
+        "CANCELLED": 0,
+    }
     assert stats.total == 5
     assert stats.stale_running == 1
 
 
-async def test_running_jobs_show_stage_progress_and_ages(qs: RunningQueue, db: psycopg.Connection[Any]) -> None:
-    insert_job(db, status="RUNNING", stage="llm_analysis", progress=0.6, seconds_ago={"processing_started_at": 120, "locked_at": 120, "last_heartbeat_at": 5})
+async def test_running_jobs_show_stage_progress_and_ages(
+    qs: RunningQueue, db: psycopg.Connection[Any]
+) -> None:
+    insert_job(
+        db,
+        status="RUNNING",
+        stage="llm_analysis",
+        progress=0.6,
+        seconds_ago={"processing_started_at": 120, "locked_at": 120, "last_heartbeat_at": 5},
+    )
     [running] = (await qs.admin.ListRunningJobs(admin_pb.ListRunningJobsRequest())).jobs
     assert running.job.stage == "llm_analysis"
     assert 119 <= running.running.seconds <= 125

@@ -32,7 +32,7 @@ class RunningQueue:
         return f"127.0.0.1:{self.service.port}"
 
 
-def test_config(database_url: str, **overrides: object) -> Config:
+def service_config(database_url: str, **overrides: object) -> Config:
     base = Config(
         database_url=database_url,
         listen="127.0.0.1:0",

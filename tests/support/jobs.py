@@ -36,7 +36,9 @@ def insert_job(conn: psycopg.Connection[Any], **fields: Any) -> Row:
     }
     columns = [*values, *seconds_ago]
     placeholders = [sql.Placeholder(key) for key in values] + [
-        sql.SQL("clock_timestamp() - make_interval(secs => {})").format(sql.Placeholder(f"ago_{key}"))
+        sql.SQL("clock_timestamp() - make_interval(secs => {})").format(
+            sql.Placeholder(f"ago_{key}")
+        )
         for key in seconds_ago
     ]
     params = {**values, **{f"ago_{key}": float(ago) for key, ago in seconds_ago.items()}}
@@ -56,4 +58,3 @@ def fetch_job(conn: psycopg.Connection[Any], job_id: Any) -> Row:
         row = cur.fetchone()
     assert row is not None, f"job {job_id} not found"
     return row
-

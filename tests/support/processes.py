@@ -29,7 +29,9 @@ def free_port() -> int:
 
 
 class Process:
-    def __init__(self, args: Sequence[str], env: Mapping[str, str] | None = None, name: str = "") -> None:
+    def __init__(
+        self, args: Sequence[str], env: Mapping[str, str] | None = None, name: str = ""
+    ) -> None:
         self.name = name or " ".join(args[:3])
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.popen = subprocess.Popen(
@@ -72,7 +74,9 @@ class Process:
                         return match
                 seen = len(self.lines)
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or (self.popen.poll() is not None and not self._reader.is_alive()):
+                if remaining <= 0 or (
+                    self.popen.poll() is not None and not self._reader.is_alive()
+                ):
                     raise AssertionError(
                         f"{self.name}: no line matching {pattern!r} "
                         f"(exit code {self.popen.poll()}); output:\n{self.output}"
@@ -83,7 +87,9 @@ class Process:
         try:
             code = self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"{self.name} still running after {timeout}s; output:\n{self.output}") from None
+            raise AssertionError(
+                f"{self.name} still running after {timeout}s; output:\n{self.output}"
+            ) from None
         self._reader.join(5)
         return code
 
@@ -105,7 +111,9 @@ class Process:
 
 
 @contextmanager
-def started(args: Sequence[str], env: Mapping[str, str] | None = None, name: str = "") -> Iterator[Process]:
+def started(
+    args: Sequence[str], env: Mapping[str, str] | None = None, name: str = ""
+) -> Iterator[Process]:
     process = Process(args, env, name)
     try:
         yield process
@@ -123,11 +131,15 @@ def queue_service_env(database_url: str, port: int, **extra: str) -> dict[str, s
 
 
 @contextmanager
-def queue_service_process(database_url: str, port: int | None = None, **extra_env: str) -> Iterator[Process]:
+def queue_service_process(
+    database_url: str, port: int | None = None, **extra_env: str
+) -> Iterator[Process]:
     """`python -m queue_service` on a free loopback port, waited on until it listens."""
     port = port or free_port()
     with started(
-        [PYTHON, "-m", "queue_service"], queue_service_env(database_url, port, **extra_env), "queue_service"
+        [PYTHON, "-m", "queue_service"],
+        queue_service_env(database_url, port, **extra_env),
+        "queue_service",
     ) as process:
         process.wait_for_line(r"Queue service listening on")
         process.port = port  # type: ignore[attr-defined]

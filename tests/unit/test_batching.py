@@ -1,0 +1,66 @@
+"""The coalescer: what arrives together is flushed together, and every caller gets its answer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from queue_service.batching import Coalescer
+
+
+async def test_items_arriving_during_a_flush_share_the_next_one() -> None:
+    batches: list[list[int]] = []
+    release = asyncio.Event()
+
+    async def flush(items: Sequence[int]) -> list[int]:
+        batches.append(list(items))
+        if len(batches) == 1:
+            await release.wait()  # hold the first flush in flight
+        return [item * 10 for item in items]
+
+    coalescer: Coalescer[int, int] = Coalescer(flush)
+    coalescer.start()
+    first = asyncio.create_task(coalescer.submit(1))
+    while not batches:
+        await asyncio.sleep(0)
+    rest = [asyncio.create_task(coalescer.submit(n)) for n in range(2, 12)]
+    await asyncio.sleep(0)
+    release.set()
+    assert await first == 10
+    assert await asyncio.gather(*rest) == [n * 10 for n in range(2, 12)]
+    assert batches == [[1], list(range(2, 12))]
+    await coalescer.stop()
+
+
+async def test_batches_are_capped() -> None:
+    batches: list[int] = []
+
+    async def flush(items: Sequence[int]) -> list[int]:
+        batches.append(len(items))
+        return list(items)
+
+    coalescer: Coalescer[int, int] = Coalescer(flush, max_batch=4)
+    coalescer.start()
+    assert await asyncio.gather(*(coalescer.submit(n) for n in range(10))) == list(range(10))
+    assert max(batches) <= 4 and sum(batches) == 10
+    await coalescer.stop()
+
+
+async def test_a_failed_flush_fails_every_caller_of_that_batch_only() -> None:
+    calls = 0
+
+    async def flush(items: Sequence[int]) -> list[int]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("database went away")
+        return list(items)
+
+    coalescer: Coalescer[int, int] = Coalescer(flush)
+    coalescer.start()
+    with pytest.raises(RuntimeError, match="went away"):
+        await coalescer.submit(1)
+    assert await coalescer.submit(2) == 2
+    await coalescer.stop()
