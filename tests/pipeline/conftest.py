@@ -1,0 +1,160 @@
+"""Fixtures of the pipeline tests: sample media, a local S3 (moto's server), a local
+OpenAI-compatible server, a recording advert sink, and a migrated PostgreSQL database."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import psycopg
+import pytest
+from moto.server import ThreadedMotoServer
+from psycopg import sql
+
+from jobqueue.v1 import advert_service_pb2
+from tests.pipeline.fake_openai import API_KEY, FakeOpenAI
+from tests.pipeline.sample_media import SampleAdvert, make_advert
+from worker_service.pipeline.base import StageContext
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN_URL = os.environ.get(
+    "TEST_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+MIGRATIONS = ("003_ingestion_jobs.sql", "004_job_queue_heartbeat.sql", "005_adverts.sql")
+
+
+@pytest.fixture(scope="session")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> SampleAdvert:
+    return make_advert(tmp_path_factory.mktemp("media"))
+
+
+# -- S3 ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch, moto_endpoint: str) -> str:
+    """boto3 pointed at the local S3 through its own environment variables only."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    return moto_endpoint
+
+
+@pytest.fixture
+def s3(aws_env: str) -> Any:
+    return boto3.client("s3")
+
+
+@pytest.fixture
+def bucket(s3: Any) -> str:
+    name = f"adverts-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+# -- OpenAI --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def openai_server() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake_openai(openai_server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> FakeOpenAI:
+    openai_server.reset()
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
+    return openai_server
+
+
+@pytest.fixture
+def no_openai(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+# -- the pipeline's surroundings -------------------------------------------------------------
+
+
+class RecordingSink:
+    """An in-memory AdvertSink: keeps what was stored, keyed like the real one."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[advert_service_pb2.Advert, str, int]] = []
+        self._ids: dict[str, str] = {}
+
+    def store(self, advert: advert_service_pb2.Advert, job_id: str, lease: int) -> tuple[str, bool]:
+        self.calls.append((advert, job_id, lease))
+        created = advert.source_key not in self._ids
+        ad_id = self._ids.setdefault(advert.source_key, str(uuid.uuid4()))
+        return ad_id, created
+
+
+@pytest.fixture
+def sink() -> RecordingSink:
+    return RecordingSink()
+
+
+def make_context(
+    workdir: Path, job_input: dict[str, Any], sink: Any, lease: int = 1
+) -> tuple[StageContext, list[float]]:
+    """A StageContext whose progress reports are collected in the returned list."""
+    reports: list[float] = []
+    ctx = StageContext(
+        job_id=str(uuid.uuid4()),
+        lease=lease,
+        input=job_input,
+        workdir=workdir,
+        advert_sink=sink,
+        report_progress=reports.append,
+        stop_event=threading.Event(),
+    )
+    return ctx, reports
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+
+
+def _url_for(database: str) -> str:
+    return ADMIN_URL.rsplit("/", 1)[0] + f"/{database}"
+
+
+@pytest.fixture(scope="module")
+def advert_database() -> Iterator[str]:
+    """A fresh database with migrations 003, 004 and 005 applied (005 twice: re-appliable)."""
+    name = f"pipeline_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        with psycopg.connect(_url_for(name), autocommit=True) as conn:
+            for migration in (*MIGRATIONS, MIGRATIONS[-1]):
+                conn.execute((ROOT / "migrations" / migration).read_text(encoding="utf-8"))
+        yield _url_for(name)
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+__all__ = ["API_KEY", "RecordingSink", "make_context"]
