@@ -1,0 +1,125 @@
+"""Protobuf messages from the queue service -> the REST API's JSON models.
+
+A `Job` mirrors a row of `ingestion_jobs`, so the JSON uses the column names. proto3 cannot tell
+an empty string or an unset timestamp from an absent one; the database has NULL there, so absent
+values become null. The health rule lives here too, next to the stats it is computed from.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from gateway.schemas import STATUSES, Health, Job, JobError, Stats, StatusCounts, Summary
+from jobqueue.v1 import admin_service_pb2, job_pb2
+
+STATUS_PREFIX = "JOB_STATUS_"
+# JSON numbers in a Struct travel as doubles; below this, a whole double is shown as an integer,
+# so {"frames": 12} round-trips as 12 and not 12.0.
+MAX_EXACT_INTEGER = 2**53
+
+
+def status_name(value: int) -> str:
+    return job_pb2.JobStatus.Name(value).removeprefix(STATUS_PREFIX)
+
+
+def status_value(name: str) -> job_pb2.JobStatus:
+    return job_pb2.JobStatus.Value(STATUS_PREFIX + name)  # type: ignore[return-value]
+
+
+def job(message: job_pb2.Job) -> Job:
+    return Job(
+        id=message.id,
+        queue=message.queue,
+        status=status_name(message.status),  # type: ignore[arg-type]
+        priority=message.priority,
+        attempts=message.attempts,
+        max_attempts=message.max_attempts,
+        run_after=_time(message, "run_after"),
+        locked_at=_time(message, "locked_at"),
+        locked_by=message.locked_by or None,
+        input=_struct(message, "input"),
+        output=_struct(message, "output"),
+        idempotency_key=message.idempotency_key or None,
+        last_error=message.last_error or None,
+        error_code=message.error_code or None,
+        errors=[
+            JobError(
+                attempt=entry.attempt,
+                time=_time(entry, "time"),
+                code=entry.code or None,
+                message=entry.message or None,
+            )
+            for entry in message.errors
+        ],
+        stage=message.stage or None,
+        progress=message.progress,
+        last_heartbeat_at=_time(message, "last_heartbeat_at"),
+        processing_started_at=_time(message, "processing_started_at"),
+        processing_completed_at=_time(message, "processing_completed_at"),
+        completed_at=_time(message, "completed_at"),
+        created_at=_time(message, "created_at"),
+        updated_at=_time(message, "updated_at"),
+        lease=message.lease,
+        cancel_requested=message.cancel_requested,
+    )
+
+
+def _time(message: Any, name: str) -> datetime | None:
+    if not message.HasField(name):
+        return None
+    value: timestamp_pb2.Timestamp = getattr(message, name)
+    return value.ToDatetime(tzinfo=UTC)
+
+
+def _struct(message: Any, name: str) -> dict[str, Any] | None:
+    if not message.HasField(name):
+        return None
+    value: struct_pb2.Struct = getattr(message, name)
+    return _whole_numbers(json_format.MessageToDict(value))  # type: ignore[no-any-return]
+
+
+def _whole_numbers(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) < MAX_EXACT_INTEGER:
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _whole_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(item) for item in value]
+    return value
+
+
+def stats(message: admin_service_pb2.QueueStats) -> Stats:
+    counts = {name: int(message.by_status.get(name, 0)) for name in STATUSES}
+    return Stats(by_status=StatusCounts(**counts), total=sum(counts.values()))
+
+
+def summary(message: admin_service_pb2.QueueStats) -> Summary:
+    counts = stats(message).by_status
+    return Summary(
+        running=counts.RUNNING,
+        pending=counts.QUEUED + counts.RETRY,
+        failed=counts.FAILED,
+        has_dead_letter=counts.FAILED > 0,
+        stale_running=message.stale_running,
+        oldest_runnable_age_seconds=round(message.oldest_runnable_age_seconds, 3),
+    )
+
+
+def health(summary: Summary, max_wait_seconds: float) -> Health:
+    """The queue's health, from its stats.
+
+    - "unhealthy": work is not getting done. Some RUNNING job's heartbeat is overdue (its worker
+      died and the reaper has not released it yet), or the oldest runnable job has waited longer
+      than GATEWAY_HEALTH_MAX_WAIT_SECONDS (no workers, or far too few).
+    - "degraded": work gets done, but some jobs are in the dead letter (FAILED) and need an
+      operator: retry them or accept the loss.
+    - "healthy": neither.
+    """
+    if summary.stale_running > 0 or summary.oldest_runnable_age_seconds > max_wait_seconds:
+        return "unhealthy"
+    if summary.has_dead_letter:
+        return "degraded"
+    return "healthy"

@@ -1,0 +1,215 @@
+"""The REST API's request and response models: the OpenAPI document is generated from these.
+
+Requests are strict (JSON types only, no coercion) and closed (unknown fields are refused), so a
+typo such as `"s3key"` is an error instead of a job with a missing key. Strings that reach the
+queue service are checked here for what PostgreSQL and protobuf cannot store (NUL and other
+control characters, lone surrogates): those would otherwise fail deep in the stack as a 5xx.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+STATUSES = ("QUEUED", "RUNNING", "SUCCEEDED", "RETRY", "FAILED", "CANCELLED")
+Status = Literal["QUEUED", "RUNNING", "SUCCEEDED", "RETRY", "FAILED", "CANCELLED"]
+SOURCE_TYPES = ("s3", "local")
+Health = Literal["healthy", "degraded", "unhealthy"]
+
+# C0 and C1 control characters, DEL included.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# S3's limit on a key is 1024 bytes of UTF-8.
+MAX_S3_KEY_BYTES = 1024
+MAX_PATH_BYTES = 4096
+
+
+def _storable(value: str) -> str:
+    """Refuse what cannot be stored or is surely a mistake; never rewrite the value."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    if CONTROL_CHARACTERS.search(value):
+        raise ValueError("must not contain control characters")
+    if value != value.strip():
+        raise ValueError("must not start or end with whitespace")
+    return value
+
+
+def _relative_path(value: str, *, max_bytes: int) -> str:
+    if len(value.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise ValueError(f"must be at most {max_bytes} bytes")
+    if ".." in value.split("/"):
+        raise ValueError("must not contain '..' segments")
+    return value
+
+
+def _s3_key(value: str) -> str:
+    _storable(value)
+    if value.startswith("/"):
+        raise ValueError("must not start with '/' (S3 keys are relative to the bucket)")
+    return _relative_path(value, max_bytes=MAX_S3_KEY_BYTES)
+
+
+def _local_path(value: str) -> str:
+    _storable(value)
+    return _relative_path(value, max_bytes=MAX_PATH_BYTES)
+
+
+S3Key = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_S3_KEY_BYTES, examples=["videos/test-ad.mp4"]),
+    AfterValidator(_s3_key),
+]
+LocalPath = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_PATH_BYTES, examples=["/data/videos/test-ad.mp4"]),
+    AfterValidator(_local_path),
+]
+IdempotencyKey = Annotated[str, Field(min_length=1, max_length=500), AfterValidator(_storable)]
+
+
+class _EnqueueOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    priority: int = Field(default=0, ge=-1000, le=1000, description="Higher runs first.")
+    max_attempts: int | None = Field(
+        default=None, ge=1, le=100, description="Attempts before FAILED; default 5."
+    )
+    idempotency_key: IdempotencyKey | None = Field(
+        default=None,
+        description=(
+            "Enqueueing a known key returns the existing job. Default: derived by the queue "
+            "service from the job input, so identical requests make one job."
+        ),
+    )
+
+
+class S3Source(_EnqueueOptions):
+    source_type: Literal["s3"]
+    s3_key: S3Key = Field(description="Object key in S3_BUCKET: no leading '/', no '..'.")
+
+    def job_input(self) -> dict[str, Any]:
+        return {"source_type": "s3", "s3_key": self.s3_key}
+
+
+class LocalSource(_EnqueueOptions):
+    source_type: Literal["local"]
+    path: LocalPath = Field(description="A file path on the worker host; no '..' segments.")
+
+    def job_input(self) -> dict[str, Any]:
+        return {"source_type": "local", "path": self.path}
+
+
+EnqueueRequest = Annotated[S3Source | LocalSource, Field(discriminator="source_type")]
+
+
+class EnqueueResponse(BaseModel):
+    job_id: str
+    status: Status = Field(description="The job's current status (QUEUED for a new job).")
+    already_existed: bool
+
+
+class JobError(BaseModel):
+    attempt: int
+    time: datetime | None
+    code: str | None
+    message: str | None
+
+
+class Job(BaseModel):
+    """One row of `ingestion_jobs`, by its column names. Absent values are null."""
+
+    id: str
+    queue: str
+    status: Status
+    priority: int
+    attempts: int
+    max_attempts: int
+    run_after: datetime | None
+    locked_at: datetime | None
+    locked_by: str | None
+    input: dict[str, Any] | None
+    output: dict[str, Any] | None
+    idempotency_key: str | None
+    last_error: str | None
+    error_code: str | None
+    errors: list[JobError]
+    stage: str | None
+    progress: float
+    last_heartbeat_at: datetime | None
+    processing_started_at: datetime | None
+    processing_completed_at: datetime | None
+    completed_at: datetime | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    lease: int = Field(description="Fencing token of the current claim.")
+    cancel_requested: bool = Field(description="A cancel of this RUNNING job is pending.")
+
+
+class JobResponse(BaseModel):
+    job: Job
+
+
+class JobActionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    action: Literal["cancel", "retry"] = Field(
+        description=(
+            "cancel: QUEUED or RETRY jobs are CANCELLED at once; a RUNNING job is cancelled "
+            "when its worker next heartbeats. retry: FAILED or CANCELLED jobs go back to QUEUED."
+        )
+    )
+
+
+class JobActionResponse(BaseModel):
+    success: bool
+    message: str
+    job: Job
+
+
+class StatusCounts(BaseModel):
+    QUEUED: int
+    RUNNING: int
+    SUCCEEDED: int
+    RETRY: int
+    FAILED: int
+    CANCELLED: int
+
+
+class Stats(BaseModel):
+    by_status: StatusCounts
+    total: int
+
+
+class JobListResponse(BaseModel):
+    jobs: list[Job] = Field(description="Newest first.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page."
+    )
+    stats: Stats | None = Field(default=None, description="Present only with stats=true.")
+
+
+class Summary(BaseModel):
+    running: int
+    pending: int = Field(description="QUEUED + RETRY.")
+    failed: int = Field(description="FAILED: the dead letter.")
+    has_dead_letter: bool
+    stale_running: int = Field(description="RUNNING jobs whose heartbeat is overdue.")
+    oldest_runnable_age_seconds: float = Field(
+        description="How long the oldest runnable (QUEUED, or RETRY past run_after) job waited."
+    )
+
+
+class StatsResponse(BaseModel):
+    stats: Stats
+    health: Health
+    summary: Summary
+
+
+class HealthzResponse(BaseModel):
+    status: Literal["ok", "unavailable"]
+    queue_service: str = Field(description="SERVING, NOT_SERVING, UNKNOWN or UNREACHABLE.")
