@@ -191,7 +191,10 @@ def main() -> int:
     report = table(median)
     print(report)
     if args.out:
-        command = f"python bench/throughput.py --jobs {args.jobs} --workers {args.workers} --runs {args.runs}"
+        command = (
+            f"python bench/throughput.py --jobs {args.jobs} --workers {args.workers} "
+            f"--runs {args.runs}"
+        )
         header = (
             f"# Queue throughput\n\n`{command}` on {platform.platform()}, "
             f"{os.cpu_count()} cores, Python {platform.python_version()}, "
