@@ -1,0 +1,256 @@
+"""`python -m worker_service`: flags, output lines and exit codes.
+
+Exit codes: 0 after a normal finish (including a SIGTERM/SIGINT stop), 1 when the queue service
+cannot be reached or refuses the token, 2 for a bad configuration or a pipeline that cannot be
+loaded. Errors are one line on stderr; the checklist's output lines go to stdout; logs go to
+stderr (LOG_LEVEL, default WARNING, so that stdout reads as the checklist shows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+
+import grpc
+
+from worker_service import output
+from worker_service.client import AuthRefused, QueueClient, QueueUnreachable, describe
+from worker_service.config import ENV_MIRRORS, ConfigError, WorkerConfig, resolve
+from worker_service.pipeline.base import Pipeline
+from worker_service.runner import Worker
+
+EXIT_OK = 0
+EXIT_UNREACHABLE = 1
+EXIT_CONFIG = 2
+
+log = logging.getLogger("worker_service")
+
+
+class PipelineLoadError(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m worker_service",
+        description=(
+            "An ingestion worker: claims jobs from the queue service over gRPC, runs the "
+            "pipeline on each, and reports heartbeats, completion and failures. Stateless; run "
+            "as many as you like. Every flag has an environment variable (the flag wins)."
+        ),
+        epilog=(
+            "Other environment: QUEUE_AUTH_TOKEN (sent as 'authorization: Bearer ...' when set), "
+            "LOG_LEVEL (default WARNING). SIGTERM/SIGINT: stop claiming, let running jobs finish "
+            "within the shutdown grace, then hand the rest back (retryable, code WORKER_SHUTDOWN; "
+            "this uses one of the job's attempts) and exit 0. A second signal hands back at once."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_mutually_exclusive_group()
+    commands.add_argument(
+        "--release-stale",
+        action="store_true",
+        help="release RUNNING jobs whose worker stopped heartbeating, print "
+        "'Released N stale jobs' and exit",
+    )
+    commands.add_argument(
+        "--show-running",
+        action="store_true",
+        help="print the running jobs with stage, progress, run time and heartbeat age, and exit",
+    )
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        default=None,
+        help="claim what is runnable now (up to --limit), process it and exit [env WORKER_ONCE=1]",
+    )
+    parser.add_argument(
+        "--limit", metavar="N", help="exit after N jobs; 0 = no limit [env WORKER_LIMIT, default 0]"
+    )
+    parser.add_argument(
+        "--poll-interval",
+        metavar="S",
+        dest="poll_interval_seconds",
+        help="how long an idle worker's claim waits for work, in seconds (the queue service "
+        "answers as soon as a job arrives) [env WORKER_POLL_INTERVAL, default 5, max 60]",
+    )
+    parser.add_argument(
+        "--concurrency",
+        metavar="N",
+        help="jobs run at once by this process [env WORKER_CONCURRENCY, default 1]",
+    )
+    parser.add_argument(
+        "--queue-addr",
+        metavar="HOST:PORT",
+        help="the queue service [env QUEUE_ADDR, default 127.0.0.1:50051]",
+    )
+    parser.add_argument(
+        "--queue",
+        metavar="NAME",
+        help="the job queue to claim from [env WORKER_QUEUE, default 'default']",
+    )
+    parser.add_argument(
+        "--worker-id",
+        metavar="ID",
+        help="recorded as locked_by [env WORKER_ID, default hostname-pid-random]",
+    )
+    parser.add_argument(
+        "--pipeline",
+        metavar="MODULE:CALLABLE",
+        help="a callable taking no arguments and returning the Pipeline to run [env "
+        "WORKER_PIPELINE, default worker_service.pipeline.factory:build_pipeline]",
+    )
+    parser.add_argument(
+        "--heartbeat-interval",
+        metavar="S",
+        dest="heartbeat_interval_seconds",
+        help="seconds between a running job's heartbeats; keep it well under the queue "
+        "service's HEARTBEAT_TIMEOUT_SECONDS [env HEARTBEAT_INTERVAL_SECONDS, default 5, max 60]",
+    )
+    parser.add_argument(
+        "--shutdown-grace",
+        metavar="S",
+        dest="shutdown_grace_seconds",
+        help="on SIGTERM, how long running jobs may take to finish before they are handed "
+        "back [env WORKER_SHUTDOWN_GRACE_SECONDS, default 30]",
+    )
+    parser.add_argument(
+        "--rpc-timeout",
+        metavar="S",
+        dest="rpc_timeout_seconds",
+        help="deadline of each call to the queue service [env WORKER_RPC_TIMEOUT_SECONDS, "
+        "default 10]",
+    )
+    parser.add_argument(
+        "--connect-timeout",
+        metavar="S",
+        dest="connect_timeout_seconds",
+        help="at start-up, how long to retry an unreachable queue service before exiting 1 "
+        "[env WORKER_CONNECT_TIMEOUT_SECONDS, default 10]",
+    )
+    return parser
+
+
+def configure(
+    argv: Sequence[str] | None, env: Mapping[str, str]
+) -> tuple[argparse.Namespace, WorkerConfig]:
+    args = build_parser().parse_args(argv)
+    flags = {dest: getattr(args, dest, None) for dest, _variable, _flag in ENV_MIRRORS}
+    return args, resolve(flags, env)
+
+
+def load_pipeline(spec: str) -> Pipeline:
+    """Import `module:callable` and call it with no arguments; it reads its own environment."""
+    module_name, _, attribute = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise PipelineLoadError(f"cannot import {module_name}: {error}") from None
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        raise PipelineLoadError(f"{module_name} has no callable {attribute!r}")
+    try:
+        pipeline = factory()
+    except Exception as error:
+        raise PipelineLoadError(f"{spec} failed: {type(error).__name__}: {error}") from None
+    if not isinstance(pipeline, Pipeline) or not pipeline.stages:
+        raise PipelineLoadError(f"{spec} did not return a Pipeline with stages")
+    return pipeline
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def error_line(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+async def run_worker(config: WorkerConfig, pipeline: Pipeline) -> int:
+    client = QueueClient(config)
+    try:
+        try:
+            await client.check()
+        except AuthRefused as error:
+            error_line(
+                f"the queue service at {config.queue_addr} refused the token "
+                f"(QUEUE_AUTH_TOKEN): {error}"
+            )
+            return EXIT_UNREACHABLE
+        except QueueUnreachable as error:
+            error_line(f"cannot reach the queue service at {config.queue_addr}: {error}")
+            return EXIT_UNREACHABLE
+        worker = Worker(config, client, pipeline, say)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.request_stop)
+        say(output.READY)
+        try:
+            await worker.run()
+        except grpc.aio.AioRpcError as error:
+            error_line(
+                f"the queue service at {config.queue_addr} refused a claim: {describe(error)}"
+            )
+            return EXIT_UNREACHABLE
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        counters = worker.counters
+        for line in output.counters(counters.processed, counters.succeeded, counters.failed):
+            say(line)
+        return EXIT_OK
+    finally:
+        await client.close()
+
+
+async def run_operator_command(config: WorkerConfig, args: argparse.Namespace) -> int:
+    client = QueueClient(config)
+    try:
+        if args.release_stale:
+            say(output.released(await client.release_stale()))
+        else:
+            for line in output.running_jobs(await client.running_jobs()):
+                say(line)
+        return EXIT_OK
+    except grpc.aio.AioRpcError as error:
+        if error.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            error_line(
+                f"the queue service at {config.queue_addr} refused the token "
+                f"(QUEUE_AUTH_TOKEN): {describe(error)}"
+            )
+        else:
+            error_line(f"cannot reach the queue service at {config.queue_addr}: {describe(error)}")
+        return EXIT_UNREACHABLE
+    finally:
+        await client.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    env = dict(os.environ)
+    try:
+        args, config = configure(argv, env)
+    except ConfigError as error:
+        error_line(str(error))
+        return EXIT_CONFIG
+    logging.basicConfig(
+        level=env.get("LOG_LEVEL", "WARNING").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.release_stale or args.show_running:
+        return asyncio.run(run_operator_command(config, args))
+    for line in output.starting(config.queue_addr, config.worker_id):
+        say(line)
+    try:
+        pipeline = load_pipeline(config.pipeline)
+    except PipelineLoadError as error:
+        error_line(f"cannot load the pipeline ({config.pipeline}): {error}")
+        return EXIT_CONFIG
+    say(output.pipeline_ready(len(pipeline)))
+    return asyncio.run(run_worker(config, pipeline))
