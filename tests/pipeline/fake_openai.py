@@ -126,7 +126,7 @@ class FakeOpenAI:
                     )
                     for part in message.iter_parts():
                         name = part.get_param("name", header="content-disposition")
-                        payload = part.get_payload(decode=True)
+                        payload: bytes = part.get_payload(decode=True)  # type: ignore[assignment]
                         filename = part.get_filename()
                         recorded.form[str(name)] = (
                             {"filename": filename, "bytes": payload}

@@ -59,21 +59,29 @@ def make_advert(folder: Path) -> SampleAdvert:
         + f"[{n}:a]aresample=44100,apad,atrim=duration={DURATION}[a]"
     )
     out = folder / "advert.mp4"
-    _run(
-        ["ffmpeg", "-v", "error", "-y", *video_inputs, *audio_input]
-        + ["-filter_complex", graph, "-map", "[v]", "-map", "[a]"]
-        + ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-b:a", "64k", str(out)]
-    )
+    codecs = ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-b:a", "64k"]
+    maps = ["-filter_complex", graph, "-map", "[v]", "-map", "[a]"]
+    _run(["ffmpeg", "-v", "error", "-y", *video_inputs, *audio_input, *maps, *codecs, str(out)])
     return SampleAdvert(out, DURATION, WIDTH, HEIGHT, FPS, SCENE_STARTS, spoken)
 
 
 def make_silent_video(folder: Path) -> Path:
     """A 2-second video with no audio stream at all."""
     out = folder / "silent.mp4"
+    source = ["-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10:duration=2"]
     _run(
-        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i"]
-        + [f"testsrc2=size=160x120:rate=10:duration=2", "-c:v", "libx264", "-preset"]
-        + ["ultrafast", str(out)]
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            *source,
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            str(out),
+        ]
     )
     return out
 
@@ -86,8 +94,6 @@ def make_audio_only(folder: Path) -> Path:
 
 def make_still_image(folder: Path) -> Path:
     out = folder / "frame.png"
-    _run(
-        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=64x48"]
-        + ["-frames:v", "1", str(out)]
-    )
+    source = ["-f", "lavfi", "-i", "testsrc2=size=64x48"]
+    _run(["ffmpeg", "-v", "error", "-y", *source, "-frames:v", "1", str(out)])
     return out

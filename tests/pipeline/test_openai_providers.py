@@ -90,7 +90,10 @@ def test_analysis_asks_for_strict_json_schema_with_keyframes(
 def test_embeddings_request_and_vectors(fake_openai: FakeOpenAI) -> None:
     embedder = openai_api.OpenAIEmbedder(_client(), "text-embedding-3-small")  # type: ignore[arg-type]
     vectors = embedder.embed(["first chunk", "second chunk"])
-    assert vectors == [pytest.approx(fake_vector("first chunk")), pytest.approx(fake_vector("second chunk"))]
+    assert vectors == [
+        pytest.approx(fake_vector("first chunk")),
+        pytest.approx(fake_vector("second chunk")),
+    ]
     assert all(len(v) == EMBEDDING_DIMENSION for v in vectors)
     (request,) = fake_openai.requests
     assert request.json == {
