@@ -208,7 +208,10 @@ def install(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(status).phrase
         if status == 404 and detail == "Not Found":
             detail = "no such route"
-        return error_response(status, code, detail, headers=dict(exc.headers or {}))
+        headers = dict(exc.headers or {})
+        if status == 405:
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return error_response(status, code, detail, headers=headers)
 
     @app.exception_handler(grpc.aio.AioRpcError)
     async def on_rpc_error(request: Request, exc: grpc.aio.AioRpcError) -> JSONResponse:
@@ -219,6 +222,21 @@ def install(app: FastAPI) -> None:
         # A bug in the gateway: the trace goes to the log, the caller gets the shape only.
         log.exception("unexpected error handling %s %s", request.method, request.url.path)
         return error_response(500, "INTERNAL", "internal error; see the gateway log")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the path answers to, from the OpenAPI document. (Starlette names only the
+    first route matching the path, but GET and POST on /api/ingest/jobs/{id} are two routes.)"""
+    segments = request.url.path.split("/")
+    methods: set[str] = set()
+    for template, operations in request.app.openapi()["paths"].items():
+        parts = template.split("/")
+        if len(parts) == len(segments) and all(
+            part == segment or (part.startswith("{") and segment)
+            for part, segment in zip(parts, segments, strict=True)
+        ):
+            methods |= {method.upper() for method in operations}
+    return sorted(methods)
 
 
 def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
