@@ -26,6 +26,10 @@ CHANNEL_OPTIONS = [
     # Notice a dead connection (queue service restarted, NAT dropped) between requests.
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
+    # After an outage the channel retries on an exponential backoff (up to 2 minutes by
+    # default), answering 503 meanwhile; cap it so the gateway recovers within seconds.
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
 ]
 
 
