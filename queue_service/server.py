@@ -29,6 +29,8 @@ from jobqueue.v1 import (
     queue_service_pb2_grpc,
 )
 from queue_service.admin import AdminServicer
+from queue_service.advert_store import AdvertStore
+from queue_service.adverts import AdvertServicer
 from queue_service.auth import BearerTokenInterceptor
 from queue_service.claims import Claimer
 from queue_service.config import Config
@@ -149,7 +151,9 @@ async def build(config: Config) -> QueueServer:
     server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
     queue_service_pb2_grpc.add_QueueServiceServicer_to_server(queue, server)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(store, config), server)
-    _add_advert_service(server, pool)
+    advert_service_pb2_grpc.add_AdvertServiceServicer_to_server(
+        AdvertServicer(AdvertStore(pool)), server
+    )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
@@ -173,17 +177,4 @@ async def build(config: Config) -> QueueServer:
         reaper=Reaper(store, config),
         health=health,
         port=port,
-    )
-
-
-def _add_advert_service(server: grpc.aio.Server, pool: psycopg_pool.AsyncConnectionPool) -> None:
-    """The pipeline's persistence service (queue_service/adverts.py), once it exists."""
-    try:
-        from queue_service.advert_store import AdvertStore
-        from queue_service.adverts import AdvertServicer
-    except ImportError:
-        log.warning("AdvertService not available in this build")
-        return
-    advert_service_pb2_grpc.add_AdvertServiceServicer_to_server(
-        AdvertServicer(AdvertStore(pool)), server
     )

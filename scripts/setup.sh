@@ -3,7 +3,8 @@
 #   - Debian packages: ffmpeg (with ffprobe), espeak-ng (sample adverts in tests),
 #     docker-compose (validates docker-compose.yml without an engine), PostgreSQL when absent;
 #   - a running local PostgreSQL (started when stopped);
-#   - the Python virtual environment .venv with the project and its dev extras.
+#   - the Python virtual environment .venv with the project, its dev extras and the local
+#     embedding model (LOCAL_EMBEDDINGS=0 leaves the model out).
 # Used by scripts/test.sh, scripts/demo.sh and .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +45,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "==> installing Python packages"
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -m pip install -q -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
+extras="dev"
+# The local embedding model needs torch: its CPU build first, or pip would take a CUDA build of
+# several GB. LOCAL_EMBEDDINGS=0 skips both (the pipeline then records embeddings as skipped).
+if [ "${LOCAL_EMBEDDINGS:-1}" != "0" ]; then
+  .venv/bin/python -m pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
+  extras="dev,local-embeddings"
+fi
+.venv/bin/python -m pip install -q -e ".[$extras]" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import grpc, psycopg, fastapi, boto3, openai" \
   || { echo "error: Python packages did not install" >&2; exit 1; }

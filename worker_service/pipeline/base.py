@@ -41,7 +41,7 @@ class PermanentError(StageError):
     retryable = False
 
 
-class JobStopped(Exception):  # noqa: N818 - a signal, not an error
+class JobStopped(Exception):  # a signal, not an error: hence no "Error" suffix
     """Raised inside a stage when the job was cancelled or its lease was lost."""
 
 
