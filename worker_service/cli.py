@@ -193,17 +193,15 @@ async def run_worker(config: WorkerConfig, pipeline: Pipeline) -> int:
         say(output.READY)
         try:
             await worker.run()
-        except grpc.aio.AioRpcError as error:
-            error_line(
-                f"the queue service at {config.queue_addr} refused a claim: {describe(error)}"
-            )
-            return EXIT_UNREACHABLE
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
         counters = worker.counters
         for line in output.counters(counters.processed, counters.succeeded, counters.failed):
             say(line)
+        if worker.fatal is not None:
+            error_line(f"the queue service at {config.queue_addr} refused a claim: {worker.fatal}")
+            return EXIT_UNREACHABLE
         return EXIT_OK
     finally:
         await client.close()

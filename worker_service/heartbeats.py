@@ -97,7 +97,10 @@ class HeartbeatStream:
                 self._outgoing.put_nowait(entry.request())
 
     async def _requests(self) -> AsyncIterator[pb.HeartbeatRequest]:
-        # A fresh stream starts with a beat for every job, so that a reconnect refreshes them all.
+        # A fresh stream starts with a beat for every job, carrying its current stage, so that a
+        # reconnect refreshes them all; what piled up during an outage is dropped, not replayed.
+        while not self._outgoing.empty():
+            self._outgoing.get_nowait()
         for entry in list(self._jobs.values()):
             yield entry.request()
         while True:

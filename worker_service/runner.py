@@ -129,6 +129,8 @@ class Worker:
         # Set when the shutdown is out of time: Complete/Fail stop retrying.
         self.give_up = asyncio.Event()
         self._stop_requested_at: float | None = None
+        # Why the worker stopped on its own (a refused claim), for the exit status.
+        self.fatal: str | None = None
         self._runs: dict[asyncio.Task[None], JobRun] = {}
 
     def request_stop(self) -> None:
@@ -185,7 +187,14 @@ class Worker:
                 jobs = claim.result()
             except grpc.aio.AioRpcError as error:
                 if error.code() not in RETRYABLE_CODES:
-                    raise
+                    # Waiting cannot fix a refused token or a rejected request: stop as on SIGTERM
+                    # (running jobs finish or are handed back) and exit non-zero.
+                    self.fatal = describe(error)
+                    log.error(
+                        "worker_id=%s claim refused (%s); stopping", config.worker_id, self.fatal
+                    )
+                    self.request_stop()
+                    return
                 log.warning(
                     "worker_id=%s claim failed (%s); retrying in %.1fs",
                     config.worker_id,
