@@ -12,7 +12,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 STATUSES = ("QUEUED", "RUNNING", "SUCCEEDED", "RETRY", "FAILED", "CANCELLED")
 Status = Literal["QUEUED", "RUNNING", "SUCCEEDED", "RETRY", "FAILED", "CANCELLED"]
@@ -59,6 +59,16 @@ def _local_path(value: str) -> str:
     return _relative_path(value, max_bytes=MAX_PATH_BYTES)
 
 
+def _whole_number(value: Any) -> Any:
+    """JSON Schema's integer: 5 and 5.0 are the same number; true and "5" are not numbers."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Strict int after the conversion above, so booleans, strings and 1.5 are still refused.
+WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
+
 S3Key = Annotated[
     str,
     Field(min_length=1, max_length=MAX_S3_KEY_BYTES, examples=["videos/test-ad.mp4"]),
@@ -75,8 +85,8 @@ IdempotencyKey = Annotated[str, Field(min_length=1, max_length=500), AfterValida
 class _EnqueueOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    priority: int = Field(default=0, ge=-1000, le=1000, description="Higher runs first.")
-    max_attempts: int | None = Field(
+    priority: WholeNumber = Field(default=0, ge=-1000, le=1000, description="Higher runs first.")
+    max_attempts: WholeNumber | None = Field(
         default=None, ge=1, le=100, description="Attempts before FAILED; default 5."
     )
     idempotency_key: IdempotencyKey | None = Field(

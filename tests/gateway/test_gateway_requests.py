@@ -124,6 +124,7 @@ BAD_ENQUEUE_BODIES: list[tuple[Any, str | None]] = [
     (enqueue(priority=1.5), "priority"),
     (enqueue(priority=True), "priority"),
     (enqueue(priority=1001), "priority"),
+    (enqueue(priority=1001.0), "priority"),
     (enqueue(priority=-1001), "priority"),
     (enqueue(priority=2**63), "priority"),
     (enqueue(max_attempts=0), "max_attempts"),
