@@ -12,7 +12,11 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
+from gateway.app import create_app
+from gateway.client import QueueClient
+from gateway.config import Config
 from gateway.errors import from_rpc_error
 from jobqueue.v1 import admin_service_pb2_grpc
 from queue_service.errors import DomainError, InvalidArgument, InvalidTransition, to_status
@@ -112,3 +116,25 @@ def test_a_queue_service_that_never_answers_is_504_after_the_deadline(
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "DEADLINE_EXCEEDED"
     assert response.elapsed.total_seconds() < 5
+
+
+def test_a_bug_in_the_gateway_is_a_bare_500(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last line of defence: an unexpected exception still answers in the error shape,
+    without its trace or text."""
+
+    async def broken(self: QueueClient) -> Any:
+        raise RuntimeError(SECRET_DETAIL)
+
+    monkeypatch.setattr(QueueClient, "stats", broken)
+    app = create_app(Config(admin_api_key=ADMIN_KEY, queue_addr="127.0.0.1:9"))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/api/ingest/stats", headers={"X-Admin-Key": ADMIN_KEY})
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": {
+            "code": "INTERNAL",
+            "message": "internal error; see the gateway log",
+            "field": None,
+            "reason": None,
+        }
+    }
