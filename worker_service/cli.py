@@ -50,7 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
             "within the shutdown grace, then hand the rest back (retryable, code WORKER_SHUTDOWN; "
             "this uses one of the job's attempts) and exit 0. A second signal hands back at once."
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_mutually_exclusive_group()
     commands.add_argument(

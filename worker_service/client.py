@@ -20,15 +20,12 @@ from google.protobuf import duration_pb2, struct_pb2
 from jobqueue.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
-    advert_service_pb2,
-    advert_service_pb2_grpc,
     job_pb2,
     queue_service_pb2,
     queue_service_pb2_grpc,
 )
 from queue_service.auth import client_metadata
 from worker_service.config import WorkerConfig
-from worker_service.pipeline.base import JobStopped, PermanentError, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +85,6 @@ class QueueClient:
         self._channel = grpc.aio.insecure_channel(config.queue_addr, options=CHANNEL_OPTIONS)
         self._queue = queue_service_pb2_grpc.QueueServiceStub(self._channel)
         self._admin = admin_service_pb2_grpc.AdminServiceStub(self._channel)
-        self._adverts = advert_service_pb2_grpc.AdvertServiceStub(self._channel)
         self._metadata = client_metadata(config.auth_token)
         self._timeout = config.rpc_timeout_seconds
 
@@ -190,46 +186,3 @@ class QueueClient:
             metadata=self._metadata,
         )
         return list(response.jobs)
-
-    async def store_advert(
-        self, advert: advert_service_pb2.Advert, job_id: str, lease: int
-    ) -> tuple[str, bool]:
-        response = await self._adverts.StoreAdvert(
-            advert_service_pb2.StoreAdvertRequest(advert=advert, job_id=job_id, lease=lease),
-            timeout=self._timeout,
-            metadata=self._metadata,
-        )
-        return response.ad_id, response.created
-
-
-class GrpcAdvertSink:
-    """The pipeline's AdvertSink: stores through AdvertService from a stage's thread.
-
-    Stages run in their own thread; the gRPC channel belongs to the event loop, so the call is
-    handed to the loop and the thread waits for its answer.
-    """
-
-    def __init__(
-        self, client: QueueClient, loop: asyncio.AbstractEventLoop, timeout: float
-    ) -> None:
-        self._client = client
-        self._loop = loop
-        self._timeout = timeout
-
-    def store(self, advert: advert_service_pb2.Advert, job_id: str, lease: int) -> tuple[str, bool]:
-        future = asyncio.run_coroutine_threadsafe(
-            self._client.store_advert(advert, job_id, lease), self._loop
-        )
-        try:
-            return future.result(self._timeout + 1.0)
-        except grpc.aio.AioRpcError as error:
-            code = error.code()
-            if code == grpc.StatusCode.ABORTED:
-                # Our lease is gone: another worker owns the job now. Stop without a Fail.
-                raise JobStopped(job_id) from None
-            if code == grpc.StatusCode.INVALID_ARGUMENT:
-                raise PermanentError("ADVERT_INVALID", describe(error)) from None
-            raise TransientError("ADVERT_STORE_FAILED", describe(error)) from None
-        except TimeoutError:
-            future.cancel()
-            raise TransientError("ADVERT_STORE_TIMEOUT", "StoreAdvert did not answer") from None

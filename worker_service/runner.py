@@ -38,10 +38,11 @@ from google.protobuf import json_format
 from jobqueue.v1 import job_pb2
 from jobqueue.v1 import queue_service_pb2 as queue_pb
 from worker_service import output
-from worker_service.client import RETRYABLE_CODES, GrpcAdvertSink, QueueClient, describe
+from worker_service.client import RETRYABLE_CODES, QueueClient, describe
 from worker_service.config import WorkerConfig
 from worker_service.heartbeats import Beating, HeartbeatStream
 from worker_service.pipeline.base import JobStopped, Pipeline, StageContext, StageError
+from worker_service.pipeline.grpc_sink import GrpcAdvertSink
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +151,10 @@ class Worker:
         self.stopping.set()
 
     async def run(self) -> None:
+        # Stages persist through AdvertService from their own thread, on a blocking channel of
+        # their own; the lease they pass fences off a stage that outlives its job's ownership.
         self.advert_sink = GrpcAdvertSink(
-            self.client, asyncio.get_running_loop(), self.config.rpc_timeout_seconds
+            self.config.queue_addr, self.config.auth_token, self.config.rpc_timeout_seconds * 3
         )
         self.heartbeats.start()
         try:
@@ -159,6 +162,7 @@ class Worker:
             await self._drain()
         finally:
             await self.heartbeats.stop()
+            self.advert_sink.close()
 
     async def _claim_loop(self) -> None:
         config = self.config

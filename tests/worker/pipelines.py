@@ -5,10 +5,12 @@
 - TEST_OBJECT_ROOT: a directory standing in for the bucket; `s3_key` is a path under it, and a
   missing object is a TransientError (S3_NOT_FOUND), as the checklist's Test 3 wants.
 - TEST_RESULTS_DIR: where `persist` writes one record per (job, lease), so that a test can see
-  which attempts got as far as persisting.
+  which attempts got as far as persisting. `persist` also stores an advert through the queue
+  service's AdvertService (the worker's sink), whose id becomes the job's ad_id.
 
 Input keys that steer a job: `gate` (a file path: the `wait_for_gate` stage holds the job
-RUNNING until the file exists or the job is told to stop), `fail` ("permanent" or "crash").
+RUNNING until the file exists or the job is told to stop), `fail` ("permanent" or "crash"),
+`advert` (false: do not store an advert).
 No stage sleeps to pass time; the gate waits on the stop event, so a stop is honoured at once.
 """
 
@@ -17,9 +19,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from pathlib import Path
+from typing import Any
 
+from jobqueue.v1 import advert_service_pb2
 from worker_service.pipeline.base import (
     PermanentError,
     Pipeline,
@@ -28,7 +31,12 @@ from worker_service.pipeline.base import (
 )
 
 CHUNK = 64 * 1024
-AD_NAMESPACE = uuid.UUID("8a7d3c1e-0f65-4f3b-9b36-2f3c8f7b8e11")
+
+
+def source_key(job_input: dict[str, Any]) -> str:
+    if job_input.get("source_type") == "s3":
+        return f"s3:{job_input['s3_key']}"
+    return f"local:{job_input['path']}"
 
 
 class ReadSource:
@@ -106,8 +114,16 @@ class Persist:
             self._results.mkdir(parents=True, exist_ok=True)
             target = self._results / f"{ctx.job_id}.{ctx.lease}.json"
             target.write_text(json.dumps(record))
+        # Stored through the queue service, fenced by this job's lease, as the real persist does
+        # (unless the input says `"advert": false`: then the job needs no call until Complete).
+        ad_id, created = record["sha256"][:32], False
+        if ctx.input.get("advert", True):
+            advert = advert_service_pb2.Advert(source_key=source_key(ctx.input), job_id=ctx.job_id)
+            advert.media.update({"bytes": record["bytes"], "sha256": record["sha256"]})
+            ad_id, created = ctx.advert_sink.store(advert, ctx.job_id, ctx.lease)
         ctx.output.update(
-            ad_id=str(uuid.uuid5(AD_NAMESPACE, ctx.state["sha256"])),
+            ad_id=ad_id,
+            created=created,
             sha256=ctx.state["sha256"],
             bytes=record["bytes"],
             workdir=ctx.workdir,

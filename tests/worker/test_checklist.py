@@ -80,6 +80,11 @@ def test_2_worker_processes_one_job_and_prints_the_checklist_lines(
     assert row["attempts"] == 1
     assert row["output"]["ad_id"] in worker.output
     assert set(row["output"]["stage_timings"]) == set(STAGE_NAMES)
+    # The advert went through the queue service's AdvertService, and its id is the ad_id.
+    advert = db.execute(
+        "SELECT source_key, job_id FROM adverts WHERE id = %s", (row["output"]["ad_id"],)
+    ).fetchone()
+    assert advert == ("s3:videos/test-ad.mp4", row["id"])
     # The per-job workdir is gone once the job is done.
     assert not Path(row["output"]["workdir"]).exists()
 

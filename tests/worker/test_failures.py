@@ -108,6 +108,9 @@ def test_a_paused_worker_does_not_complete_a_job_it_lost(
     row = fetch_job(db, job_id)
     assert (row["status"], row["attempts"], row["locked_by"]) == ("SUCCEEDED", 2, "other")
     paused.wait_for_line(rf"Job {job_id[:8]} lost its lease")
+    # Whichever stage got there, the stored advert is the current owner's.
+    assert db.execute("SELECT job_id FROM adverts").fetchall() == [(row["id"],)]
+    assert row["output"]["ad_id"]
     assert "succeeded in" not in paused.output
     assert_lines_in_order(paused, [r"Jobs processed: 1", r"Jobs succeeded: 0", r"Jobs failed: 1"])
     other.wait_for_line(rf"Job {job_id[:8]} succeeded in")
@@ -122,22 +125,30 @@ def test_a_queue_service_restart_mid_job_costs_nothing(
 ) -> None:
     # A heartbeat timeout long enough to ride out the restart.
     queue = queue_factory(HEARTBEAT_TIMEOUT_SECONDS="30")
-    gate = tmp_path / "gate"
-    job_id = held_job(queue, objects, gate)
-    worker = worker_factory(queue, "--limit", "1", LOG_LEVEL="WARNING")
-    wait_for(lambda: at_gate(db, job_id), what="the job running")
+    put_object(objects, "videos/a.mp4")
+    gate_a, gate_b = tmp_path / "a", tmp_path / "b"
+    # A finishes while the service is down: only its Complete has to wait for it.
+    job_a = queue.enqueue(
+        {"source_type": "s3", "s3_key": "videos/a.mp4", "gate": str(gate_a), "advert": False}
+    )
+    # B runs on across the restart and then needs the new service for its advert and Complete.
+    job_b = held_job(queue, objects, gate_b, "videos/b.mp4")
+    worker = worker_factory(queue, "--limit", "2", "--concurrency", "2")
+    wait_for(lambda: at_gate(db, job_a) and at_gate(db, job_b), what="both jobs running")
 
     queue.process.signal(signal.SIGKILL)
     queue.process.wait()
-    # The job finishes while the queue service is down: Complete must wait for it to return.
-    gate.touch()
+    gate_a.touch()
     worker.wait_for_line(r"Complete failed \(UNAVAILABLE")
     queue_factory(port=queue.port, HEARTBEAT_TIMEOUT_SECONDS="30")
+    worker.wait_for_line(rf"Job {job_a[:8]} succeeded in")
+    gate_b.touch()
 
     assert worker.wait(timeout=30) == 0, worker.output
-    row = fetch_job(db, job_id)
-    assert (row["status"], row["attempts"], row["lease"]) == ("SUCCEEDED", 1, 1)
-    worker.wait_for_line(rf"Job {job_id[:8]} succeeded in")
+    for job_id in (job_a, job_b):
+        row = fetch_job(db, job_id)
+        assert (row["status"], row["attempts"], row["lease"]) == ("SUCCEEDED", 1, 1), row
+    assert_lines_in_order(worker, [r"Jobs processed: 2", r"Jobs succeeded: 2", r"Jobs failed: 0"])
 
 
 def test_sigterm_finishes_what_it_can_and_hands_back_the_rest(
