@@ -1,0 +1,6 @@
+"""The admin REST gateway: the checklist's /api/ingest routes, translated to AdminService gRPC.
+
+__main__ (config, logging, uvicorn) -> app (create_app) -> guard (X-Admin-Key, body limits)
+-> routes -> client (every gRPC call, with token and deadline) -> jobs (proto -> JSON, health).
+schemas holds the request/response models; errors the one error shape and gRPC -> HTTP mapping.
+"""
