@@ -55,7 +55,20 @@ def struct(value: dict[str, Any] | None) -> struct_pb2.Struct | None:
 
 
 def struct_to_dict(message: struct_pb2.Struct) -> dict[str, Any]:
-    return json_format.MessageToDict(message)
+    """The Struct as JSON values. Struct carries every number as a double; whole numbers come
+    back as ints, so {"n": 3} stores as 3 (not 3.0) and hashes to the same idempotency key as
+    the same input enqueued from psql."""
+    return _whole_numbers_as_ints(json_format.MessageToDict(message))
+
+
+def _whole_numbers_as_ints(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _whole_numbers_as_ints(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers_as_ints(item) for item in value]
+    return value
 
 
 def job(row: Row) -> job_pb2.Job:

@@ -56,15 +56,28 @@ class EmbeddedPostgres:
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             user = pwd.getpwnam("postgres")
-            for path in (self.folder, self.socket_dir, *([self.data] if self.data.exists() else [])):
+            for path in (
+                self.folder,
+                self.socket_dir,
+                *([self.data] if self.data.exists() else []),
+            ):
                 os.chown(path, user.pw_uid, user.pw_gid)
         if not (self.data / "PG_VERSION").exists():
-            self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+            self._run(
+                "initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8"
+            )
         if not self.running():
             options = f"-k {self.socket_dir} -c listen_addresses='' -p {PORT}"
             self._run(
-                "pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.folder / "server.log"),
-                "-w", "start",
+                "pg_ctl",
+                "-D",
+                str(self.data),
+                "-o",
+                options,
+                "-l",
+                str(self.folder / "server.log"),
+                "-w",
+                "start",
             )
         return self.url
 

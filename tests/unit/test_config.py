@@ -58,3 +58,18 @@ def test_page_tokens_round_trip_and_reject_garbage() -> None:
     assert decode_page_token(encode_page_token(row)) == (row["created_at"], row["id"])
     with pytest.raises(InvalidArgument):
         decode_page_token("not a token")
+
+
+def test_struct_numbers_keep_their_json_form() -> None:
+    from google.protobuf import struct_pb2
+
+    from queue_service.convert import struct_to_dict
+
+    message = struct_pb2.Struct()
+    message.update({"n": 3, "ratio": 0.5, "nested": {"items": [1, 2.5, "x", None, True]}})
+    assert struct_to_dict(message) == {
+        "n": 3,
+        "ratio": 0.5,
+        "nested": {"items": [1, 2.5, "x", None, True]},
+    }
+    assert isinstance(struct_to_dict(message)["n"], int)
