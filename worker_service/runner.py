@@ -55,6 +55,8 @@ SHUTDOWN_RETRY_AFTER_SECONDS = 1.0
 # Backoff between attempts of a Complete/Fail/Claim while the queue service is unreachable.
 RETRY_INITIAL_SECONDS = 0.2
 RETRY_MAX_SECONDS = 5.0
+# The shortest pause between two empty claims of an idle worker.
+MIN_IDLE_SECONDS = 0.1
 # Codes that say a Complete/Fail changed nothing because the job is not ours (any more).
 NOT_OURS_CODES = frozenset(
     {grpc.StatusCode.ABORTED, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION}
@@ -214,6 +216,9 @@ class Worker:
                 self._start(job)
             if config.once and not jobs:
                 return  # --once: everything that was runnable has been taken.
+            if not jobs and wait < MIN_IDLE_SECONDS:
+                # --poll-interval 0 must not turn an idle worker into a busy loop of claims.
+                await _first(self.stopping.wait(), within=MIN_IDLE_SECONDS)
 
     def _start(self, job: job_pb2.Job) -> None:
         run = JobRun(self, job)
