@@ -46,6 +46,7 @@ DROP FUNCTION IF EXISTS fail_job(uuid, bigint, text, text, boolean, double preci
                                  double precision, double precision);
 DROP FUNCTION IF EXISTS fail_job(uuid[], bigint[], text[], text[], boolean[], double precision[],
                                  double precision, double precision);
+DROP FUNCTION IF EXISTS release_job(uuid[], bigint[], text[]);
 DROP FUNCTION IF EXISTS cancel_job(uuid);
 DROP FUNCTION IF EXISTS retry_job(uuid);
 DROP FUNCTION IF EXISTS release_stale_jobs(double precision, double precision);
@@ -416,6 +417,67 @@ BEGIN
     SELECT f.outcome, f.job
     FROM fail_job(ARRAY[p_job_id], ARRAY[p_lease], ARRAY[p_error_code], ARRAY[p_message],
                   ARRAY[p_retryable], ARRAY[p_retry_after], p_backoff_base, p_backoff_max) f;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Release: a worker hands back a RUNNING job it will not finish (it is shutting down, or could
+-- not take what it claimed). Not a failure: the attempt is not counted and the job is QUEUED
+-- again at once for any worker; CANCELLED instead if its cancellation was requested. The lease
+-- is left as it was, so it stays dead: the next claim takes a new one. Outcomes as complete_job.
+-- ---------------------------------------------------------------------------------------------
+
+CREATE FUNCTION release_job(
+    p_job_ids uuid[],
+    p_leases  bigint[],
+    p_reasons text[]
+)
+RETURNS TABLE (job_id uuid, outcome text, status text, job ingestion_jobs)
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_now timestamptz := clock_timestamp();
+BEGIN
+    RETURN QUERY
+    WITH req AS (
+        SELECT DISTINCT ON (r.id, r.lease) r.id, r.lease, r.reason
+        FROM unnest(p_job_ids, p_leases, p_reasons) AS r(id, lease, reason)
+    ), upd AS (
+        UPDATE ingestion_jobs j
+        SET status                  = CASE WHEN j.cancel_requested_at IS NOT NULL
+                                          THEN 'CANCELLED' ELSE 'QUEUED' END,
+            attempts                = CASE WHEN j.cancel_requested_at IS NOT NULL THEN j.attempts
+                                          ELSE greatest(j.attempts - 1, 0) END,
+            run_after               = v_now,
+            completed_at            = CASE WHEN j.cancel_requested_at IS NOT NULL
+                                          THEN v_now END,
+            processing_completed_at = v_now,
+            stage                   = CASE WHEN j.cancel_requested_at IS NOT NULL
+                                          THEN 'cancelled' ELSE 'released' END,
+            error_code              = CASE WHEN j.cancel_requested_at IS NOT NULL
+                                          THEN 'CANCELLED' ELSE j.error_code END,
+            progress                = 0,
+            cancel_requested_at     = NULL,
+            updated_at              = v_now
+        FROM req
+        WHERE j.id = req.id AND j.lease = req.lease AND j.status = 'RUNNING'
+        RETURNING j.id, j.lease, j.status, j.queue, j AS job
+    ), woken AS (
+        SELECT pg_notify('ingestion_jobs', q.queue)
+        FROM (SELECT DISTINCT queue FROM upd WHERE upd.status = 'QUEUED') q
+    )
+    SELECT r.id,
+           CASE WHEN u.id IS NOT NULL THEN 'ok'
+                WHEN cur.id IS NULL THEN 'not_found'
+                ELSE 'lease_lost' END,
+           coalesce(u.status, cur.status),
+           CASE WHEN u.id IS NOT NULL THEN u.job WHEN cur.id IS NOT NULL THEN cur END
+    FROM unnest(p_job_ids, p_leases) WITH ORDINALITY AS r(id, lease, ord)
+    LEFT JOIN upd u ON u.id = r.id AND u.lease = r.lease
+    LEFT JOIN ingestion_jobs cur ON cur.id = r.id
+    LEFT JOIN (SELECT count(*) FROM woken) w ON true
+    ORDER BY r.ord;
 END
 $$;
 

@@ -16,7 +16,15 @@ from queue_service import convert
 from queue_service.batching import Coalescer
 from queue_service.claims import Claimer
 from queue_service.errors import InvalidArgument, grpc_errors, grpc_stream_errors
-from queue_service.store import Beat, Completion, EntryOutcome, Failure, Store, raise_for_outcome
+from queue_service.store import (
+    Beat,
+    Completion,
+    EntryOutcome,
+    Failure,
+    Release,
+    Store,
+    raise_for_outcome,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +54,22 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         self.heartbeats: Coalescer[Beat, str] = Coalescer(store.heartbeat)
         self.completions: Coalescer[Completion, EntryOutcome] = Coalescer(store.complete)
         self.failures: Coalescer[Failure, EntryOutcome] = Coalescer(store.fail)
+        self.releases: Coalescer[Release, EntryOutcome] = Coalescer(store.release)
+        self._coalescers = (self.heartbeats, self.completions, self.failures, self.releases)
         self._store = store
+        # Set when the service stops: heartbeat streams end at once (the workers reconnect,
+        # to this service's successor) instead of holding the shutdown for its whole grace.
+        self._closing = asyncio.Event()
 
     def start(self) -> None:
-        for coalescer in (self.heartbeats, self.completions, self.failures):
+        for coalescer in self._coalescers:
             coalescer.start()
 
+    def close_streams(self) -> None:
+        self._closing.set()
+
     async def stop(self) -> None:
-        for coalescer in (self.heartbeats, self.completions, self.failures):
+        for coalescer in self._coalescers:
             await coalescer.stop()
 
     @grpc_errors
@@ -114,12 +130,22 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
                 await answers.put(error)
 
         reader = asyncio.create_task(read())
+        closing = asyncio.create_task(self._closing.wait())
         try:
-            while (item := await answers.get()) is not None:
+            while True:
+                next_answer = asyncio.ensure_future(answers.get())
+                await asyncio.wait({next_answer, closing}, return_when=asyncio.FIRST_COMPLETED)
+                if not next_answer.done():
+                    next_answer.cancel()
+                    return
+                item = next_answer.result()
+                if item is None:
+                    return
                 if isinstance(item, BaseException):
                     raise item
                 yield item
         finally:
+            closing.cancel()
             reader.cancel()
             for task in list(pending):
                 task.cancel()
@@ -150,6 +176,20 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         raise_for_outcome(outcome)
         assert outcome.row is not None
         return pb.FailResponse(job=convert.job(outcome.row))
+
+    @grpc_errors
+    async def Release(
+        self, request: pb.ReleaseRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReleaseResponse:
+        release = Release(
+            job_id=convert.parse_uuid(request.job_id),
+            lease=_lease(request.lease),
+            reason=request.reason[:MAX_TEXT],
+        )
+        outcome = await self.releases.submit(release)
+        raise_for_outcome(outcome)
+        assert outcome.row is not None
+        return pb.ReleaseResponse(job=convert.job(outcome.row))
 
     @grpc_errors
     async def FailBatch(

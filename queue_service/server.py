@@ -88,6 +88,7 @@ class QueueServer:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)
         await self.reaper.stop()
+        self.queue.close_streams()
         await self.server.stop(grace)
         await self.queue.stop()
         await self.notifier.stop()

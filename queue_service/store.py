@@ -83,6 +83,13 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class Release:
+    job_id: UUID
+    lease: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class EntryOutcome:
     job_id: UUID
     outcome: str  # ok | lease_lost | not_found
@@ -198,6 +205,17 @@ class Store:
                 "retry_after": [f.retry_after_seconds for f in failures],
                 "backoff_base": self.backoff_base_seconds,
                 "backoff_max": self.backoff_max_seconds,
+            },
+        )
+        return [EntryOutcome.from_row(row) for row in rows]
+
+    async def release(self, releases: Sequence[Release]) -> list[EntryOutcome]:
+        rows = await self._all(
+            "release",
+            {
+                "job_ids": [r.job_id for r in releases],
+                "leases": [r.lease for r in releases],
+                "reasons": [r.reason for r in releases],
             },
         )
         return [EntryOutcome.from_row(row) for row in rows]

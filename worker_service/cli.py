@@ -47,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "Other environment: QUEUE_AUTH_TOKEN (sent as 'authorization: Bearer ...' when set), "
             "LOG_LEVEL (default WARNING). SIGTERM/SIGINT: stop claiming, let running jobs finish "
-            "within the shutdown grace, then hand the rest back (retryable, code WORKER_SHUTDOWN; "
-            "this uses one of the job's attempts) and exit 0. A second signal hands back at once."
+            "within the shutdown grace, then hand the rest back (Release: QUEUED again at once, "
+            "the unfinished attempt not counted) and exit 0. A second signal hands back at once."
         ),
     )
     commands = parser.add_mutually_exclusive_group()

@@ -164,6 +164,15 @@ class QueueClient:
         response = await self._queue.Fail(request, timeout=self._timeout, metadata=self._metadata)
         return response.job
 
+    async def release(self, job_id: str, lease: int, reason: str) -> job_pb2.Job:
+        """Hand a running job back without using up its attempt (the worker is stopping)."""
+        response = await self._queue.Release(
+            queue_service_pb2.ReleaseRequest(job_id=job_id, lease=lease, reason=reason),
+            timeout=self._timeout,
+            metadata=self._metadata,
+        )
+        return response.job
+
     async def get_job(self, job_id: str) -> job_pb2.Job:
         return await self._admin.GetJob(
             admin_service_pb2.GetJobRequest(job_id=job_id),

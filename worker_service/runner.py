@@ -48,10 +48,6 @@ log = logging.getLogger(__name__)
 
 Status = job_pb2.JobStatus
 
-# A job handed back at shutdown runs again this soon (on another worker, or this one restarted)
-# instead of waiting out the exponential backoff. The hand-back is a Fail, so it does consume one
-# of the job's attempts.
-SHUTDOWN_RETRY_AFTER_SECONDS = 1.0
 # Backoff between attempts of a Complete/Fail/Claim while the queue service is unreachable.
 RETRY_INITIAL_SECONDS = 0.2
 RETRY_MAX_SECONDS = 5.0
@@ -462,15 +458,12 @@ class JobRun:
             self.worker.say(output.cancelled(self.job_id, self.elapsed))
             self._count(success=False)
         elif self.stop_reason == "shutdown":
+            # Release, not Fail: the job is QUEUED again at once for another worker, and the
+            # attempt it did not finish is not counted against it.
             job = await self._settle(
-                "Fail",
-                lambda: self.worker.client.fail(
-                    self.job_id,
-                    self.lease,
-                    code="WORKER_SHUTDOWN",
-                    message="the worker shut down before the job finished",
-                    retryable=True,
-                    retry_after_seconds=SHUTDOWN_RETRY_AFTER_SECONDS,
+                "Release",
+                lambda: self.worker.client.release(
+                    self.job_id, self.lease, "the worker shut down before the job finished"
                 ),
             )
             if job is None:

@@ -64,6 +64,11 @@ class QueueServiceStub:
                 request_serializer=jobqueue_dot_v1_dot_queue__service__pb2.FailBatchRequest.SerializeToString,
                 response_deserializer=jobqueue_dot_v1_dot_queue__service__pb2.FailBatchResponse.FromString,
                 _registered_method=True)
+        self.Release = channel.unary_unary(
+                '/jobqueue.v1.QueueService/Release',
+                request_serializer=jobqueue_dot_v1_dot_queue__service__pb2.ReleaseRequest.SerializeToString,
+                response_deserializer=jobqueue_dot_v1_dot_queue__service__pb2.ReleaseResponse.FromString,
+                _registered_method=True)
 
 
 class QueueServiceServicer:
@@ -127,6 +132,16 @@ class QueueServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Release(self, request, context):
+        """Hands a RUNNING job back without counting the attempt: it is QUEUED again at once for any
+        worker (CANCELLED if its cancellation was requested). For a worker that stops before it
+        finishes (SIGTERM). Not a failure: nothing is added to `errors`. ABORTED (reason
+        LEASE_LOST) when the lease is not current; NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueueServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -159,6 +174,11 @@ def add_QueueServiceServicer_to_server(servicer, server):
                     servicer.FailBatch,
                     request_deserializer=jobqueue_dot_v1_dot_queue__service__pb2.FailBatchRequest.FromString,
                     response_serializer=jobqueue_dot_v1_dot_queue__service__pb2.FailBatchResponse.SerializeToString,
+            ),
+            'Release': grpc.unary_unary_rpc_method_handler(
+                    servicer.Release,
+                    request_deserializer=jobqueue_dot_v1_dot_queue__service__pb2.ReleaseRequest.FromString,
+                    response_serializer=jobqueue_dot_v1_dot_queue__service__pb2.ReleaseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -323,6 +343,33 @@ class QueueService:
             '/jobqueue.v1.QueueService/FailBatch',
             jobqueue_dot_v1_dot_queue__service__pb2.FailBatchRequest.SerializeToString,
             jobqueue_dot_v1_dot_queue__service__pb2.FailBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Release(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobqueue.v1.QueueService/Release',
+            jobqueue_dot_v1_dot_queue__service__pb2.ReleaseRequest.SerializeToString,
+            jobqueue_dot_v1_dot_queue__service__pb2.ReleaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

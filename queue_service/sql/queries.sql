@@ -26,6 +26,10 @@ FROM fail_job(%(job_ids)s::uuid[], %(leases)s::bigint[], %(codes)s::text[], %(me
               %(retryable)s::boolean[], %(retry_after)s::double precision[],
               %(backoff_base)s, %(backoff_max)s) f;
 
+-- name: release
+SELECT r.job_id AS entry_job_id, r.outcome, (r.job).*
+FROM release_job(%(job_ids)s::uuid[], %(leases)s::bigint[], %(reasons)s::text[]) r;
+
 -- name: cancel
 SELECT r.outcome, (r.job).* FROM cancel_job(%(job_id)s) r;
 

@@ -626,3 +626,74 @@ async def test_running_jobs_show_stage_progress_and_ages(
     assert running.job.stage == "llm_analysis"
     assert 119 <= running.running.seconds <= 125
     assert 4 <= running.heartbeat_age.seconds <= 8
+
+
+# -- release (hand back) ----------------------------------------------------------------------
+
+
+async def test_release_hands_a_job_back_without_counting_the_attempt(
+    qs: RunningQueue, db: psycopg.Connection[Any]
+) -> None:
+    await enqueue(qs)
+    [job] = await claim(qs, worker="stopping-worker")
+    released = (
+        await qs.queue.Release(
+            queue_pb.ReleaseRequest(job_id=job.id, lease=job.lease, reason="worker shutting down")
+        )
+    ).job
+    assert (released.status, released.attempts, released.stage) == (
+        S.JOB_STATUS_QUEUED,
+        0,
+        "released",
+    )
+    assert len(released.errors) == 0  # not a failure
+    # The old lease is dead; the next claim is attempt 1 again, under a new lease.
+    error = await rpc_error(
+        qs.queue.Complete(queue_pb.CompleteRequest(job_id=job.id, lease=job.lease))
+    )
+    assert error.code() == grpc.StatusCode.ABORTED
+    [again] = await claim(qs, worker="other-worker")
+    assert (again.id, again.attempts, again.lease) == (job.id, 1, job.lease + 1)
+
+
+async def test_release_of_a_job_whose_cancel_was_requested_ends_it_cancelled(
+    qs: RunningQueue,
+) -> None:
+    await enqueue(qs)
+    [job] = await claim(qs)
+    await qs.admin.CancelJob(admin_pb.CancelJobRequest(job_id=job.id))
+    released = (await qs.queue.Release(queue_pb.ReleaseRequest(job_id=job.id, lease=job.lease))).job
+    assert released.status == S.JOB_STATUS_CANCELLED
+
+
+async def test_a_claim_whose_caller_goes_away_hands_its_jobs_back(
+    qs: RunningQueue, db: psycopg.Connection[Any]
+) -> None:
+    job = await enqueue(qs)
+    claimer = qs.service.queue._claimer
+    attempt = asyncio.create_task(claimer._claim_once("vanishing-worker", 1, "default"))
+    await asyncio.sleep(0)  # the statement is under way
+    attempt.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await attempt
+
+    async def handed_back() -> dict[str, Any]:
+        while (row := fetch_job(db, job.id))["status"] != "QUEUED" or row["lease"] == 0:
+            await asyncio.sleep(0.02)
+        return row
+
+    row = await asyncio.wait_for(handed_back(), 10)
+    assert (row["attempts"], row["lease"], row["stage"]) == (0, 1, "released")
+
+
+async def test_stopping_the_service_ends_heartbeat_streams_at_once(qs: RunningQueue) -> None:
+    await enqueue(qs)
+    [job] = await claim(qs)
+    call = qs.queue.Heartbeat()
+    await call.write(queue_pb.HeartbeatRequest(job_id=job.id, lease=job.lease, progress=0.1))
+    assert (await call.read()).action == queue_pb.HEARTBEAT_ACTION_CONTINUE
+    started = time.monotonic()
+    await qs.service.stop(grace=30)
+    # The open stream did not hold the shutdown for its 30 s grace.
+    assert time.monotonic() - started < 5
+    assert await call.read() == grpc.aio.EOF
