@@ -7,7 +7,6 @@ and fails when the committed files differ, so the wire contract and the code can
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import grpc_tools
@@ -57,4 +56,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
