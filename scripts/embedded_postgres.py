@@ -49,7 +49,13 @@ class EmbeddedPostgres:
         command = [str(_bindir() / args[0]), *args[1:]]
         if os.geteuid() == 0:
             command = ["runuser", "-u", "postgres", "--", *command]
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        result = subprocess.run(command, check=False, capture_output=True, text=True)
+        if result.returncode != 0:
+            detail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+            hint = ""
+            if os.geteuid() == 0:
+                hint = f" (as root it runs as 'postgres', which must reach {self.folder})"
+            raise RuntimeError(f"{args[0]} failed{hint}: " + " | ".join(detail))
 
     def start(self) -> str:
         """Initialise (first time only) and start; return the connection URL."""
