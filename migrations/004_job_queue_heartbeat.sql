@@ -8,21 +8,36 @@
 -- Every time is the database clock (clock_timestamp(), read once per call): workers send no
 -- timestamps, so a worker with a wrong clock cannot make a lease look fresh or stale.
 --
--- Safe to re-apply: columns are added when missing, functions and views are re-created.
+-- Safe to re-apply, also under load: columns are added when missing, functions are replaced in
+-- place, views are re-created, and no lock is waited on for more than 5 s.
 --
 --   psql -v ON_ERROR_STOP=1 -f migrations/004_job_queue_heartbeat.sql
 
 BEGIN;
 
-ALTER TABLE ingestion_jobs
-    ADD COLUMN IF NOT EXISTS last_heartbeat_at       timestamptz,
-    -- claimed, validating_input, pipeline_running, <pipeline stage>, succeeded, failed,
-    -- released_stale, cancelled.
-    ADD COLUMN IF NOT EXISTS stage                   text,
-    ADD COLUMN IF NOT EXISTS progress                double precision NOT NULL DEFAULT 0,
-    -- Start and end of the latest attempt: job_timing_stats measures these.
-    ADD COLUMN IF NOT EXISTS processing_started_at   timestamptz,
-    ADD COLUMN IF NOT EXISTS processing_completed_at timestamptz;
+-- Never queue behind a long transaction while holding locks the running queue needs: fail
+-- the migration instead, and let it be retried.
+SET LOCAL lock_timeout = '5s';
+
+-- Columns are added only when missing: ALTER TABLE takes an ACCESS EXCLUSIVE lock on the job
+-- table even when every column exists, which would stall a running queue for a no-op re-apply.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'ingestion_jobs'
+                     AND column_name = 'processing_completed_at') THEN
+        ALTER TABLE ingestion_jobs
+            ADD COLUMN IF NOT EXISTS last_heartbeat_at       timestamptz,
+            -- claimed, validating_input, pipeline_running, <pipeline stage>, succeeded, failed,
+            -- released, released_stale, cancelled.
+            ADD COLUMN IF NOT EXISTS stage                   text,
+            ADD COLUMN IF NOT EXISTS progress                double precision NOT NULL DEFAULT 0,
+            -- Start and end of the latest attempt: job_timing_stats measures these.
+            ADD COLUMN IF NOT EXISTS processing_started_at   timestamptz,
+            ADD COLUMN IF NOT EXISTS processing_completed_at timestamptz;
+    END IF;
+END
+$$;
 
 DO $$
 BEGIN
@@ -33,23 +48,9 @@ BEGIN
 END
 $$;
 
--- The functions are dropped and re-created rather than replaced: CREATE OR REPLACE cannot change
--- a function's result type, and re-applying this file must always converge on its definitions.
-DROP FUNCTION IF EXISTS enqueue_job(jsonb, text, integer, integer, text, timestamptz);
-DROP FUNCTION IF EXISTS enqueue_jobs(jsonb[], text[], integer[], integer[], text[], timestamptz[]);
-DROP FUNCTION IF EXISTS claim_jobs(text, integer, text);
-DROP FUNCTION IF EXISTS update_job_heartbeat(uuid, bigint, text, double precision);
-DROP FUNCTION IF EXISTS update_job_heartbeat(uuid[], bigint[], text[], double precision[]);
-DROP FUNCTION IF EXISTS complete_job(uuid, bigint, jsonb);
-DROP FUNCTION IF EXISTS complete_job(uuid[], bigint[], jsonb[]);
-DROP FUNCTION IF EXISTS fail_job(uuid, bigint, text, text, boolean, double precision,
-                                 double precision, double precision);
-DROP FUNCTION IF EXISTS fail_job(uuid[], bigint[], text[], text[], boolean[], double precision[],
-                                 double precision, double precision);
-DROP FUNCTION IF EXISTS release_job(uuid[], bigint[], text[]);
-DROP FUNCTION IF EXISTS cancel_job(uuid);
-DROP FUNCTION IF EXISTS retry_job(uuid);
-DROP FUNCTION IF EXISTS release_stale_jobs(double precision, double precision);
+-- Functions are replaced in place (CREATE OR REPLACE keeps each function's identity, so calls in
+-- flight while this file is re-applied keep working). A change of a function's signature or
+-- result type belongs in a new numbered migration that drops the old one.
 
 -- ---------------------------------------------------------------------------------------------
 -- Enqueue. The idempotency key is the caller's, or a hash of queue and input (jsonb's text form
@@ -68,7 +69,7 @@ AS $$
     )
 $$;
 
-CREATE FUNCTION enqueue_jobs(
+CREATE OR REPLACE FUNCTION enqueue_jobs(
     p_inputs        jsonb[],
     p_queues        text[],
     p_priorities    integer[],
@@ -121,7 +122,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION enqueue_job(
+CREATE OR REPLACE FUNCTION enqueue_job(
     p_input         jsonb,
     p_queue         text        DEFAULT 'default',
     p_priority      integer     DEFAULT 0,
@@ -144,7 +145,7 @@ $$;
 -- new lease.
 -- ---------------------------------------------------------------------------------------------
 
-CREATE FUNCTION claim_jobs(
+CREATE OR REPLACE FUNCTION claim_jobs(
     p_worker_id text,
     p_limit     integer DEFAULT 1,
     p_queue     text    DEFAULT 'default'
@@ -162,7 +163,7 @@ BEGIN
         WHERE c.queue = p_queue
           AND c.status IN ('QUEUED', 'RETRY')
           AND c.run_after <= v_now
-        ORDER BY c.priority DESC, c.created_at, c.id
+        ORDER BY c.priority DESC, c.run_after, c.id
         LIMIT greatest(p_limit, 0)
         FOR UPDATE SKIP LOCKED
     )
@@ -192,7 +193,7 @@ $$;
 -- job was released, re-claimed, finished or deleted: the worker must stop and not complete it).
 -- ---------------------------------------------------------------------------------------------
 
-CREATE FUNCTION update_job_heartbeat(
+CREATE OR REPLACE FUNCTION update_job_heartbeat(
     p_job_ids  uuid[],
     p_leases   bigint[],
     p_stages   text[],
@@ -232,7 +233,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION update_job_heartbeat(
+CREATE OR REPLACE FUNCTION update_job_heartbeat(
     p_job_id   uuid,
     p_lease    bigint,
     p_stage    text             DEFAULT NULL,
@@ -252,7 +253,7 @@ $$;
 -- is done and its output is real.
 -- ---------------------------------------------------------------------------------------------
 
-CREATE FUNCTION complete_job(
+CREATE OR REPLACE FUNCTION complete_job(
     p_job_ids uuid[],
     p_leases  bigint[],
     p_outputs jsonb[]
@@ -283,10 +284,13 @@ BEGIN
         RETURNING j.id, j.lease, j.status, j AS job
     )
     -- The updated row for an OK entry; the current one (a separate snapshot of the same
-    -- statement, so before any change) otherwise, or NULL when there is none.
+    -- statement, so before any change) otherwise, or NULL when there is none. A job already
+    -- SUCCEEDED under this very lease was completed by this caller (only the lease's owner can
+    -- complete under it): a repeated Complete, after an answer lost in transit, is 'ok' too.
     SELECT r.id,
            CASE WHEN u.id IS NOT NULL THEN 'ok'
                 WHEN cur.id IS NULL THEN 'not_found'
+                WHEN cur.status = 'SUCCEEDED' AND cur.lease = r.lease THEN 'ok'
                 ELSE 'lease_lost' END,
            coalesce(u.status, cur.status),
            CASE WHEN u.id IS NOT NULL THEN u.job WHEN cur.id IS NOT NULL THEN cur END
@@ -297,7 +301,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION complete_job(
+CREATE OR REPLACE FUNCTION complete_job(
     p_job_id uuid,
     p_lease  bigint,
     p_output jsonb DEFAULT '{}'::jsonb
@@ -322,7 +326,7 @@ $$;
 -- always in the future. Every failure appends {attempt, time, code, message} to errors.
 -- ---------------------------------------------------------------------------------------------
 
-CREATE FUNCTION fail_job(
+CREATE OR REPLACE FUNCTION fail_job(
     p_job_ids       uuid[],
     p_leases        bigint[],
     p_codes         text[],
@@ -398,7 +402,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION fail_job(
+CREATE OR REPLACE FUNCTION fail_job(
     p_job_id       uuid,
     p_lease        bigint,
     p_error_code   text,
@@ -427,7 +431,7 @@ $$;
 -- is left as it was, so it stays dead: the next claim takes a new one. Outcomes as complete_job.
 -- ---------------------------------------------------------------------------------------------
 
-CREATE FUNCTION release_job(
+CREATE OR REPLACE FUNCTION release_job(
     p_job_ids uuid[],
     p_leases  bigint[],
     p_reasons text[]
@@ -489,7 +493,7 @@ $$;
 -- 'cancel_requested'.
 -- ---------------------------------------------------------------------------------------------
 
-CREATE FUNCTION cancel_job(p_job_id uuid)
+CREATE OR REPLACE FUNCTION cancel_job(p_job_id uuid)
 RETURNS TABLE (outcome text, job ingestion_jobs)
 LANGUAGE plpgsql
 AS $$
@@ -525,7 +529,7 @@ $$;
 -- Outcomes as cancel_job: 'retried', 'wrong_state', 'not_found'.
 -- ---------------------------------------------------------------------------------------------
 
-CREATE FUNCTION retry_job(p_job_id uuid)
+CREATE OR REPLACE FUNCTION retry_job(p_job_id uuid)
 RETURNS TABLE (outcome text, job ingestion_jobs)
 LANGUAGE plpgsql
 AS $$
@@ -570,7 +574,7 @@ $$;
 -- released from under its worker.
 -- ---------------------------------------------------------------------------------------------
 
-CREATE FUNCTION release_stale_jobs(
+CREATE OR REPLACE FUNCTION release_stale_jobs(
     p_heartbeat_timeout_seconds double precision DEFAULT 120,
     p_lock_timeout_seconds      double precision DEFAULT 1800
 )

@@ -24,10 +24,17 @@ class Coalescer(Generic[T, R]):
     """`await submit(item)` returns this item's result from one call of `flush(batch)`."""
 
     def __init__(
-        self, flush: Callable[[Sequence[T]], Awaitable[Sequence[R]]], *, max_batch: int = 1000
+        self,
+        flush: Callable[[Sequence[T]], Awaitable[Sequence[R]]],
+        *,
+        max_batch: int = 1000,
+        isolate: tuple[type[Exception], ...] = (),
     ) -> None:
         self._flush = flush
         self._max_batch = max_batch
+        # Errors caused by one item rather than by the database (bad input): a batch that fails
+        # with one is retried item by item, so only its own caller sees the error.
+        self._isolate = isolate
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -67,7 +74,12 @@ class Coalescer(Generic[T, R]):
     async def _flush_batch(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:
             results = await self._flush([item for item, _ in batch])
-        except Exception as error:  # delivered to every caller of the batch
+        except Exception as error:
+            if isinstance(error, self._isolate) and len(batch) > 1:
+                for single in batch:
+                    await self._flush_batch([single])
+                return
+            # The database failed (or the one item was bad): each caller of the batch hears it.
             for _, future in batch:
                 if not future.done():
                     future.set_exception(error)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import TypeVar
@@ -51,10 +52,16 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
     def __init__(self, store: Store, claimer: Claimer) -> None:
         self._claimer = claimer
         # Single-job calls from many workers meet here and reach the database together.
-        self.heartbeats: Coalescer[Beat, str] = Coalescer(store.heartbeat)
-        self.completions: Coalescer[Completion, EntryOutcome] = Coalescer(store.complete)
-        self.failures: Coalescer[Failure, EntryOutcome] = Coalescer(store.fail)
-        self.releases: Coalescer[Release, EntryOutcome] = Coalescer(store.release)
+        # One caller's bad value must not fail the others it shares a statement with.
+        bad_input = (InvalidArgument,)
+        self.heartbeats: Coalescer[Beat, str] = Coalescer(store.heartbeat, isolate=bad_input)
+        self.completions: Coalescer[Completion, EntryOutcome] = Coalescer(
+            store.complete, isolate=bad_input
+        )
+        self.failures: Coalescer[Failure, EntryOutcome] = Coalescer(store.fail, isolate=bad_input)
+        self.releases: Coalescer[Release, EntryOutcome] = Coalescer(
+            store.release, isolate=bad_input
+        )
         self._coalescers = (self.heartbeats, self.completions, self.failures, self.releases)
         self._store = store
         # Set when the service stops: heartbeat streams end at once (the workers reconnect,
@@ -184,7 +191,7 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         release = Release(
             job_id=convert.parse_uuid(request.job_id),
             lease=_lease(request.lease),
-            reason=request.reason[:MAX_TEXT],
+            reason=_printable(request.reason[:MAX_TEXT]),
         )
         outcome = await self.releases.submit(release)
         raise_for_outcome(outcome)
@@ -211,11 +218,16 @@ def _lease(value: int) -> int:
     return value
 
 
+def _printable(text: str) -> str:
+    """PostgreSQL text cannot hold NUL; an error message keeps everything else."""
+    return text.replace("\x00", "\ufffd")
+
+
 def _beat(request: pb.HeartbeatRequest) -> Beat:
     if not 0.0 <= request.progress <= 1.0:
         raise InvalidArgument("progress must be 0..1", field="progress")
-    if len(request.stage) > 100:
-        raise InvalidArgument("stage is at most 100 characters", field="stage")
+    if len(request.stage) > 100 or "\x00" in request.stage:
+        raise InvalidArgument("stage is at most 100 printable characters", field="stage")
     return Beat(
         job_id=convert.parse_uuid(request.job_id),
         lease=_lease(request.lease),
@@ -225,10 +237,13 @@ def _beat(request: pb.HeartbeatRequest) -> Beat:
 
 
 def _completion(request: pb.CompleteRequest) -> Completion:
+    output = convert.struct_to_dict(request.output)
+    if "\\u0000" in json.dumps(output):
+        raise InvalidArgument(
+            "output cannot hold NUL characters (jsonb refuses them)", field="output"
+        )
     return Completion(
-        job_id=convert.parse_uuid(request.job_id),
-        lease=_lease(request.lease),
-        output=convert.struct_to_dict(request.output),
+        job_id=convert.parse_uuid(request.job_id), lease=_lease(request.lease), output=output
     )
 
 
@@ -241,8 +256,8 @@ def _failure(request: pb.FailRequest) -> Failure:
     return Failure(
         job_id=convert.parse_uuid(request.job_id),
         lease=_lease(request.lease),
-        error_code=request.error_code[:200],
-        message=request.message[:MAX_TEXT],
+        error_code=_printable(request.error_code[:200]),
+        message=_printable(request.message[:MAX_TEXT]),
         retryable=request.retryable,
         retry_after_seconds=retry_after,
     )

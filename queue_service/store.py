@@ -128,12 +128,13 @@ class Store:
         except psycopg.OperationalError as error:
             # The connection broke mid-call. The pool discards it and reconnects on demand.
             raise StoreUnavailable("database unavailable") from error
-        except psycopg.errors.DataError as error:
-            raise InvalidArgument(f"invalid value: {error.diag.message_primary}") from error
-        except psycopg.errors.IntegrityError as error:
-            raise InvalidArgument(
-                f"rejected by the schema: {error.diag.message_primary}"
-            ) from error
+        except psycopg.DataError as error:
+            # The value itself (not our SQL) was refused; say which kind, not the internals.
+            detail = error.diag.message_primary or str(error).splitlines()[0]
+            raise InvalidArgument(f"invalid value: {detail}") from error
+        except psycopg.IntegrityError as error:
+            log.warning("constraint violation: %s", error.diag.message_primary)
+            raise InvalidArgument("the values break a rule of the job table") from error
 
     async def _all(self, name: str, params: dict[str, Any]) -> list[Row]:
         async with self._cursor() as cur:

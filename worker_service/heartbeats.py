@@ -55,7 +55,9 @@ class HeartbeatStream:
         self._interval = interval_seconds
         self._worker_id = worker_id
         self._jobs: dict[tuple[str, int], Beating] = {}
-        self._outgoing: asyncio.Queue[pb.HeartbeatRequest] = asyncio.Queue()
+        # One queue per stream: beats queued for a stream that broke are not replayed into the
+        # next, and ending a stream's queue (None) ends its request generator.
+        self._outgoing: asyncio.Queue[pb.HeartbeatRequest | None] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self.connected = asyncio.Event()
 
@@ -96,21 +98,23 @@ class HeartbeatStream:
             for entry in list(self._jobs.values()):
                 self._outgoing.put_nowait(entry.request())
 
-    async def _requests(self) -> AsyncIterator[pb.HeartbeatRequest]:
+    async def _requests(
+        self, outgoing: asyncio.Queue[pb.HeartbeatRequest | None]
+    ) -> AsyncIterator[pb.HeartbeatRequest]:
         # A fresh stream starts with a beat for every job, carrying its current stage, so that a
         # reconnect refreshes them all; what piled up during an outage is dropped, not replayed.
-        while not self._outgoing.empty():
-            self._outgoing.get_nowait()
         for entry in list(self._jobs.values()):
             yield entry.request()
-        while True:
-            yield await self._outgoing.get()
+        while (request := await outgoing.get()) is not None:
+            yield request
 
     async def _keep_open(self) -> None:
         delay = RECONNECT_INITIAL_SECONDS
         while True:
             answered = False
-            call = self._client.heartbeats(self._requests())
+            outgoing: asyncio.Queue[pb.HeartbeatRequest | None] = asyncio.Queue()
+            self._outgoing = outgoing
+            call = self._client.heartbeats(self._requests(outgoing))
             try:
                 async for response in call:
                     if not answered:
@@ -132,6 +136,9 @@ class HeartbeatStream:
                 )
             finally:
                 call.cancel()
+                # Cancelling a call that has already ended does not stop its request generator,
+                # which would otherwise wait on this queue for ever.
+                outgoing.put_nowait(None)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_SECONDS)
 

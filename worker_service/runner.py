@@ -53,6 +53,10 @@ RETRY_INITIAL_SECONDS = 0.2
 RETRY_MAX_SECONDS = 5.0
 # The shortest pause between two empty claims of an idle worker.
 MIN_IDLE_SECONDS = 0.1
+# A claim that failed inside the service (INTERNAL, UNKNOWN) is tried again like an unreachable
+# one: the next claim is a new statement, and a worker that exits on a passing server error
+# (a migration applied under load, say) would take its running jobs down with it.
+CLAIM_RETRYABLE_CODES = RETRYABLE_CODES | {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 # Codes that say a Complete/Fail changed nothing because the job is not ours (any more).
 NOT_OURS_CODES = frozenset(
     {grpc.StatusCode.ABORTED, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION}
@@ -72,8 +76,13 @@ def validate_input(job_input: Mapping[str, Any]) -> str | None:
 
 
 def json_safe(value: Mapping[str, Any]) -> dict[str, Any]:
-    """The job output as plain JSON (paths and the like become strings) for a protobuf Struct."""
-    result: dict[str, Any] = json.loads(json.dumps(dict(value), default=str))
+    """The job output as plain JSON (paths and the like become strings) for a protobuf Struct.
+
+    NUL characters (which a transcript or a tool's output can carry) become U+FFFD: PostgreSQL's
+    jsonb refuses them, and a refused output would leave finished work to be run again.
+    """
+    text = json.dumps(dict(value), default=str).replace("\\u0000", "\\ufffd")
+    result: dict[str, Any] = json.loads(text)
     return result
 
 
@@ -188,7 +197,7 @@ class Worker:
             try:
                 jobs = claim.result()
             except grpc.aio.AioRpcError as error:
-                if error.code() not in RETRYABLE_CODES:
+                if error.code() not in CLAIM_RETRYABLE_CODES:
                     # Waiting cannot fix a refused token or a rejected request: stop as on SIGTERM
                     # (running jobs finish or are handed back) and exit non-zero.
                     self.fatal = describe(error)
@@ -421,7 +430,9 @@ class JobRun:
 
     async def _complete(self, result: dict[str, Any]) -> None:
         job = await self._settle(
-            "Complete", lambda: self.worker.client.complete(self.job_id, self.lease, result)
+            "Complete",
+            lambda: self.worker.client.complete(self.job_id, self.lease, result),
+            landed=lambda job: job.status == Status.JOB_STATUS_SUCCEEDED,
         )
         if job is None:
             self._lost()
@@ -451,6 +462,7 @@ class JobRun:
                     message="cancelled by an operator while running",
                     retryable=False,
                 ),
+                landed=lambda job: job.status == Status.JOB_STATUS_CANCELLED,
             )
             if job is None:
                 self._lost()
@@ -464,6 +476,9 @@ class JobRun:
                 "Release",
                 lambda: self.worker.client.release(
                     self.job_id, self.lease, "the worker shut down before the job finished"
+                ),
+                landed=lambda job: (
+                    job.stage == "released" or job.status == Status.JOB_STATUS_CANCELLED
                 ),
             )
             if job is None:
@@ -480,6 +495,7 @@ class JobRun:
             lambda: self.worker.client.fail(
                 self.job_id, self.lease, code=code, message=message, retryable=retryable
             ),
+            landed=lambda job: job.error_code == code,
         )
         if job is None:
             self._lost()
@@ -501,13 +517,19 @@ class JobRun:
             counters.failed += 1
 
     async def _settle(
-        self, what: str, call: Callable[[], Awaitable[job_pb2.Job]]
+        self,
+        what: str,
+        call: Callable[[], Awaitable[job_pb2.Job]],
+        *,
+        landed: Callable[[job_pb2.Job], bool],
     ) -> job_pb2.Job | None:
-        """Make a Complete/Fail call stick: retried while the service is unreachable.
+        """Make a Complete/Fail/Release call stick: retried while the service is unreachable.
 
         Returns the job after the call, or None when the job is not ours any more. The lease makes
-        a repeat harmless; a repeat after an attempt that did land is recognised by reading the
-        job back (same lease, no longer RUNNING).
+        a repeat harmless. A repeat refused after an earlier attempt may have landed is settled by
+        reading the job back: same lease, and in the state this call makes (`landed`). "Same
+        lease, not RUNNING" alone is not enough: the stale sweep also ends a job without taking
+        a new lease, and its outcome is not ours to report.
         """
         delay = RETRY_INITIAL_SECONDS
         uncertain = False
@@ -519,7 +541,7 @@ class JobRun:
             except grpc.aio.AioRpcError as error:
                 code = error.code()
                 if code in NOT_OURS_CODES:
-                    return await self._landed_earlier() if uncertain else None
+                    return await self._landed_earlier(landed) if uncertain else None
                 if code not in RETRYABLE_CODES:
                     self.log.error(
                         "%s refused (%s); the heartbeat timeout will release the job",
@@ -532,12 +554,12 @@ class JobRun:
             await _first(self.worker.give_up.wait(), within=delay)
             delay = min(delay * 2, RETRY_MAX_SECONDS)
 
-    async def _landed_earlier(self) -> job_pb2.Job | None:
+    async def _landed_earlier(self, landed: Callable[[job_pb2.Job], bool]) -> job_pb2.Job | None:
         try:
             job = await self.worker.client.get_job(self.job_id)
         except grpc.aio.AioRpcError:
             return None
-        if job.lease == self.lease and job.status != Status.JOB_STATUS_RUNNING:
+        if job.lease == self.lease and job.status != Status.JOB_STATUS_RUNNING and landed(job):
             return job
         return None
 

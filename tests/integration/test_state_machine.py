@@ -277,12 +277,11 @@ async def test_complete_stores_the_output(qs: RunningQueue, db: psycopg.Connecti
     assert row["locked_by"] == "w1"  # kept: operators read who ran it
 
 
-async def test_complete_twice_is_rejected_as_lease_lost(qs: RunningQueue) -> None:
+async def test_complete_with_a_lease_that_is_not_current_is_rejected(qs: RunningQueue) -> None:
     await enqueue(qs)
     [job] = await claim(qs)
-    await qs.queue.Complete(queue_pb.CompleteRequest(job_id=job.id, lease=job.lease))
     error = await rpc_error(
-        qs.queue.Complete(queue_pb.CompleteRequest(job_id=job.id, lease=job.lease))
+        qs.queue.Complete(queue_pb.CompleteRequest(job_id=job.id, lease=job.lease + 1))
     )
     assert error.code() == grpc.StatusCode.ABORTED
     assert error_reason(error) == "LEASE_LOST"
@@ -697,3 +696,47 @@ async def test_stopping_the_service_ends_heartbeat_streams_at_once(qs: RunningQu
     # The open stream did not hold the shutdown for its 30 s grace.
     assert time.monotonic() - started < 5
     assert await call.read() == grpc.aio.EOF
+
+
+async def test_a_completion_with_a_nul_fails_alone_and_a_repeat_completion_is_ok(
+    qs: RunningQueue,
+) -> None:
+    for i in range(3):
+        await enqueue(qs, f"videos/{i}.mp4")
+    jobs = await claim(qs, 3)
+    poisoned = struct_pb2.Struct()
+    poisoned.update({"transcript": "bad\x00byte"})
+    results = await asyncio.gather(
+        qs.queue.Complete(queue_pb.CompleteRequest(job_id=jobs[0].id, lease=jobs[0].lease)),
+        qs.queue.Complete(
+            queue_pb.CompleteRequest(job_id=jobs[1].id, lease=jobs[1].lease, output=poisoned)
+        ),
+        qs.queue.Complete(queue_pb.CompleteRequest(job_id=jobs[2].id, lease=jobs[2].lease)),
+        return_exceptions=True,
+    )
+    assert results[0].job.status == S.JOB_STATUS_SUCCEEDED
+    assert results[2].job.status == S.JOB_STATUS_SUCCEEDED
+    assert isinstance(results[1], grpc.aio.AioRpcError)
+    assert results[1].code() == grpc.StatusCode.INVALID_ARGUMENT
+    # A repeat of a completion that landed (its answer lost in transit) is a success.
+    again = await qs.queue.Complete(
+        queue_pb.CompleteRequest(job_id=jobs[0].id, lease=jobs[0].lease)
+    )
+    assert again.job.status == S.JOB_STATUS_SUCCEEDED
+
+
+async def test_a_failure_message_with_a_nul_is_kept_readable(
+    qs: RunningQueue, db: psycopg.Connection[Any]
+) -> None:
+    await enqueue(qs)
+    [job] = await claim(qs)
+    request = queue_pb.FailRequest(
+        job_id=job.id,
+        lease=job.lease,
+        error_code="FFMPEG",
+        message="broken\x00frame",
+        retryable=False,
+    )
+    failed = (await qs.queue.Fail(request)).job
+    assert failed.status == S.JOB_STATUS_FAILED
+    assert fetch_job(db, job.id)["last_error"] == "broken\ufffdframe"

@@ -64,3 +64,22 @@ async def test_a_failed_flush_fails_every_caller_of_that_batch_only() -> None:
         await coalescer.submit(1)
     assert await coalescer.submit(2) == 2
     await coalescer.stop()
+
+
+async def test_a_bad_item_fails_only_its_own_caller() -> None:
+    class BadItem(ValueError):
+        pass
+
+    async def flush(items: Sequence[int]) -> list[int]:
+        if any(item < 0 for item in items):
+            raise BadItem("negative")
+        return list(items)
+
+    coalescer: Coalescer[int, int] = Coalescer(flush, isolate=(BadItem,))
+    coalescer.start()
+    results = await asyncio.gather(
+        *(coalescer.submit(n) for n in (1, -1, 2, 3)), return_exceptions=True
+    )
+    assert results[0] == 1 and results[2:] == [2, 3]
+    assert isinstance(results[1], BadItem)
+    await coalescer.stop()

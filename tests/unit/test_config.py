@@ -28,6 +28,8 @@ def test_supabase_url_is_accepted_as_the_database() -> None:
     [
         ({"HEARTBEAT_TIMEOUT_SECONDS": "soon"}, "HEARTBEAT_TIMEOUT_SECONDS"),
         ({"STALE_SWEEP_INTERVAL_SECONDS": "-1"}, "STALE_SWEEP_INTERVAL_SECONDS"),
+        ({"LOCK_TIMEOUT_SECONDS": "inf"}, "LOCK_TIMEOUT_SECONDS"),
+        ({"HEARTBEAT_TIMEOUT_SECONDS": "nan"}, "HEARTBEAT_TIMEOUT_SECONDS"),
         ({"QUEUE_LISTEN": "50051"}, "QUEUE_LISTEN"),
         ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
         ({"DB_POOL_MIN_SIZE": "5", "DB_POOL_MAX_SIZE": "2"}, "DB_POOL_MAX_SIZE"),
@@ -44,6 +46,11 @@ def test_bad_values_name_their_variable(env: dict[str, str], named: str) -> None
         ("postgresql://user:hunter2@db:5432/app", "postgresql://user:***@db:5432/app"),
         ("postgresql://user@db/app", "postgresql://user@db/app"),
         ("postgres://u:p%40ss@h/d?sslmode=require", "postgres://u:***@h/d?sslmode=require"),
+        ("postgresql://:secret@h/d", "postgresql://:***@h/d"),
+        (
+            "postgresql:///d?host=/run&password=hunter2&port=5",
+            "postgresql:///d?host=/run&password=***&port=5",
+        ),
     ],
 )
 def test_passwords_are_masked(url: str, masked: str) -> None:

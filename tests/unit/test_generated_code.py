@@ -26,7 +26,11 @@ def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
         or (ROOT / path).read_bytes() != (tmp_path / path).read_bytes()
     ]
     assert not stale, f"regenerate with `python scripts/generate_protos.py`: {stale}"
-    committed = sorted(p.relative_to(ROOT) for p in (ROOT / "jobqueue").rglob("*_pb2*.py*"))
+    committed = sorted(
+        p.relative_to(ROOT)
+        for p in (ROOT / "jobqueue").rglob("*_pb2*")
+        if p.suffix in (".py", ".pyi") and "__pycache__" not in p.parts
+    )
     assert committed == generated, "jobqueue/ holds generated files that protos/ no longer makes"
 
 
