@@ -79,7 +79,9 @@ class QueueServiceServicer:
         has passed), highest priority first, then oldest. Each claimed job is
         RUNNING with `attempts` incremented, stage `claimed` and a new `lease`.
         With `wait` set and nothing runnable, the call waits up to that long for
-        work to arrive (woken by the database, not by polling) before answering.
+        work to arrive before answering: a new or retried job wakes it at once
+        (LISTEN/NOTIFY), and it looks again every second for RETRY jobs coming due.
+        A caller that goes away mid-claim has its jobs handed back (see Release).
         An empty answer is a success.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -93,22 +95,28 @@ class QueueServiceServicer:
         CONTINUE, CANCEL (an operator cancelled the job: stop it and call Fail;
         the job ends CANCELLED) or LEASE_LOST (the job was released as stale,
         re-claimed or finished elsewhere: stop it and do not complete it).
-        Heartbeats arriving together are written in one statement.
+        Heartbeats arriving together are written in one statement. A malformed
+        request (a job_id that is not a UUID, progress outside 0..1) ends the
+        stream with INVALID_ARGUMENT: it is a client bug, not a job's state.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Complete(self, request, context):
-        """Marks a RUNNING job SUCCEEDED with its output.
-        ABORTED (reason LEASE_LOST) when the lease is not current; NOT_FOUND.
+        """Marks a RUNNING job SUCCEEDED with its output. Idempotent: repeating it
+        with the same lease after it landed (its answer lost) succeeds again.
+        ABORTED (reason LEASE_LOST) when the lease is not current; NOT_FOUND;
+        INVALID_ARGUMENT for an output jsonb cannot hold (NUL characters).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CompleteBatch(self, request, context):
-        """Completes several jobs in one statement; each entry gets its own outcome.
+        """Completes several jobs in one statement; each entry gets its own outcome
+        (lease lost and not found included). A malformed entry fails the whole
+        call with INVALID_ARGUMENT and changes nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -126,7 +134,8 @@ class QueueServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def FailBatch(self, request, context):
-        """Fails several jobs in one statement; each entry gets its own outcome.
+        """Fails several jobs in one statement; each entry gets its own outcome. A
+        malformed entry fails the whole call with INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
