@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import sys
+from types import FrameType
 
 import uvicorn
 
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot listen on {config.host}:{config.port}: {error}", file=sys.stderr)
         return EXIT_STARTUP
     port = sock.getsockname()[1]
-    server = uvicorn.Server(
+    server = GatewayServer(
         uvicorn.Config(
             create_app(config),
             # Logging is configured above, once; uvicorn's own config would replace it.
@@ -96,6 +97,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     server.run(sockets=[sock])
     return 0 if server.started else EXIT_STARTUP
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server, exiting 0 after a graceful stop on SIGTERM/SIGINT.
+
+    uvicorn re-raises the signal once it has shut down, so the process would end as killed by
+    it (exit 143 under Docker, which reads as a crash) although it stopped cleanly.
+    """
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
 
 
 if __name__ == "__main__":

@@ -325,13 +325,6 @@ def test_every_env_example_variable_is_used() -> None:
     assert not unused, f"in .env.example but not used by docker-compose.yml: {unused}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "docker-compose.yml gives the worker AWS_REGION, which boto3 does not read (it reads "
-        "AWS_DEFAULT_REGION), so the region set in .env never reaches the S3 client"
-    ),
-)
 def test_the_worker_region_reaches_boto3(tmp_path: Path) -> None:
     # Whichever spelling .env.example uses, so that fixing either file makes this test pass.
     name = next(n for n in env_example_names() if re.fullmatch(r"AWS(_DEFAULT)?_REGION", n))
