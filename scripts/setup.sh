@@ -17,6 +17,7 @@ need=()
 command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
+command -v jq >/dev/null 2>&1 || need+=(jq)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
