@@ -34,22 +34,12 @@ from queue_service.config import mask_url
 from queue_service.healthcheck import check
 from scripts.embedded_postgres import EmbeddedPostgres
 from scripts.sample_advert import make_advert
+from worker_service.pipeline.factory import STAGE_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 SAMPLE_KEY = "videos/sample-advert.mp4"
-STAGES = (
-    "fetch_video",
-    "probe_media",
-    "extract_audio",
-    "transcription",
-    "keyframes",
-    "llm_analysis",
-    "chunking",
-    "embeddings",
-    "persist",
-)
-STAGE_ORDER = {name: i for i, name in enumerate(STAGES)}
+STAGE_ORDER = {name: i for i, name in enumerate(STAGE_NAMES)}
 
 
 def port_free(port: int) -> bool:
