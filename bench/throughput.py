@@ -109,54 +109,71 @@ async def heartbeat_worker(target: str, name: str, rounds: int, done: list[int])
         await call.done_writing()
 
 
-async def timed(run: Callable[[], Awaitable[object]]) -> float:
-    started = time.perf_counter()
-    await run()
-    return time.perf_counter() - started
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc), to attribute cost to the server."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def measure(target: str, jobs: int, workers: int) -> list[tuple[str, int, float]]:
-    results: list[tuple[str, int, float]] = []
+Result = tuple[str, int, float, float]  # scenario, items, wall seconds, server CPU seconds
+
+
+async def measure(target: str, jobs: int, workers: int, server_pid: int) -> list[Result]:
+    results: list[Result] = []
+
+    async def timed(run: Callable[[], Awaitable[object]]) -> tuple[float, float]:
+        cpu, started = cpu_seconds(server_pid), time.perf_counter()
+        await run()
+        return time.perf_counter() - started, cpu_seconds(server_pid) - cpu
+
     async with grpc.aio.insecure_channel(target) as channel:
         admin = admin_service_pb2_grpc.AdminServiceStub(channel)
 
-        seconds = await timed(lambda: enqueue_all(admin, 0, jobs))
-        results.append(("enqueue (EnqueueJobs x500)", jobs, seconds))
+        seconds, cpu = await timed(lambda: enqueue_all(admin, 0, jobs))
+        results.append(("enqueue (EnqueueJobs x500)", jobs, seconds, cpu))
 
         done: list[int] = []
-        seconds = await timed(
+        seconds, cpu = await timed(
             lambda: asyncio.gather(*(batched_worker(target, f"b{i}", done) for i in range(workers)))
         )
         assert sum(done) == jobs, (sum(done), jobs)
-        results.append((f"claim+complete, batched ({workers} workers, 100/claim)", jobs, seconds))
+        results.append(
+            (f"claim+complete, batched ({workers} workers, 100/claim)", jobs, seconds, cpu)
+        )
 
         single_jobs = max(jobs // 4, 1000)
         await enqueue_all(admin, jobs, single_jobs)
         done = []
-        seconds = await timed(
+        seconds, cpu = await timed(
             lambda: asyncio.gather(*(single_worker(target, f"s{i}", done) for i in range(workers)))
         )
         assert sum(done) == single_jobs
         results.append(
-            (f"claim+complete, one job per call ({workers} workers)", single_jobs, seconds)
+            (f"claim+complete, one job per call ({workers} workers)", single_jobs, seconds, cpu)
         )
 
         await enqueue_all(admin, jobs + single_jobs, workers * 50)
         rounds = 20
         done = []
-        seconds = await timed(
+        seconds, cpu = await timed(
             lambda: asyncio.gather(
                 *(heartbeat_worker(target, f"h{i}", rounds, done) for i in range(workers))
             )
         )
-        results.append((f"heartbeats ({workers} streams x 50 jobs)", sum(done), seconds))
+        results.append((f"heartbeats ({workers} streams x 50 jobs)", sum(done), seconds, cpu))
     return results
 
 
-def table(results: list[tuple[str, int, float]]) -> str:
-    lines = ["| scenario | items | seconds | items/s |", "|---|---:|---:|---:|"]
-    for name, count, seconds in results:
-        lines.append(f"| {name} | {count} | {seconds:.2f} | {count / seconds:,.0f} |")
+def table(results: list[Result]) -> str:
+    lines = [
+        "| scenario | items | seconds | items/s | queue-service CPU per item |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, count, seconds, cpu in results:
+        lines.append(
+            f"| {name} | {count} | {seconds:.2f} | {count / seconds:,.0f} "
+            f"| {cpu / count * 1e6:,.0f} µs |"
+        )
     return "\n".join(lines)
 
 
@@ -170,23 +187,30 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
-    runs: list[list[tuple[str, int, float]]] = []
+    runs: list[list[Result]] = []
     template = create_template()
     try:
         for _ in range(args.runs):
             database = create_database(template=template, prefix="jq_bench")
             try:
                 port = free_port()
-                with queue_service_process(url_for(database), port, LOG_LEVEL="WARNING"):
-                    runs.append(asyncio.run(measure(f"127.0.0.1:{port}", args.jobs, args.workers)))
+                with queue_service_process(url_for(database), port, LOG_LEVEL="WARNING") as service:
+                    target = f"127.0.0.1:{port}"
+                    pid = service.popen.pid
+                    runs.append(asyncio.run(measure(target, args.jobs, args.workers, pid)))
             finally:
                 drop_database(database)
     finally:
         drop_database(template)
 
     median = [
-        (name, count, statistics.median(run[i][2] for run in runs))
-        for i, (name, count, _) in enumerate(runs[0])
+        (
+            name,
+            count,
+            statistics.median(run[i][2] for run in runs),
+            statistics.median(run[i][3] for run in runs),
+        )
+        for i, (name, count, _, _) in enumerate(runs[0])
     ]
     report = table(median)
     print(report)
