@@ -163,10 +163,7 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
     async def Complete(
         self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext
     ) -> pb.CompleteResponse:
-        outcome = await self.completions.submit(_completion(request))
-        raise_for_outcome(outcome)
-        assert outcome.row is not None
-        return pb.CompleteResponse(job=convert.job(outcome.row))
+        return pb.CompleteResponse(job=await _settled(self.completions, _completion(request)))
 
     @grpc_errors
     async def CompleteBatch(
@@ -179,10 +176,7 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
     async def Fail(
         self, request: pb.FailRequest, context: grpc.aio.ServicerContext
     ) -> pb.FailResponse:
-        outcome = await self.failures.submit(_failure(request))
-        raise_for_outcome(outcome)
-        assert outcome.row is not None
-        return pb.FailResponse(job=convert.job(outcome.row))
+        return pb.FailResponse(job=await _settled(self.failures, _failure(request)))
 
     @grpc_errors
     async def Release(
@@ -193,10 +187,7 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
             lease=_lease(request.lease),
             reason=_printable(request.reason[:MAX_TEXT]),
         )
-        outcome = await self.releases.submit(release)
-        raise_for_outcome(outcome)
-        assert outcome.row is not None
-        return pb.ReleaseResponse(job=convert.job(outcome.row))
+        return pb.ReleaseResponse(job=await _settled(self.releases, release))
 
     @grpc_errors
     async def FailBatch(
@@ -204,6 +195,14 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
     ) -> pb.FailBatchResponse:
         entries = [_failure(entry) for entry in _batch(request.entries)]
         return pb.FailBatchResponse(results=_results(await self._store.fail(entries)))
+
+
+async def _settled(coalescer: Coalescer[EntryT, EntryOutcome], entry: EntryT) -> job_pb2.Job:
+    """A single-job transition: its shared statement's outcome, as the job or as the error."""
+    outcome = await coalescer.submit(entry)
+    raise_for_outcome(outcome)
+    assert outcome.row is not None
+    return convert.job(outcome.row)
 
 
 def _batch(entries: Sequence[EntryT]) -> Sequence[EntryT]:
