@@ -320,10 +320,20 @@ async def test_complete_batch_gives_each_entry_its_outcome(qs: RunningQueue) -> 
 
 
 async def fail(
-    qs: RunningQueue, job: job_pb2.Job, retryable: bool = True, code: str = "S3_OBJECT_NOT_FOUND"
+    qs: RunningQueue,
+    job: job_pb2.Job,
+    retryable: bool = True,
+    code: str = "S3_OBJECT_NOT_FOUND",
+    message: str = "no such key",
+    retry_after: duration_pb2.Duration | None = None,
 ) -> job_pb2.Job:
     request = queue_pb.FailRequest(
-        job_id=job.id, lease=job.lease, error_code=code, message="no such key", retryable=retryable
+        job_id=job.id,
+        lease=job.lease,
+        error_code=code,
+        message=message,
+        retryable=retryable,
+        retry_after=retry_after,
     )
     return (await qs.queue.Fail(request)).job
 
@@ -376,14 +386,7 @@ async def test_retry_after_overrides_the_backoff(
 ) -> None:
     await enqueue(qs)
     [job] = await claim(qs)
-    request = queue_pb.FailRequest(
-        job_id=job.id,
-        lease=job.lease,
-        error_code="WORKER_SHUTDOWN",
-        retryable=True,
-        retry_after=duration_pb2.Duration(seconds=0),
-    )
-    await qs.queue.Fail(request)
+    await fail(qs, job, code="WORKER_SHUTDOWN", retry_after=duration_pb2.Duration(seconds=0))
     [again] = await claim(qs)
     assert again.id == job.id and again.attempts == 2
 
@@ -730,13 +733,6 @@ async def test_a_failure_message_with_a_nul_is_kept_readable(
 ) -> None:
     await enqueue(qs)
     [job] = await claim(qs)
-    request = queue_pb.FailRequest(
-        job_id=job.id,
-        lease=job.lease,
-        error_code="FFMPEG",
-        message="broken\x00frame",
-        retryable=False,
-    )
-    failed = (await qs.queue.Fail(request)).job
+    failed = await fail(qs, job, retryable=False, code="FFMPEG", message="broken\x00frame")
     assert failed.status == S.JOB_STATUS_FAILED
     assert fetch_job(db, job.id)["last_error"] == "broken\ufffdframe"
