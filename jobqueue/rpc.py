@@ -1,0 +1,153 @@
+"""What every client of the wire contract shares, beside the generated stubs.
+
+The gateway, the worker and the pipeline's advert sink all talk to the queue service through
+this module, and none of them imports `queue_service`: a client depends on the contract, never on
+the server's package. Here live the bearer metadata, the channel options, the ErrorInfo decoding
+(clients read a status code and a reason, never a message), the codes after which a call may be
+made again, and the conversions between protobuf's well-known types and Python values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+# The ErrorInfo domain of every error the queue service raises.
+ERROR_DOMAIN = "jobqueue.v1"
+
+# Codes after which the same call may simply be made again: nothing changed, or a lease fences a
+# repeat. INTERNAL is not here: it means a bug, and repeating it would hide it.
+RETRYABLE_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+# The credential was refused: waiting or repeating cannot fix it.
+AUTH_CODES = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
+
+# A page of 500 jobs with large outputs, or an advert whose chunks carry 1,536-float vectors,
+# exceeds gRPC's 4 MiB default.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+CHANNEL_OPTIONS: list[tuple[str, int]] = [
+    # A worker's heartbeat stream lives for hours: keepalive pings find a dead peer (a host that
+    # vanished without a RST) within ~30 s. The server permits pings every 10 s.
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    # After a queue service restart, reconnect within a second or two, not gRPC's default of up
+    # to two minutes: clients answer UNAVAILABLE (a 503 at the gateway) meanwhile.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+]
+
+
+def open_channel(target: str) -> grpc.aio.Channel:
+    """An asyncio channel to the queue service (gateway, worker)."""
+    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+
+
+def open_blocking_channel(target: str) -> grpc.Channel:
+    """A blocking channel, for code that runs in a thread of its own (the pipeline's stages)."""
+    return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+
+
+def bearer_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    """What a client sends: the bearer token when one is configured, nothing otherwise."""
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
+    """The google.rpc.ErrorInfo attached to a failed call, if any."""
+    try:
+        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    except ValueError:  # details that do not match the code and message: not our server
+        return None
+    if status is None:
+        return None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    return None
+
+
+def error_reason(error: grpc.RpcError) -> str | None:
+    """The ErrorInfo reason of a failed call (`LEASE_LOST`, `JOB_NOT_FOUND`, ...), if any."""
+    info = error_info(error)
+    return info.reason if info is not None else None
+
+
+def status_code(error: grpc.RpcError) -> grpc.StatusCode:
+    """The call's status code; UNKNOWN for an RpcError that carries none."""
+    return error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
+
+
+def describe(error: grpc.RpcError) -> str:
+    """`UNAVAILABLE: details`, first line only: enough for an operator, never a stack trace."""
+    details = (error.details() if isinstance(error, grpc.Call) else str(error)) or ""
+    lines = details.strip().splitlines()
+    return f"{status_code(error).name}: {lines[0] if lines else 'no details'}"
+
+
+def duration(seconds: float) -> duration_pb2.Duration:
+    message = duration_pb2.Duration()
+    message.FromNanoseconds(int(seconds * 1e9))
+    return message
+
+
+def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    message = timestamp_pb2.Timestamp()
+    message.FromDatetime(value)
+    return message
+
+
+def to_datetime(message: Any, field: str) -> datetime | None:
+    """A Timestamp field as an aware datetime, None when the field is unset."""
+    if not message.HasField(field):
+        return None
+    value: timestamp_pb2.Timestamp = getattr(message, field)
+    return value.ToDatetime(tzinfo=UTC)
+
+
+def struct(value: Mapping[str, Any] | None) -> struct_pb2.Struct | None:
+    if value is None:
+        return None
+    message = struct_pb2.Struct()
+    message.update(dict(value))
+    return message
+
+
+def struct_to_dict(message: struct_pb2.Struct) -> dict[str, Any]:
+    """The Struct as JSON values. Struct carries every number as a double; whole numbers come
+    back as ints, so {"n": 3} stores as 3 (not 3.0) and hashes to the same idempotency key as
+    the same input enqueued from psql."""
+    return _whole_numbers_as_ints(json_format.MessageToDict(message))  # type: ignore[no-any-return]
+
+
+# Doubles represent every integer below 2**53 exactly; past it a "whole" double is a rounding.
+_MAX_EXACT_INTEGER = 2**53
+
+
+def _whole_numbers_as_ints(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) < _MAX_EXACT_INTEGER:
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _whole_numbers_as_ints(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers_as_ints(item) for item in value]
+    return value
