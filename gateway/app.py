@@ -14,11 +14,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from gateway import errors
-from gateway.client import QueueClient, open_channel
+from gateway.client import QueueClient
 from gateway.config import Config
 from gateway.guard import RequestGuard
 from gateway.routes import router
 from gateway.schemas import HealthzResponse
+from jobqueue.rpc import open_channel
 
 DESCRIPTION = """\
 Admin REST API of the ingestion job queue: a stateless translation of the queue service's

@@ -12,36 +12,20 @@ from __future__ import annotations
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from jobqueue.rpc import bearer_metadata
 from jobqueue.v1 import admin_service_pb2 as pb
 from jobqueue.v1 import admin_service_pb2_grpc, job_pb2
-from queue_service.auth import client_metadata
 
 ADMIN_SERVICE = pb.DESCRIPTOR.services_by_name["AdminService"].full_name
 # /healthz answers probes that have short timeouts of their own.
 HEALTH_TIMEOUT_SECONDS = 3.0
-
-CHANNEL_OPTIONS = [
-    # A page of 500 jobs with large outputs can exceed gRPC's 4 MiB default.
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    # Notice a dead connection (queue service restarted, NAT dropped) between requests.
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    # After an outage the channel retries on an exponential backoff (up to 2 minutes by
-    # default), answering 503 meanwhile; cap it so the gateway recovers within seconds.
-    ("grpc.initial_reconnect_backoff_ms", 500),
-    ("grpc.max_reconnect_backoff_ms", 5_000),
-]
-
-
-def open_channel(queue_addr: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(queue_addr, options=CHANNEL_OPTIONS)
 
 
 class QueueClient:
     def __init__(self, channel: grpc.aio.Channel, *, token: str | None, timeout: float) -> None:
         self._admin = admin_service_pb2_grpc.AdminServiceStub(channel)
         self._health = health_pb2_grpc.HealthStub(channel)
-        self._metadata = client_metadata(token)
+        self._metadata = bearer_metadata(token)
         self._timeout = timeout
 
     async def enqueue(self, request: pb.EnqueueJobRequest) -> pb.EnqueueJobResponse:

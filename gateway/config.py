@@ -7,13 +7,14 @@ deployment fails at once instead of answering every request with an error.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from jobqueue.settings import ConfigError, Env
 
-class ConfigError(ValueError):
-    """A configuration value is missing or malformed; the message names the variable."""
+__all__ = ["Config", "ConfigError"]
+
+DEFAULT_QUEUE_ADDR = "127.0.0.1:50051"
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class Config:
     admin_api_key: str = field(repr=False)
     host: str = "0.0.0.0"
     port: int = 3000
-    queue_addr: str = "127.0.0.1:50051"
+    queue_addr: str = DEFAULT_QUEUE_ADDR
     # Sent to the queue service as `authorization: Bearer ...` when set. Never logged.
     queue_auth_token: str | None = field(default=None, repr=False)
     # The deadline of every gRPC call: a hung queue service costs a caller at most this long
@@ -35,50 +36,22 @@ class Config:
     health_max_wait_seconds: float = 900.0
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
-        env = os.environ if env is None else env
-        key = env.get("ADMIN_API_KEY", "")
-        if not key.strip():
+    def from_env(cls, values: Mapping[str, str] | None = None) -> Config:
+        env = Env(os.environ if values is None else values)
+        key = env.secret("ADMIN_API_KEY")
+        if key is None or not key.strip():
             raise ConfigError("ADMIN_API_KEY is required: the key that X-Admin-Key must match")
-        config = cls(
+        return cls(
             admin_api_key=key,
-            host=env.get("GATEWAY_HOST") or cls.host,
-            port=int(_number(env, "GATEWAY_PORT", cls.port, minimum=0, maximum=65535, whole=True)),
-            queue_addr=env.get("QUEUE_ADDR") or cls.queue_addr,
-            queue_auth_token=env.get("QUEUE_AUTH_TOKEN") or None,
-            grpc_timeout_seconds=_number(
-                env, "GATEWAY_GRPC_TIMEOUT_SECONDS", cls.grpc_timeout_seconds, minimum=0.1
+            host=env.text("GATEWAY_HOST", cls.host),
+            port=env.whole("GATEWAY_PORT", cls.port, minimum=0, maximum=65535),
+            queue_addr=env.address("QUEUE_ADDR", DEFAULT_QUEUE_ADDR),
+            queue_auth_token=env.secret("QUEUE_AUTH_TOKEN"),
+            grpc_timeout_seconds=env.number(
+                "GATEWAY_GRPC_TIMEOUT_SECONDS", cls.grpc_timeout_seconds, minimum=0.1
             ),
-            max_body_bytes=int(
-                _number(env, "GATEWAY_MAX_BODY_BYTES", cls.max_body_bytes, minimum=256, whole=True)
-            ),
-            health_max_wait_seconds=_number(
-                env, "GATEWAY_HEALTH_MAX_WAIT_SECONDS", cls.health_max_wait_seconds, minimum=1
+            max_body_bytes=env.whole("GATEWAY_MAX_BODY_BYTES", cls.max_body_bytes, minimum=256),
+            health_max_wait_seconds=env.number(
+                "GATEWAY_HEALTH_MAX_WAIT_SECONDS", cls.health_max_wait_seconds, minimum=1
             ),
         )
-        if not re.fullmatch(r"[^\s/]+:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5}", config.queue_addr):
-            raise ConfigError(f"QUEUE_ADDR must be HOST:PORT, got {config.queue_addr!r}")
-        return config
-
-
-def _number(
-    env: Mapping[str, str],
-    name: str,
-    default: float,
-    *,
-    minimum: float,
-    maximum: float | None = None,
-    whole: bool = False,
-) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw) if whole else float(raw)
-    except ValueError:
-        kind = "a whole number" if whole else "a number"
-        raise ConfigError(f"{name} must be {kind}, got {raw!r}") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        bounds = f"{minimum:g}..{maximum:g}" if maximum is not None else f"at least {minimum:g}"
-        raise ConfigError(f"{name} must be {bounds}, got {raw!r}")
-    return value

@@ -27,12 +27,11 @@ import grpc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.schemas import SOURCE_TYPES
+from jobqueue.rpc import error_info
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +107,7 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> JSONResponse:
     """The HTTP answer for a failed gRPC call."""
     code = error.code()
     mapped = GRPC_TO_HTTP.get(code, UPSTREAM_ERROR)
-    info = _error_info(error)
+    info = error_info(error)
     reason = (info.reason or None) if info else None
     if mapped.status >= 500:
         # The detail may name hosts or internal state: log it, never send it.
@@ -128,23 +127,6 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> JSONResponse:
         message = message.replace(field, REST_NAMES[field])
         field = REST_NAMES[field]
     return error_response(mapped.status, mapped.code, message, field=field, reason=reason)
-
-
-def _error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
-    """The google.rpc.ErrorInfo the queue service attaches to its errors (reason, field)."""
-    try:
-        status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    except ValueError:
-        # Inconsistent status details: treat as absent rather than fail the error path.
-        return None
-    if status is None:
-        return None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info
-    return None
 
 
 # Codes for the HTTP errors Starlette raises itself (routing, body parsing).

@@ -7,18 +7,13 @@ values become null. The health rule lives here too, next to the stats it is comp
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
-
 from gateway.schemas import STATUSES, Health, Job, JobError, Stats, StatusCounts, Summary
+from jobqueue.rpc import struct_to_dict, to_datetime
 from jobqueue.v1 import admin_service_pb2, job_pb2
 
 STATUS_PREFIX = "JOB_STATUS_"
-# JSON numbers in a Struct travel as doubles; below this, a whole double is shown as an integer,
-# so {"frames": 12} round-trips as 12 and not 12.0.
-MAX_EXACT_INTEGER = 2**53
 
 
 def status_name(value: int) -> str:
@@ -37,8 +32,8 @@ def job(message: job_pb2.Job) -> Job:
         priority=message.priority,
         attempts=message.attempts,
         max_attempts=message.max_attempts,
-        run_after=_time(message, "run_after"),
-        locked_at=_time(message, "locked_at"),
+        run_after=to_datetime(message, "run_after"),
+        locked_at=to_datetime(message, "locked_at"),
         locked_by=message.locked_by or None,
         input=_struct(message, "input"),
         output=_struct(message, "output"),
@@ -48,7 +43,7 @@ def job(message: job_pb2.Job) -> Job:
         errors=[
             JobError(
                 attempt=entry.attempt,
-                time=_time(entry, "time"),
+                time=to_datetime(entry, "time"),
                 code=entry.code or None,
                 message=entry.message or None,
             )
@@ -56,39 +51,19 @@ def job(message: job_pb2.Job) -> Job:
         ],
         stage=message.stage or None,
         progress=message.progress,
-        last_heartbeat_at=_time(message, "last_heartbeat_at"),
-        processing_started_at=_time(message, "processing_started_at"),
-        processing_completed_at=_time(message, "processing_completed_at"),
-        completed_at=_time(message, "completed_at"),
-        created_at=_time(message, "created_at"),
-        updated_at=_time(message, "updated_at"),
+        last_heartbeat_at=to_datetime(message, "last_heartbeat_at"),
+        processing_started_at=to_datetime(message, "processing_started_at"),
+        processing_completed_at=to_datetime(message, "processing_completed_at"),
+        completed_at=to_datetime(message, "completed_at"),
+        created_at=to_datetime(message, "created_at"),
+        updated_at=to_datetime(message, "updated_at"),
         lease=message.lease,
         cancel_requested=message.cancel_requested,
     )
 
 
-def _time(message: Any, name: str) -> datetime | None:
-    if not message.HasField(name):
-        return None
-    value: timestamp_pb2.Timestamp = getattr(message, name)
-    return value.ToDatetime(tzinfo=UTC)
-
-
 def _struct(message: Any, name: str) -> dict[str, Any] | None:
-    if not message.HasField(name):
-        return None
-    value: struct_pb2.Struct = getattr(message, name)
-    return _whole_numbers(json_format.MessageToDict(value))  # type: ignore[no-any-return]
-
-
-def _whole_numbers(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer() and abs(value) < MAX_EXACT_INTEGER:
-        return int(value)
-    if isinstance(value, dict):
-        return {key: _whole_numbers(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_whole_numbers(item) for item in value]
-    return value
+    return struct_to_dict(getattr(message, name)) if message.HasField(name) else None
 
 
 def stats(message: admin_service_pb2.QueueStats) -> Stats:

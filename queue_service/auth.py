@@ -59,8 +59,3 @@ def _refusal(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     if handler.response_streaming:
         return grpc.unary_stream_rpc_method_handler(refuse_stream, **codec)
     return grpc.unary_unary_rpc_method_handler(refuse_unary, **codec)
-
-
-def client_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
-    """What a client sends: the bearer token when one is configured, nothing otherwise."""
-    return (("authorization", f"Bearer {token}"),) if token else ()

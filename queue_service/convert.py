@@ -5,14 +5,27 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import UTC, datetime
-from typing import Any
 from uuid import UUID
 
-from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
-
+from jobqueue.rpc import duration, struct, struct_to_dict, timestamp
 from jobqueue.v1 import job_pb2
 from queue_service.errors import InvalidArgument
 from queue_service.store import Row
+
+# Servicers convert through this module alone; the well-known-type helpers are the contract's
+# (jobqueue.rpc), shared with every client, so both sides read a Struct the same way.
+__all__ = [
+    "PROTO_TO_STATUS",
+    "STATUS_TO_PROTO",
+    "decode_page_token",
+    "duration",
+    "encode_page_token",
+    "job",
+    "parse_uuid",
+    "struct",
+    "struct_to_dict",
+    "timestamp",
+]
 
 STATUS_TO_PROTO: dict[str, job_pb2.JobStatus] = {
     "QUEUED": job_pb2.JOB_STATUS_QUEUED,
@@ -30,45 +43,6 @@ def parse_uuid(value: str, field: str = "job_id") -> UUID:
         return UUID(value)
     except (ValueError, AttributeError, TypeError):
         raise InvalidArgument(f"{field} must be a UUID, got {value!r}", field=field) from None
-
-
-def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    message = timestamp_pb2.Timestamp()
-    message.FromDatetime(value)
-    return message
-
-
-def duration(seconds: float) -> duration_pb2.Duration:
-    message = duration_pb2.Duration()
-    message.FromNanoseconds(int(seconds * 1e9))
-    return message
-
-
-def struct(value: dict[str, Any] | None) -> struct_pb2.Struct | None:
-    if value is None:
-        return None
-    message = struct_pb2.Struct()
-    message.update(value)
-    return message
-
-
-def struct_to_dict(message: struct_pb2.Struct) -> dict[str, Any]:
-    """The Struct as JSON values. Struct carries every number as a double; whole numbers come
-    back as ints, so {"n": 3} stores as 3 (not 3.0) and hashes to the same idempotency key as
-    the same input enqueued from psql."""
-    return _whole_numbers_as_ints(json_format.MessageToDict(message))
-
-
-def _whole_numbers_as_ints(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {key: _whole_numbers_as_ints(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_whole_numbers_as_ints(item) for item in value]
-    return value
 
 
 def job(row: Row) -> job_pb2.Job:

@@ -17,9 +17,9 @@ import grpc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-log = logging.getLogger(__name__)
+from jobqueue.rpc import ERROR_DOMAIN
 
-DOMAIN = "jobqueue.v1"
+log = logging.getLogger(__name__)
 
 
 class DomainError(Exception):
@@ -69,23 +69,12 @@ class StoreUnavailable(DomainError):
 
 
 def to_status(error: DomainError) -> grpc.Status:
-    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata)
+    info = error_details_pb2.ErrorInfo(
+        reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+    )
     status = status_pb2.Status(code=getattr(code_pb2, error.code.name), message=error.message)
     status.details.add().Pack(info)
     return rpc_status.to_status(status)
-
-
-def error_reason(error: grpc.aio.AioRpcError | grpc.RpcError) -> str | None:
-    """The ErrorInfo reason attached to a failed call, if any (for clients and tests)."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    if status is None:
-        return None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info.reason
-    return None
 
 
 T = TypeVar("T")

@@ -12,9 +12,9 @@ import pytest
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from jobqueue.rpc import error_reason
 from jobqueue.v1 import admin_service_pb2 as admin_pb
 from jobqueue.v1 import admin_service_pb2_grpc
-from queue_service.errors import error_reason
 from tests.support.grpc_server import running_queue, service_config
 from tests.support.jobs import fetch_job, insert_job
 from tests.support.tcp_proxy import TcpProxy

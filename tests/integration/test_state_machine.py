@@ -11,10 +11,10 @@ import psycopg
 import pytest
 from google.protobuf import duration_pb2, struct_pb2
 
+from jobqueue.rpc import error_reason
 from jobqueue.v1 import admin_service_pb2 as admin_pb
 from jobqueue.v1 import job_pb2
 from jobqueue.v1 import queue_service_pb2 as queue_pb
-from queue_service.errors import error_reason
 from tests.support.grpc_server import RunningQueue
 from tests.support.jobs import fetch_job, insert_job
 

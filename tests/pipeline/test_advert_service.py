@@ -17,10 +17,10 @@ import psycopg_pool
 import pytest
 from google.protobuf import json_format
 
+from jobqueue.rpc import error_reason
 from jobqueue.v1 import advert_service_pb2, advert_service_pb2_grpc
 from queue_service.advert_store import AdvertStore
 from queue_service.adverts import AdvertServicer
-from queue_service.errors import error_reason
 from tests.pipeline.conftest import make_context
 from tests.pipeline.sample_media import SampleAdvert
 from worker_service.pipeline.base import JobStopped, TransientError

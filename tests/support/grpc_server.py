@@ -8,12 +8,12 @@ from dataclasses import dataclass, replace
 
 import grpc
 
+from jobqueue.rpc import bearer_metadata
 from jobqueue.v1 import (
     admin_service_pb2_grpc,
     advert_service_pb2_grpc,
     queue_service_pb2_grpc,
 )
-from queue_service.auth import client_metadata
 from queue_service.config import Config
 from queue_service.server import QueueServer, build
 
@@ -56,7 +56,7 @@ async def running_queue(config: Config) -> AsyncIterator[RunningQueue]:
             queue=queue_service_pb2_grpc.QueueServiceStub(channel),
             admin=admin_service_pb2_grpc.AdminServiceStub(channel),
             adverts=advert_service_pb2_grpc.AdvertServiceStub(channel),
-            metadata=client_metadata(config.auth_token),
+            metadata=bearer_metadata(config.auth_token),
         )
     finally:
         await channel.close()
