@@ -21,10 +21,9 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import boto3
 import pytest
@@ -32,8 +31,6 @@ import pytest
 from scripts.sample_advert import make_advert
 from tests.support.databases import create_database, drop_database, url_for
 from tests.support.processes import PYTHON, Process, free_port, queue_service_process, started
-
-T = TypeVar("T")
 
 ADMIN_KEY = "e2e-admin-key-0123456789"
 BUCKET = "tellyads-e2e"
@@ -159,29 +156,6 @@ def watched_samples(process: Process) -> list[list[dict[str, str]]]:
         else:
             samples[-1].append(line)
     return [psql_rows("\n".join([header, *rows])) for rows in samples]
-
-
-def wait_for(
-    check: Callable[[], T],
-    timeout: float = 30.0,
-    what: str | Callable[[], str] = "condition",
-    interval: float = 0.1,
-) -> T:
-    """Poll `check` until it returns something truthy (and return that), or fail after timeout.
-
-    `what` may be a callable, so the failure message shows a process's output as of the failure.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            described = what() if callable(what) else what
-            raise AssertionError(
-                f"timed out after {timeout}s waiting for {described}; last: {value!r}"
-            )
-        time.sleep(interval)
 
 
 def lines_in_order(process: Process, patterns: list[str]) -> None:

@@ -30,11 +30,11 @@ from tests.e2e.conftest import (
     psql,
     psql_columns,
     psql_rows,
-    wait_for,
     watched_samples,
 )
 from tests.support.databases import create_database, drop_database, url_for
 from tests.support.processes import ROOT, Process
+from tests.support.waiting import wait_for
 from worker_service.pipeline.factory import STAGE_NAMES
 
 pytestmark = pytest.mark.e2e
@@ -390,6 +390,7 @@ curl http://localhost:3000/api/ingest/stats \\
         )
     )
     assert (stats["health"], stats["summary"]["has_dead_letter"]) == ("degraded", True), stats
+    assert (stats["stats"]["by_status"]["FAILED"], stats["summary"]["failed"]) == (1, 1), stats
     story["failed_job"] = job_id
 
 
@@ -510,6 +511,7 @@ curl -X POST "http://localhost:3000/api/ingest/jobs/$JOB_ID" \\
     )
     answer = json_documents(output)[-1]
     assert (answer["success"], answer["message"]) == (True, "Job cancelled successfully"), answer
+    assert answer["job"]["status"] == "CANCELLED", answer
     job = get_job(stack, answer["job"]["id"])
     assert job["status"] == "CANCELLED", job
     assert job["input"] == {"source_type": "s3", "s3_key": "videos/to-cancel.mp4"}, job
@@ -531,9 +533,9 @@ curl -X POST "http://localhost:3000/api/ingest/jobs/$FAILED_ID" \\
 """
     )
     answer = json_documents(output)[-1]
-    assert answer["success"] is True, answer
+    assert (answer["success"], answer["message"]) == (True, "Job queued for retry"), answer
     # The only FAILED job is Test 3's dead letter.
-    assert answer["job"]["id"] == failed_job, answer
+    assert (answer["job"]["id"], answer["job"]["status"]) == (failed_job, "QUEUED"), answer
     assert get_job(stack, failed_job)["status"] == "QUEUED"
 
 

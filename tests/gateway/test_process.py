@@ -3,13 +3,12 @@ the OpenAPI document, and what callers see when the queue service is down or ref
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
 from tests.gateway.conftest import ADMIN_KEY, Stack, gateway_process, running_stack
 from tests.support.processes import PYTHON, free_port, queue_service_process, started
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -95,10 +94,12 @@ def test_a_queue_service_that_stops_and_returns(database_url: str) -> None:
         assert stack.http.get("/healthz").status_code == 503
         with queue_service_process(database_url, port=port):
             # The channel reconnects within its (bounded) reconnect backoff.
-            deadline = time.monotonic() + 15
-            while (status := stack.http.get("/api/ingest/stats").status_code) == 503:
-                assert time.monotonic() < deadline, "the gateway did not reconnect"
-                time.sleep(0.2)
+            status = wait_for(
+                lambda: (code := stack.http.get("/api/ingest/stats").status_code) != 503 and code,
+                timeout=15,
+                what="the gateway to reconnect",
+                interval=0.2,
+            )
             assert status == 200
             assert stack.http.get("/healthz").status_code == 200
 
