@@ -19,9 +19,11 @@ from collections.abc import Mapping, Sequence
 
 import grpc
 
+from jobqueue.rpc import AUTH_CODES
+from jobqueue.settings import ConfigError
 from worker_service import output
 from worker_service.client import AuthRefused, QueueClient, QueueUnreachable, describe
-from worker_service.config import ENV_MIRRORS, ConfigError, WorkerConfig, resolve
+from worker_service.config import ENV_MIRRORS, WorkerConfig, resolve
 from worker_service.pipeline.base import Pipeline
 from worker_service.runner import Worker
 
@@ -216,7 +218,7 @@ async def run_operator_command(config: WorkerConfig, args: argparse.Namespace) -
                 say(line)
         return EXIT_OK
     except grpc.aio.AioRpcError as error:
-        if error.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        if error.code() in AUTH_CODES:
             error_line(
                 f"the queue service at {config.queue_addr} refused the token "
                 f"(QUEUE_AUTH_TOKEN): {describe(error)}"

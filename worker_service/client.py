@@ -3,7 +3,11 @@
 The worker never opens a database connection; everything it knows comes through here. Calls
 carry `authorization: Bearer $QUEUE_AUTH_TOKEN` when a token is configured. Retrying is left to
 the callers, who know whether a call is safe to repeat (a Claim is not; a Complete is, because
-its lease fences it).
+its lease fences it). The bearer metadata, the channel options, the retryable codes and the
+Duration/Struct conversions are the contract's side (`jobqueue.rpc`), shared with every client.
+
+`QueueCalls` is what the claim loop, the job runs and the heartbeat stream use of this client:
+the seam where the worker's tests put a hand-written fake queue service.
 """
 
 from __future__ import annotations
@@ -12,11 +16,11 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
-from google.protobuf import duration_pb2, struct_pb2
 
+from jobqueue import rpc
 from jobqueue.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
@@ -24,35 +28,9 @@ from jobqueue.v1 import (
     queue_service_pb2,
     queue_service_pb2_grpc,
 )
-from queue_service.auth import client_metadata
 from worker_service.config import WorkerConfig
 
 log = logging.getLogger(__name__)
-
-# Codes after which the same call may simply be made again: nothing changed, or a lease fences
-# a repeat. INTERNAL is not here: it means a bug, and repeating it would hide it.
-RETRYABLE_CODES = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-    }
-)
-AUTH_CODES = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
-
-CHANNEL_OPTIONS = [
-    # A worker's heartbeat stream lives for hours: keepalive pings find a dead peer (a host that
-    # vanished without a RST) within ~30 s. The server permits pings every 10 s.
-    ("grpc.keepalive_time_ms", 20_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    # After a queue service restart, reconnect within a second or two, not grpc's default ~minute.
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 2_000),
-    ("grpc.max_receive_message_length", 32 * 1024 * 1024),
-    ("grpc.max_send_message_length", 32 * 1024 * 1024),
-]
 
 # The heartbeat stream is reopened after this long, so that even it has a deadline; jobs do not
 # notice (their next beat goes out on the new stream).
@@ -67,25 +45,45 @@ class AuthRefused(Exception):
     """The queue service refused our token (or its absence)."""
 
 
-def duration(seconds: float) -> duration_pb2.Duration:
-    message = duration_pb2.Duration()
-    message.FromNanoseconds(int(seconds * 1e9))
-    return message
-
-
 def describe(error: grpc.aio.AioRpcError) -> str:
-    """`UNAVAILABLE: details`, first line only: enough for an operator, never a stack trace."""
-    details = (error.details() or "").strip().splitlines()
-    return f"{error.code().name}: {details[0] if details else 'no details'}"
+    """`UNAVAILABLE: details`, first line only: enough for an operator, never a stack trace.
+
+    `jobqueue.rpc.describe` reads the code through `grpc.Call`, which grpc.aio's AioRpcError is
+    not: it names every failed asyncio call UNKNOWN. The worker's calls are all asyncio ones, so
+    they are described here until `jobqueue.rpc` reads AioRpcError too.
+    """
+    lines = (error.details() or "").strip().splitlines()
+    return f"{error.code().name}: {lines[0] if lines else 'no details'}"
+
+
+class QueueCalls(Protocol):
+    """The calls a running worker makes; each raises grpc.aio.AioRpcError as a real call does."""
+
+    async def claim(
+        self, worker_id: str, max_jobs: int, wait_seconds: float
+    ) -> list[job_pb2.Job]: ...
+
+    # Returns the stream call: iterated for the answers, cancel() to end it.
+    def heartbeats(self, requests: AsyncIterator[queue_service_pb2.HeartbeatRequest]) -> Any: ...
+
+    async def complete(self, job_id: str, lease: int, output: Mapping[str, Any]) -> job_pb2.Job: ...
+
+    async def fail(
+        self, job_id: str, lease: int, *, code: str, message: str, retryable: bool
+    ) -> job_pb2.Job: ...
+
+    async def release(self, job_id: str, lease: int, reason: str) -> job_pb2.Job: ...
+
+    async def get_job(self, job_id: str) -> job_pb2.Job: ...
 
 
 class QueueClient:
     def __init__(self, config: WorkerConfig) -> None:
         self._config = config
-        self._channel = grpc.aio.insecure_channel(config.queue_addr, options=CHANNEL_OPTIONS)
+        self._channel = rpc.open_channel(config.queue_addr)
         self._queue = queue_service_pb2_grpc.QueueServiceStub(self._channel)
         self._admin = admin_service_pb2_grpc.AdminServiceStub(self._channel)
-        self._metadata = client_metadata(config.auth_token)
+        self._metadata = rpc.bearer_metadata(config.auth_token)
         self._timeout = config.rpc_timeout_seconds
 
     async def close(self) -> None:
@@ -108,9 +106,9 @@ class QueueClient:
                 )
                 return
             except grpc.aio.AioRpcError as error:
-                if error.code() in AUTH_CODES:
+                if error.code() in rpc.AUTH_CODES:
                     raise AuthRefused(describe(error)) from None
-                if error.code() not in RETRYABLE_CODES or time.monotonic() + delay > deadline:
+                if error.code() not in rpc.RETRYABLE_CODES or time.monotonic() + delay > deadline:
                     raise QueueUnreachable(describe(error)) from None
                 log.debug("queue service not reachable yet (%s); retrying", describe(error))
             await asyncio.sleep(delay)
@@ -120,7 +118,7 @@ class QueueClient:
         request = queue_service_pb2.ClaimRequest(
             worker_id=worker_id,
             max_jobs=max_jobs,
-            wait=duration(wait_seconds),
+            wait=rpc.duration(wait_seconds),
             queue=self._config.queue,
         )
         # The service answers (empty) just before our deadline rather than past it.
@@ -137,10 +135,10 @@ class QueueClient:
         )
 
     async def complete(self, job_id: str, lease: int, output: Mapping[str, Any]) -> job_pb2.Job:
-        message = struct_pb2.Struct()
-        message.update(dict(output))
         response = await self._queue.Complete(
-            queue_service_pb2.CompleteRequest(job_id=job_id, lease=lease, output=message),
+            queue_service_pb2.CompleteRequest(
+                job_id=job_id, lease=lease, output=rpc.struct(output)
+            ),
             timeout=self._timeout,
             metadata=self._metadata,
         )
@@ -160,7 +158,7 @@ class QueueClient:
             job_id=job_id, lease=lease, error_code=code, message=message, retryable=retryable
         )
         if retry_after_seconds is not None:
-            request.retry_after.CopyFrom(duration(retry_after_seconds))
+            request.retry_after.CopyFrom(rpc.duration(retry_after_seconds))
         response = await self._queue.Fail(request, timeout=self._timeout, metadata=self._metadata)
         return response.job
 

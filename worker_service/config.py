@@ -14,6 +14,8 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from jobqueue.settings import Env
+
 DEFAULT_QUEUE_ADDR = "127.0.0.1:50051"
 DEFAULT_PIPELINE = "worker_service.pipeline.factory:build_pipeline"
 
@@ -23,10 +25,6 @@ MAX_HEARTBEAT_INTERVAL_SECONDS = 60.0
 # Claim's own upper bound on `wait` (the queue service refuses more).
 MAX_POLL_INTERVAL_SECONDS = 60.0
 MAX_CONCURRENCY = 1000
-
-
-class ConfigError(ValueError):
-    """A configuration value is malformed; the message names the flag and its variable."""
 
 
 @dataclass(frozen=True)
@@ -74,106 +72,64 @@ def default_worker_id() -> str:
 
 
 def resolve(flags: Mapping[str, object], env: Mapping[str, str]) -> WorkerConfig:
-    """Merge flags (None when not given) over their environment mirrors, then validate."""
-    values: dict[str, str] = {}
+    """Merge flags (None when not given) over their environment mirrors, then validate.
+
+    Raises `ConfigError` naming the flag and its variable: `--limit (WORKER_LIMIT) must be ...`.
+    """
+    values = {"QUEUE_AUTH_TOKEN": env.get("QUEUE_AUTH_TOKEN", "")}
     for dest, variable, _flag in ENV_MIRRORS:
         given = flags.get(dest)
         if given is not None and given is not False:
-            values[dest] = str(given)
-        elif env.get(variable, "") != "":
-            values[dest] = env[variable]
+            values[variable] = str(given)
+        else:
+            values[variable] = env.get(variable, "")
+    read = Env(values, label=_names)
     defaults = WorkerConfig()
     config = WorkerConfig(
-        queue_addr=values.get("queue_addr", defaults.queue_addr).strip(),
-        auth_token=env.get("QUEUE_AUTH_TOKEN") or None,
-        worker_id=values.get("worker_id", "").strip() or default_worker_id(),
-        queue=values.get("queue", defaults.queue).strip(),
-        pipeline=values.get("pipeline", defaults.pipeline).strip(),
-        once=_boolean(values, "once", defaults.once),
-        limit=int(_number(values, "limit", defaults.limit, minimum=0, integer=True)),
-        poll_interval_seconds=_number(
-            values,
-            "poll_interval_seconds",
+        queue_addr=read.address("QUEUE_ADDR", defaults.queue_addr),
+        auth_token=read.secret("QUEUE_AUTH_TOKEN"),
+        worker_id=read.text("WORKER_ID", "") or default_worker_id(),
+        queue=read.text("WORKER_QUEUE", defaults.queue),
+        pipeline=read.text("WORKER_PIPELINE", defaults.pipeline),
+        once=read.boolean("WORKER_ONCE", defaults.once),
+        limit=read.whole("WORKER_LIMIT", defaults.limit, minimum=0),
+        poll_interval_seconds=read.number(
+            "WORKER_POLL_INTERVAL",
             defaults.poll_interval_seconds,
             minimum=0,
             maximum=MAX_POLL_INTERVAL_SECONDS,
         ),
-        concurrency=int(
-            _number(
-                values,
-                "concurrency",
-                defaults.concurrency,
-                minimum=1,
-                maximum=MAX_CONCURRENCY,
-                integer=True,
-            )
+        concurrency=read.whole(
+            "WORKER_CONCURRENCY", defaults.concurrency, minimum=1, maximum=MAX_CONCURRENCY
         ),
-        heartbeat_interval_seconds=_number(
-            values,
-            "heartbeat_interval_seconds",
+        heartbeat_interval_seconds=read.number(
+            "HEARTBEAT_INTERVAL_SECONDS",
             defaults.heartbeat_interval_seconds,
             minimum=0.05,
             maximum=MAX_HEARTBEAT_INTERVAL_SECONDS,
         ),
-        shutdown_grace_seconds=_number(
-            values, "shutdown_grace_seconds", defaults.shutdown_grace_seconds, minimum=0
+        shutdown_grace_seconds=read.number(
+            "WORKER_SHUTDOWN_GRACE_SECONDS", defaults.shutdown_grace_seconds, minimum=0
         ),
-        rpc_timeout_seconds=_number(
-            values, "rpc_timeout_seconds", defaults.rpc_timeout_seconds, minimum=0.1
+        rpc_timeout_seconds=read.number(
+            "WORKER_RPC_TIMEOUT_SECONDS", defaults.rpc_timeout_seconds, minimum=0.1
         ),
-        connect_timeout_seconds=_number(
-            values, "connect_timeout_seconds", defaults.connect_timeout_seconds, minimum=0
+        connect_timeout_seconds=read.number(
+            "WORKER_CONNECT_TIMEOUT_SECONDS", defaults.connect_timeout_seconds, minimum=0
         ),
     )
-    if not re.fullmatch(r"[^\s:/]+:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5}", config.queue_addr):
-        raise ConfigError(f"{_names('queue_addr')} must be HOST:PORT, got {config.queue_addr!r}")
-    if not config.worker_id or len(config.worker_id) > 200 or re.search(r"\s", config.worker_id):
-        raise ConfigError(f"{_names('worker_id')} must be 1..200 characters without spaces")
-    if not config.queue or len(config.queue) > 100:
-        raise ConfigError(f"{_names('queue')} must be 1..100 characters")
+    if len(config.worker_id) > 200 or re.search(r"\s", config.worker_id):
+        raise read.error("WORKER_ID", "must be 1..200 characters without spaces")
+    if len(config.queue) > 100:
+        raise read.error("WORKER_QUEUE", "must be 1..100 characters")
     if not re.fullmatch(r"[\w.]+:[\w.]+", config.pipeline):
-        raise ConfigError(f"{_names('pipeline')} must be module:callable, got {config.pipeline!r}")
+        raise read.error("WORKER_PIPELINE", f"must be module:callable, got {config.pipeline!r}")
     return config
 
 
-def _names(dest: str) -> str:
-    for known, variable, flag in ENV_MIRRORS:
-        if known == dest:
+def _names(variable: str) -> str:
+    """`--limit (WORKER_LIMIT)`: the flag and its variable, as a message names a setting."""
+    for _dest, known, flag in ENV_MIRRORS:
+        if known == variable:
             return f"{flag} ({variable})"
-    raise KeyError(dest)
-
-
-def _number(
-    values: Mapping[str, str],
-    dest: str,
-    default: float,
-    *,
-    minimum: float,
-    maximum: float | None = None,
-    integer: bool = False,
-) -> float:
-    raw = values.get(dest)
-    if raw is None:
-        return default
-    kind = "a whole number" if integer else "a number"
-    try:
-        value = float(int(raw)) if integer else float(raw)
-    except ValueError:
-        raise ConfigError(f"{_names(dest)} must be {kind}, got {raw!r}") from None
-    if value != value or value < minimum:  # NaN compares unequal to itself
-        raise ConfigError(f"{_names(dest)} must be at least {minimum:g}, got {raw!r}")
-    if maximum is not None and value > maximum:
-        raise ConfigError(f"{_names(dest)} must be at most {maximum:g}, got {raw!r}")
-    return value
-
-
-def _boolean(values: Mapping[str, str], dest: str, default: bool) -> bool:
-    raw = values.get(dest)
-    if raw is None:
-        return default
-    lowered = raw.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off", ""):
-        return False
-    raise ConfigError(f"{_names(dest)} must be true or false, got {raw!r}")
+    return variable

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import grpc
 
 from jobqueue.v1 import queue_service_pb2 as pb
-from worker_service.client import QueueClient, describe
+from worker_service.client import QueueCalls, describe
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class Beating:
 
 
 class HeartbeatStream:
-    def __init__(self, client: QueueClient, interval_seconds: float, worker_id: str) -> None:
+    def __init__(self, client: QueueCalls, interval_seconds: float, worker_id: str) -> None:
         self._client = client
         self._interval = interval_seconds
         self._worker_id = worker_id

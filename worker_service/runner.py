@@ -35,14 +35,15 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
+from jobqueue.rpc import RETRYABLE_CODES
 from jobqueue.v1 import job_pb2
 from jobqueue.v1 import queue_service_pb2 as queue_pb
 from worker_service import output
-from worker_service.client import RETRYABLE_CODES, QueueClient, describe
+from worker_service.client import QueueClient, describe
 from worker_service.config import WorkerConfig
 from worker_service.heartbeats import Beating, HeartbeatStream
 from worker_service.pipeline.base import JobStopped, Pipeline, StageContext, StageError
-from worker_service.pipeline.grpc_sink import GrpcAdvertSink
+from worker_service.providers.grpc_sink import GrpcAdvertSink
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,6 @@ OpenAI-compatible server, a recording advert sink, and a migrated PostgreSQL dat
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -11,21 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import psycopg
 import pytest
 from moto.server import ThreadedMotoServer
-from psycopg import sql
 
 from jobqueue.v1 import advert_service_pb2
 from tests.pipeline.fake_openai import API_KEY, FakeOpenAI
 from tests.pipeline.sample_media import SampleAdvert, make_advert
+from tests.support.databases import create_database, drop_database, url_for
 from worker_service.pipeline.base import StageContext
-
-ROOT = Path(__file__).resolve().parents[2]
-ADMIN_URL = os.environ.get(
-    "TEST_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-MIGRATIONS = ("003_ingestion_jobs.sql", "004_job_queue_heartbeat.sql", "005_adverts.sql")
 
 
 @pytest.fixture(scope="session")
@@ -135,26 +127,17 @@ def make_context(
 # -- PostgreSQL ------------------------------------------------------------------------------
 
 
-def _url_for(database: str) -> str:
-    return ADMIN_URL.rsplit("/", 1)[0] + f"/{database}"
-
-
 @pytest.fixture(scope="module")
-def advert_database() -> Iterator[str]:
-    """A fresh database with migrations 003, 004 and 005 applied (005 twice: re-appliable)."""
-    name = f"pipeline_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+def advert_database(template_database: str) -> Iterator[str]:
+    """A fresh copy of the session's migrated template database, shared by a module's tests.
+
+    (Applying the migrations, and re-applying them, is tests/integration/test_migrations.py's.)
+    """
+    name = create_database(template=template_database, prefix="pipeline_test")
     try:
-        with psycopg.connect(_url_for(name), autocommit=True) as conn:
-            for migration in (*MIGRATIONS, MIGRATIONS[-1]):
-                conn.execute((ROOT / "migrations" / migration).read_text(encoding="utf-8"))
-        yield _url_for(name)
+        yield url_for(name)
     finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        drop_database(name)
 
 
 __all__ = ["API_KEY", "RecordingSink", "make_context"]

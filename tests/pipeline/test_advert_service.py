@@ -25,7 +25,7 @@ from tests.pipeline.conftest import make_context
 from tests.pipeline.sample_media import SampleAdvert
 from worker_service.pipeline.base import JobStopped, TransientError
 from worker_service.pipeline.factory import build_pipeline
-from worker_service.pipeline.grpc_sink import GrpcAdvertSink
+from worker_service.providers.grpc_sink import GrpcAdvertSink
 
 
 @dataclass

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from jobqueue.settings import ConfigError
 from worker_service.pipeline.base import PermanentError
 from worker_service.pipeline.config import PipelineConfig
 from worker_service.pipeline.sources import parse_source
@@ -85,3 +86,18 @@ def test_config_never_shows_the_api_key() -> None:
     config = PipelineConfig.from_env({"OPENAI_API_KEY": "sk-secret-value"})
     assert config.openai_api_key == "sk-secret-value"
     assert "sk-secret-value" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SCENE_THRESHOLD": "nan"}, "SCENE_THRESHOLD must be a finite number, got 'nan'"),
+        ({"OPENAI_TIMEOUT_SECONDS": "inf"}, "OPENAI_TIMEOUT_SECONDS must be a finite number"),
+        ({"MAX_KEYFRAMES": "0"}, "MAX_KEYFRAMES must be at least 1, got '0'"),
+        ({"CHUNK_WORDS": "50", "CHUNK_OVERLAP_WORDS": "50"}, "must be at most 49, got '50'"),
+    ],
+)
+def test_config_numbers_are_read_by_the_shared_reader(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        PipelineConfig.from_env(env)
+    assert message in str(raised.value)

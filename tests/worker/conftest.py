@@ -18,8 +18,8 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 
+from jobqueue.rpc import bearer_metadata
 from jobqueue.v1 import admin_service_pb2, admin_service_pb2_grpc
-from queue_service.auth import client_metadata
 from tests.support.processes import PYTHON, Process, queue_service_process, started
 
 # Fast enough that every rule plays out in a few seconds, slow enough to be far from flaky:
@@ -61,7 +61,7 @@ class Queue:
             response = stub.EnqueueJob(
                 admin_service_pb2.EnqueueJobRequest(input=message, **fields),
                 timeout=10,
-                metadata=client_metadata(self.token),
+                metadata=bearer_metadata(self.token),
             )
         return str(response.job.id)
 
@@ -71,7 +71,7 @@ class Queue:
             stub.CancelJob(
                 admin_service_pb2.CancelJobRequest(job_id=job_id),
                 timeout=10,
-                metadata=client_metadata(self.token),
+                metadata=bearer_metadata(self.token),
             )
 
 

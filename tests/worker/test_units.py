@@ -7,10 +7,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from google.protobuf import duration_pb2
 
+from jobqueue.settings import ConfigError
 from jobqueue.v1 import job_pb2
 from worker_service import output
 from worker_service.cli import build_parser, configure
-from worker_service.config import ENV_MIRRORS, ConfigError, resolve
+from worker_service.config import ENV_MIRRORS, resolve
 from worker_service.runner import _next_step, json_safe, validate_input
 
 
@@ -54,7 +55,12 @@ def test_every_environment_mirror_is_in_the_help() -> None:
         ({"WORKER_CONCURRENCY": "2.5"}, "must be a whole number"),
         ({"WORKER_LIMIT": "-1"}, "--limit (WORKER_LIMIT) must be at least 0"),
         ({"WORKER_POLL_INTERVAL": "61"}, "at most 60"),
-        ({"WORKER_POLL_INTERVAL": "nan"}, "must be at least 0"),
+        (
+            {"WORKER_POLL_INTERVAL": "nan"},
+            "--poll-interval (WORKER_POLL_INTERVAL) must be a finite",
+        ),
+        ({"WORKER_SHUTDOWN_GRACE_SECONDS": "inf"}, "must be a finite number, got 'inf'"),
+        ({"WORKER_RPC_TIMEOUT_SECONDS": "0.05"}, "--rpc-timeout (WORKER_RPC_TIMEOUT_SECONDS) must"),
         ({"HEARTBEAT_INTERVAL_SECONDS": "120"}, "HEARTBEAT_INTERVAL_SECONDS) must be at most 60"),
         ({"QUEUE_ADDR": "http://queue"}, "--queue-addr (QUEUE_ADDR) must be HOST:PORT"),
         ({"WORKER_ID": "has space"}, "without spaces"),
@@ -146,3 +152,11 @@ def test_output_becomes_plain_json() -> None:
         "n": 1,
         "nested": {"a": [1, None]},
     }
+
+
+def test_the_token_and_unflagged_settings_are_read_from_the_environment() -> None:
+    config = resolve({}, {"QUEUE_AUTH_TOKEN": " keep spaces ", "WORKER_ONCE": "yes"})
+    assert config.auth_token == " keep spaces "
+    assert config.once is True
+    with pytest.raises(ConfigError, match=r"^WORKER_QUEUE|--queue \(WORKER_QUEUE\)"):
+        resolve({}, {"WORKER_QUEUE": "q" * 101})

@@ -1,8 +1,9 @@
 """Pipeline configuration, read from the environment once at worker start-up.
 
-A bad value raises `ValueError` naming the variable, so the worker stops at start-up with a
-clear message instead of failing every job later. Secrets are kept but never rendered: the
-dataclass repr hides the API key.
+Read through the one configuration reader (`jobqueue.settings.Env`), so that a bad value raises
+`ConfigError` naming the variable with the same wording as every other setting, and the worker
+stops at start-up with a clear message instead of failing every job later. Secrets are kept but
+never rendered: the dataclass repr hides the API key.
 """
 
 from __future__ import annotations
@@ -12,44 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
-    if not minimum <= value <= maximum:
-        raise ValueError(f"{name} must be between {minimum} and {maximum}, got {value}")
-    return value
-
-
-def _float(
-    env: Mapping[str, str], name: str, default: float, minimum: float, maximum: float
-) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
-    if not minimum <= value <= maximum:
-        raise ValueError(f"{name} must be between {minimum} and {maximum}, got {value}")
-    return value
-
-
-def _dir(env: Mapping[str, str], name: str) -> Path | None:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return None
-    path = Path(raw).expanduser()
-    if not path.is_absolute():
-        raise ValueError(f"{name} must be an absolute path, got {raw!r}")
-    return path
-
+from jobqueue.settings import Env
 
 EMBEDDING_PROVIDERS = ("auto", "openai", "local", "none")
 
@@ -82,36 +46,33 @@ class PipelineConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PipelineConfig:
-        env = os.environ if env is None else env
-        provider = env.get("EMBEDDING_PROVIDER", "auto").strip().lower() or "auto"
-        if provider not in EMBEDDING_PROVIDERS:
-            raise ValueError(
-                f"EMBEDDING_PROVIDER must be one of {', '.join(EMBEDDING_PROVIDERS)}, "
-                f"got {provider!r}"
-            )
-        prefix = env.get("KEYFRAME_PREFIX", "keyframes/").strip().lstrip("/")
+        read = Env(os.environ if env is None else env)
+        prefix = read.text("KEYFRAME_PREFIX", "keyframes/").lstrip("/")
         if prefix and not prefix.endswith("/"):
             prefix += "/"
-        words = _int(env, "CHUNK_WORDS", 120, 10, 2000)
+        words = read.whole("CHUNK_WORDS", 120, minimum=10, maximum=2000)
         return cls(
-            s3_bucket=env.get("S3_BUCKET", "").strip() or None,
+            s3_bucket=read.raw("S3_BUCKET"),
             keyframe_prefix=prefix,
-            openai_api_key=env.get("OPENAI_API_KEY", "").strip() or None,
-            openai_transcription_model=env.get("OPENAI_TRANSCRIPTION_MODEL", "").strip()
-            or "whisper-1",
-            openai_chat_model=env.get("OPENAI_CHAT_MODEL", "").strip() or "gpt-4o-mini",
-            openai_embedding_model=env.get("OPENAI_EMBEDDING_MODEL", "").strip()
-            or "text-embedding-3-small",
-            openai_max_retries=_int(env, "OPENAI_MAX_RETRIES", 2, 0, 10),
-            openai_timeout_seconds=_float(env, "OPENAI_TIMEOUT_SECONDS", 120.0, 1.0, 3600.0),
-            llm_max_images=_int(env, "LLM_MAX_IMAGES", 4, 0, 32),
-            embedding_provider=provider,
-            local_media_root=_dir(env, "LOCAL_MEDIA_ROOT"),
-            keyframe_dir=_dir(env, "KEYFRAME_DIR"),
-            max_keyframes=_int(env, "MAX_KEYFRAMES", 16, 1, 500),
-            scene_threshold=_float(env, "SCENE_THRESHOLD", 0.3, 0.01, 1.0),
-            max_video_bytes=_int(env, "MAX_VIDEO_BYTES", 2 * 1024**3, 1, 1024**4),
-            media_timeout_seconds=_float(env, "MEDIA_TIMEOUT_SECONDS", 600.0, 1.0, 86400.0),
+            # Stripped like every other value: a key pasted with a newline would be refused.
+            openai_api_key=read.raw("OPENAI_API_KEY"),
+            openai_transcription_model=read.text("OPENAI_TRANSCRIPTION_MODEL", "whisper-1"),
+            openai_chat_model=read.text("OPENAI_CHAT_MODEL", "gpt-4o-mini"),
+            openai_embedding_model=read.text("OPENAI_EMBEDDING_MODEL", "text-embedding-3-small"),
+            openai_max_retries=read.whole("OPENAI_MAX_RETRIES", 2, minimum=0, maximum=10),
+            openai_timeout_seconds=read.number(
+                "OPENAI_TIMEOUT_SECONDS", 120.0, minimum=1.0, maximum=3600.0
+            ),
+            llm_max_images=read.whole("LLM_MAX_IMAGES", 4, minimum=0, maximum=32),
+            embedding_provider=read.choice("EMBEDDING_PROVIDER", "auto", EMBEDDING_PROVIDERS),
+            local_media_root=read.directory("LOCAL_MEDIA_ROOT"),
+            keyframe_dir=read.directory("KEYFRAME_DIR"),
+            max_keyframes=read.whole("MAX_KEYFRAMES", 16, minimum=1, maximum=500),
+            scene_threshold=read.number("SCENE_THRESHOLD", 0.3, minimum=0.01, maximum=1.0),
+            max_video_bytes=read.whole("MAX_VIDEO_BYTES", 2 * 1024**3, minimum=1, maximum=1024**4),
+            media_timeout_seconds=read.number(
+                "MEDIA_TIMEOUT_SECONDS", 600.0, minimum=1.0, maximum=86400.0
+            ),
             chunk_words=words,
-            chunk_overlap_words=_int(env, "CHUNK_OVERLAP_WORDS", 20, 0, words - 1),
+            chunk_overlap_words=read.whole("CHUNK_OVERLAP_WORDS", 20, minimum=0, maximum=words - 1),
         )

@@ -1,10 +1,12 @@
 """AdvertSink over a synchronous gRPC channel to the queue service's AdvertService.
 
 The stages run in a worker thread, so a plain blocking channel is the right tool: no event loop
-to share. Errors are classified here, once:
+to share. The pipeline factory opens it (the stages persist through it, the worker never does);
+the lease each call carries fences off a stage that outlives its job's ownership. Errors are
+classified here, once:
 
 - ABORTED (the job's lease is no longer current: released as stale, re-claimed, cancelled or
-  finished elsewhere) raises `JobStopped`. The runner then stops the job without completing or
+  finished elsewhere) raises `JobStopped`. The worker then stops the job without completing or
   failing it, exactly as when the heartbeat answer says LEASE_LOST; the current owner's work
   stands and nothing of ours was written.
 - UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED: transient (QUEUE_UNAVAILABLE).
@@ -19,21 +21,13 @@ import logging
 
 import grpc
 
+from jobqueue import rpc
 from jobqueue.v1 import advert_service_pb2, advert_service_pb2_grpc
 from worker_service.pipeline.base import JobStopped, PermanentError, TransientError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DEADLINE_SECONDS = 30.0
-# Chunks carry their vectors (1536 floats each with OpenAI's small model): allow more than
-# gRPC's 4 MB default so a long transcript does not fail on size alone.
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-
-_TRANSIENT = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-}
 
 
 class GrpcAdvertSink:
@@ -42,16 +36,10 @@ class GrpcAdvertSink:
     ) -> None:
         self._target = target
         self._deadline = deadline_seconds
-        self._metadata: tuple[tuple[str, str], ...] = (
-            (("authorization", f"Bearer {token}"),) if token else ()
-        )
-        self._channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ],
-        )
+        self._metadata = rpc.bearer_metadata(token)
+        # The shared channel options allow messages far above gRPC's 4 MB default: chunks carry
+        # their vectors, so a long transcript must not fail on size alone.
+        self._channel = rpc.open_blocking_channel(target)
         self._stub = advert_service_pb2_grpc.AdvertServiceStub(self._channel)
 
     def store(self, advert: advert_service_pb2.Advert, job_id: str, lease: int) -> tuple[str, bool]:
@@ -61,23 +49,24 @@ class GrpcAdvertSink:
                 request, timeout=self._deadline, metadata=self._metadata
             )
         except grpc.RpcError as error:
-            code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
-            details = error.details() if isinstance(error, grpc.Call) else str(error)
+            code = rpc.status_code(error)
             if code == grpc.StatusCode.ABORTED:
                 log.warning("job %s: lease %d lost while storing its advert", job_id, lease)
                 raise JobStopped(job_id) from error
-            if code in _TRANSIENT:
+            if code in rpc.RETRYABLE_CODES:
                 raise TransientError(
                     "QUEUE_UNAVAILABLE", f"storing the advert at {self._target}: {code.name}"
                 ) from error
             if code == grpc.StatusCode.INVALID_ARGUMENT:
-                raise PermanentError("ADVERT_INVALID", f"advert rejected: {details}") from error
-            if code in {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}:
+                raise PermanentError(
+                    "ADVERT_INVALID", f"advert rejected: {_details(error)}"
+                ) from error
+            if code in rpc.AUTH_CODES:
                 raise PermanentError(
                     "QUEUE_AUTH_FAILED", f"the queue service refused the token ({code.name})"
                 ) from error
             raise TransientError(
-                "ADVERT_STORE_FAILED", f"storing the advert: {code.name}: {details}"
+                "ADVERT_STORE_FAILED", f"storing the advert: {code.name}: {_details(error)}"
             ) from error
         return response.ad_id, response.created
 
@@ -89,3 +78,7 @@ class GrpcAdvertSink:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _details(error: grpc.RpcError) -> str:
+    return (error.details() if isinstance(error, grpc.Call) else str(error)) or ""
