@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import logging
 import os
 import signal
@@ -25,6 +24,7 @@ from worker_service import output
 from worker_service.client import AuthRefused, QueueClient, QueueUnreachable, describe
 from worker_service.config import ENV_MIRRORS, WorkerConfig, resolve
 from worker_service.pipeline.base import Pipeline
+from worker_service.pipeline_loader import PipelineLoadError, load_pipeline, queue_arguments
 from worker_service.runner import Worker
 
 EXIT_OK = 0
@@ -32,10 +32,6 @@ EXIT_UNREACHABLE = 1
 EXIT_CONFIG = 2
 
 log = logging.getLogger("worker_service")
-
-
-class PipelineLoadError(Exception):
-    pass
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,8 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--pipeline",
         metavar="MODULE:CALLABLE",
-        help="a callable taking no arguments and returning the Pipeline to run [env "
-        "WORKER_PIPELINE, default worker_service.pipeline.factory:build_pipeline]",
+        help="a callable returning the Pipeline to run, called with whichever of the keyword "
+        "arguments queue_addr, token and rpc_timeout_seconds it declares (none at all is fine) "
+        "[env WORKER_PIPELINE, default worker_service.pipeline.factory:build_pipeline]",
     )
     parser.add_argument(
         "--heartbeat-interval",
@@ -144,25 +141,6 @@ def configure(
     args = build_parser().parse_args(argv)
     flags = {dest: getattr(args, dest, None) for dest, _variable, _flag in ENV_MIRRORS}
     return args, resolve(flags, env)
-
-
-def load_pipeline(spec: str) -> Pipeline:
-    """Import `module:callable` and call it with no arguments; it reads its own environment."""
-    module_name, _, attribute = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise PipelineLoadError(f"cannot import {module_name}: {error}") from None
-    factory = getattr(module, attribute, None)
-    if not callable(factory):
-        raise PipelineLoadError(f"{module_name} has no callable {attribute!r}")
-    try:
-        pipeline = factory()
-    except Exception as error:
-        raise PipelineLoadError(f"{spec} failed: {type(error).__name__}: {error}") from None
-    if not isinstance(pipeline, Pipeline) or not pipeline.stages:
-        raise PipelineLoadError(f"{spec} did not return a Pipeline with stages")
-    return pipeline
 
 
 def say(line: str) -> None:
@@ -247,9 +225,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in output.starting(config.queue_addr, config.worker_id):
         say(line)
     try:
-        pipeline = load_pipeline(config.pipeline)
+        pipeline = load_pipeline(config.pipeline, queue_arguments(config))
     except PipelineLoadError as error:
         error_line(f"cannot load the pipeline ({config.pipeline}): {error}")
         return EXIT_CONFIG
     say(output.pipeline_ready(len(pipeline)))
-    return asyncio.run(run_worker(config, pipeline))
+    try:
+        return asyncio.run(run_worker(config, pipeline))
+    finally:
+        pipeline.close()

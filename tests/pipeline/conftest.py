@@ -108,7 +108,7 @@ def sink() -> RecordingSink:
 
 
 def make_context(
-    workdir: Path, job_input: dict[str, Any], sink: Any, lease: int = 1
+    workdir: Path, job_input: dict[str, Any], lease: int = 1
 ) -> tuple[StageContext, list[float]]:
     """A StageContext whose progress reports are collected in the returned list."""
     reports: list[float] = []
@@ -117,7 +117,6 @@ def make_context(
         lease=lease,
         input=job_input,
         workdir=workdir,
-        advert_sink=sink,
         report_progress=reports.append,
         stop_event=threading.Event(),
     )

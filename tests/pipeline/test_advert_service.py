@@ -23,7 +23,7 @@ from queue_service.advert_store import AdvertStore
 from queue_service.adverts import AdvertServicer
 from tests.pipeline.conftest import make_context
 from tests.pipeline.sample_media import SampleAdvert
-from worker_service.pipeline.base import JobStopped, TransientError
+from worker_service.pipeline.errors import JobStopped, TransientError
 from worker_service.pipeline.factory import build_pipeline
 from worker_service.providers.grpc_sink import GrpcAdvertSink
 
@@ -255,7 +255,7 @@ def test_sink_classifies_status_codes_and_sends_the_token(
 ) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from worker_service.pipeline.base import PermanentError, StageError
+    from worker_service.pipeline.errors import PermanentError, StageError
 
     recorder = _Recorder(code)
     server = grpc.server(ThreadPoolExecutor(max_workers=2))
@@ -283,10 +283,11 @@ async def test_pipeline_persists_through_the_service(
     service: Service, sample: SampleAdvert, no_openai: None, tmp_path: Path
 ) -> None:
     job_id, lease = await asyncio.to_thread(running_job, service.url, "local-e2e")
-    pipeline = build_pipeline({"EMBEDDING_PROVIDER": "none"})
-    with GrpcAdvertSink(service.target, token=None) as sink:
+    # The factory opens the channel to AdvertService itself, as it does in the worker.
+    pipeline = build_pipeline({"EMBEDDING_PROVIDER": "none"}, queue_addr=service.target)
+    try:
         ctx, _ = make_context(
-            tmp_path / "work", {"source_type": "local", "path": str(sample.path)}, sink, lease
+            tmp_path / "work", {"source_type": "local", "path": str(sample.path)}, lease
         )
         ctx.job_id = job_id
 
@@ -295,6 +296,8 @@ async def test_pipeline_persists_through_the_service(
                 stage.run(ctx)
 
         await asyncio.to_thread(run)
+    finally:
+        pipeline.close()
     stored = await service.stub.GetAdvert(
         advert_service_pb2.GetAdvertRequest(ad_id=ctx.output["ad_id"])
     )

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from tests.pipeline.conftest import RecordingSink, make_context
+from tests.pipeline.conftest import make_context
 from tests.pipeline.sample_media import SampleAdvert
-from worker_service.pipeline.base import PermanentError, TransientError
 from worker_service.pipeline.config import PipelineConfig
+from worker_service.pipeline.errors import PermanentError, TransientError
 from worker_service.pipeline.fetch import FetchVideo
 from worker_service.providers.s3 import S3ObjectStore, make_s3_client
 
@@ -20,7 +20,7 @@ from worker_service.providers.s3 import S3ObjectStore, make_s3_client
 def _fetch(bucket: str, key: str, workdir: Path, **config: Any) -> Any:
     cfg = PipelineConfig(s3_bucket=bucket, **config)
     store = S3ObjectStore(bucket, max_bytes=cfg.max_video_bytes)
-    ctx, reports = make_context(workdir, {"source_type": "s3", "s3_key": key}, RecordingSink())
+    ctx, reports = make_context(workdir, {"source_type": "s3", "s3_key": key})
     FetchVideo(cfg, store).run(ctx)
     return ctx, reports
 
@@ -70,7 +70,7 @@ def test_unreachable_store_is_transient(
     # Nothing listens on that port now: connection refused, fast.
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
     store = S3ObjectStore("adverts", client=make_s3_client(max_attempts=1))
-    ctx, _ = make_context(tmp_path, {"source_type": "s3", "s3_key": "v.mp4"}, RecordingSink())
+    ctx, _ = make_context(tmp_path, {"source_type": "s3", "s3_key": "v.mp4"})
     with pytest.raises(TransientError) as raised:
         FetchVideo(PipelineConfig(s3_bucket="adverts"), store).run(ctx)
     assert raised.value.code == "S3_UNAVAILABLE"
@@ -93,9 +93,7 @@ def test_refused_credentials_are_permanent(
 
 
 def test_missing_local_file_is_transient(tmp_path: Path) -> None:
-    ctx, _ = make_context(
-        tmp_path, {"source_type": "local", "path": str(tmp_path / "gone.mp4")}, RecordingSink()
-    )
+    ctx, _ = make_context(tmp_path, {"source_type": "local", "path": str(tmp_path / "gone.mp4")})
     with pytest.raises(TransientError) as raised:
         FetchVideo(PipelineConfig(), None).run(ctx)
     assert raised.value.code == "LOCAL_FILE_NOT_FOUND"

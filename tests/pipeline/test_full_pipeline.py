@@ -23,7 +23,9 @@ needs_local_model = pytest.mark.skipif(
 
 
 def run_pipeline(pipeline: Pipeline, ctx: StageContext, reports: list[float]) -> list[str]:
-    """Run the stages as the runner does; return the stages that reported progress."""
+    """Check the input and run the stages as the worker does; return the stages that reported
+    progress."""
+    pipeline.check_input(ctx.input)
     reporting: list[str] = []
     for stage in pipeline.stages:
         before = len(reports)
@@ -64,12 +66,12 @@ def test_offline_run_from_s3(
 ) -> None:
     s3.upload_file(str(sample.path), bucket, "videos/test-ad.mp4")
     monkeypatch.setenv("S3_BUCKET", bucket)
-    pipeline = build_pipeline()
+    pipeline = build_pipeline(advert_sink=sink)
     assert tuple(pipeline.names) == STAGE_NAMES
     assert len(pipeline) == 9
 
     ctx, reports = make_context(
-        tmp_path / "work", {"source_type": "s3", "s3_key": "videos/test-ad.mp4"}, sink, lease=3
+        tmp_path / "work", {"source_type": "s3", "s3_key": "videos/test-ad.mp4"}, lease=3
     )
     reporting = run_pipeline(pipeline, ctx, reports)
     assert {"fetch_video", "extract_audio", "keyframes", "embeddings", "persist"} <= set(reporting)
@@ -123,10 +125,11 @@ def test_openai_run_uses_every_openai_path(
             "OPENAI_MAX_RETRIES": "1",
             "CHUNK_WORDS": "10",
             "CHUNK_OVERLAP_WORDS": "2",
-        }
+        },
+        advert_sink=sink,
     )
     ctx, reports = make_context(
-        tmp_path / "work", {"source_type": "s3", "s3_key": "videos/test-ad.mp4"}, sink
+        tmp_path / "work", {"source_type": "s3", "s3_key": "videos/test-ad.mp4"}
     )
     run_pipeline(pipeline, ctx, reports)
 
@@ -169,14 +172,15 @@ def test_openai_outage_in_a_stage_is_transient_for_the_job(
     fake_openai: FakeOpenAI,
     tmp_path: Path,
 ) -> None:
-    from worker_service.pipeline.base import TransientError
+    from worker_service.pipeline.errors import TransientError
 
     fake_openai.fail("/v1/audio/transcriptions", 500, 500)
     pipeline = build_pipeline(
-        {"OPENAI_API_KEY": API_KEY, "OPENAI_MAX_RETRIES": "1", "EMBEDDING_PROVIDER": "none"}
+        {"OPENAI_API_KEY": API_KEY, "OPENAI_MAX_RETRIES": "1", "EMBEDDING_PROVIDER": "none"},
+        advert_sink=sink,
     )
     ctx, reports = make_context(
-        tmp_path / "work", {"source_type": "local", "path": str(sample.path)}, sink
+        tmp_path / "work", {"source_type": "local", "path": str(sample.path)}
     )
     with pytest.raises(TransientError) as raised:
         run_pipeline(pipeline, ctx, reports)
@@ -189,9 +193,11 @@ def test_local_source_keeps_keyframes_in_keyframe_dir(
     sample: SampleAdvert, sink: RecordingSink, no_openai: None, tmp_path: Path
 ) -> None:
     keep = tmp_path / "frames"
-    pipeline = build_pipeline({"KEYFRAME_DIR": str(keep), "EMBEDDING_PROVIDER": "none"})
+    pipeline = build_pipeline(
+        {"KEYFRAME_DIR": str(keep), "EMBEDDING_PROVIDER": "none"}, advert_sink=sink
+    )
     job_input = {"source_type": "local", "path": str(sample.path)}
-    ctx, reports = make_context(tmp_path / "work", job_input, sink)
+    ctx, reports = make_context(tmp_path / "work", job_input)
     run_pipeline(pipeline, ctx, reports)
 
     ((advert, _, _),) = sink.calls
@@ -206,7 +212,7 @@ def test_local_source_keeps_keyframes_in_keyframe_dir(
     )
 
     # The same source again updates the same advert.
-    ctx2, reports2 = make_context(tmp_path / "work2", job_input, sink)
+    ctx2, reports2 = make_context(tmp_path / "work2", job_input)
     run_pipeline(pipeline, ctx2, reports2)
     assert ctx2.output["ad_id"] == ctx.output["ad_id"]
     assert ctx2.output["created"] is False
@@ -215,9 +221,9 @@ def test_local_source_keeps_keyframes_in_keyframe_dir(
 def test_local_source_without_keyframe_dir_keeps_only_times(
     sample: SampleAdvert, sink: RecordingSink, no_openai: None, tmp_path: Path
 ) -> None:
-    pipeline = build_pipeline({"EMBEDDING_PROVIDER": "none"})
+    pipeline = build_pipeline({"EMBEDDING_PROVIDER": "none"}, advert_sink=sink)
     ctx, reports = make_context(
-        tmp_path / "work", {"source_type": "local", "path": str(sample.path)}, sink
+        tmp_path / "work", {"source_type": "local", "path": str(sample.path)}
     )
     run_pipeline(pipeline, ctx, reports)
     ((advert, _, _),) = sink.calls
@@ -228,4 +234,4 @@ def test_local_source_without_keyframe_dir_keeps_only_times(
 
 def test_build_pipeline_refuses_impossible_configuration(no_openai: None) -> None:
     with pytest.raises(ValueError, match="EMBEDDING_PROVIDER=openai needs OPENAI_API_KEY"):
-        build_pipeline({"EMBEDDING_PROVIDER": "openai"})
+        build_pipeline({"EMBEDDING_PROVIDER": "openai"}, advert_sink=RecordingSink())

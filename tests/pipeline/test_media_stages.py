@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipeline.conftest import RecordingSink, make_context
+from tests.pipeline.conftest import make_context
 from tests.pipeline.sample_media import (
     SampleAdvert,
     make_audio_only,
@@ -16,8 +16,9 @@ from tests.pipeline.sample_media import (
     make_still_image,
 )
 from worker_service.pipeline.audio import ExtractAudio
-from worker_service.pipeline.base import JobStopped, PermanentError, StageContext
+from worker_service.pipeline.base import StageContext
 from worker_service.pipeline.config import PipelineConfig
+from worker_service.pipeline.errors import JobStopped, PermanentError
 from worker_service.pipeline.fetch import FetchVideo
 from worker_service.pipeline.keyframes import ExtractKeyframes
 from worker_service.pipeline.probe import ProbeMedia
@@ -26,9 +27,7 @@ CONFIG = PipelineConfig()
 
 
 def _probed(path: Path, workdir: Path) -> tuple[StageContext, list[float]]:
-    ctx, reports = make_context(
-        workdir, {"source_type": "local", "path": str(path)}, RecordingSink()
-    )
+    ctx, reports = make_context(workdir, {"source_type": "local", "path": str(path)})
     FetchVideo(CONFIG, None).run(ctx)
     ProbeMedia(CONFIG).run(ctx)
     reports.clear()

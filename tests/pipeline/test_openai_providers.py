@@ -17,7 +17,7 @@ from tests.pipeline.fake_openai import (
     fake_vector,
 )
 from tests.pipeline.sample_media import SampleAdvert
-from worker_service.pipeline.base import PermanentError, StageError, TransientError
+from worker_service.pipeline.errors import PermanentError, StageError, TransientError
 from worker_service.providers import openai_api
 from worker_service.providers.analysis_schema import ANALYSIS_SCHEMA
 from worker_service.providers.interfaces import AnalysisRequest

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from jobqueue.settings import ConfigError
-from worker_service.pipeline.base import PermanentError
 from worker_service.pipeline.config import PipelineConfig
-from worker_service.pipeline.sources import parse_source
+from worker_service.pipeline.errors import PermanentError
+from worker_service.pipeline.sources import input_check, parse_source
 
 S3 = PipelineConfig(s3_bucket="adverts")
 
@@ -34,6 +34,8 @@ def test_s3_source_key() -> None:
         {"source_type": "local"},
         {"source_type": "local", "path": "/media/../etc/passwd"},
         {"source_type": "local", "path": "relative/x.mp4"},
+        # The REST API and the checklist always name the source type; it is never guessed.
+        {"s3_key": "videos/x.mp4"},
         {},
     ],
 )
@@ -42,6 +44,19 @@ def test_invalid_input_is_permanent(job_input: dict[str, object]) -> None:
         parse_source(job_input, S3)
     assert raised.value.code == "INVALID_INPUT"
     assert raised.value.retryable is False
+
+
+def test_the_pipeline_checks_input_with_the_same_rules() -> None:
+    check = input_check(S3)
+    assert check({"source_type": "s3", "s3_key": "videos/x.mp4"}) == parse_source(
+        {"source_type": "s3", "s3_key": "videos/x.mp4"}, S3
+    )
+    with pytest.raises(PermanentError, match="source_type s3 needs an s3_key"):
+        check({"source_type": "s3", "s3_key": "  "})
+    with pytest.raises(PermanentError, match="source_type local needs a path"):
+        check({"source_type": "local", "path": 3})
+    with pytest.raises(PermanentError, match="source_type must be 's3' or 'local', got None"):
+        check({"s3_key": "videos/x.mp4"})
 
 
 def test_input_that_is_not_an_object() -> None:

@@ -1,15 +1,20 @@
 """Small real pipelines for the worker's tests (the real nine stages are the pipeline's issue).
 
-`build_pipeline()` reads the environment, as the real factory does:
+`build_pipeline(queue_addr=..., token=...)` is called by the worker as the real factory is (it
+declares the queue arguments, so the worker passes its own) and reads the rest of its
+environment:
 
 - TEST_OBJECT_ROOT: a directory standing in for the bucket; `s3_key` is a path under it, and a
   missing object is a TransientError (S3_NOT_FOUND), as the checklist's Test 3 wants.
 - TEST_RESULTS_DIR: where `persist` writes one record per (job, lease), so that a test can see
   which attempts got as far as persisting. `persist` also stores an advert through the queue
-  service's AdvertService (the worker's sink), whose id becomes the job's ad_id.
+  service's AdvertService (a sink this factory opens), whose id becomes the job's ad_id.
+
+Inputs are the adverts' own shape, checked by the nine-stage pipeline's validator (a missing
+`s3_key` is a permanent INVALID_INPUT before any stage runs).
 
 Input keys that steer a job: `gate` (a file path: the `wait_for_gate` stage holds the job
-RUNNING until the file exists or the job is told to stop), `fail` ("permanent" or "crash"),
+RUNNING until the file exists or the job is told to stop), `fail` (see `fail_as_asked`),
 `advert` (false: do not store an advert).
 No stage sleeps to pass time; the gate waits on the stop event, so a stop is honoured at once.
 """
@@ -19,16 +24,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from jobqueue.v1 import advert_service_pb2
-from worker_service.pipeline.base import (
-    PermanentError,
-    Pipeline,
-    StageContext,
-    TransientError,
-)
+from worker_service.pipeline.base import Pipeline, StageContext
+from worker_service.pipeline.config import PipelineConfig
+from worker_service.pipeline.errors import JobStopped, PermanentError, TransientError
+from worker_service.pipeline.sources import input_check
+from worker_service.providers.grpc_sink import GrpcAdvertSink
+from worker_service.providers.interfaces import AdvertSink
 
 CHUNK = 64 * 1024
 
@@ -63,30 +69,49 @@ class ReadSource:
         ctx.state["data"] = bytes(data)
 
 
+def _file_exists(gate: str) -> bool:
+    return Path(gate).exists()
+
+
 class WaitForGate:
+    """Holds a job whose input names a `gate` until it opens (by default: the file exists)."""
+
     name = "wait_for_gate"
+
+    def __init__(self, is_open: Callable[[str], bool] = _file_exists) -> None:
+        self._is_open = is_open
 
     def run(self, ctx: StageContext) -> None:
         gate = ctx.input.get("gate")
         if not gate:
             return
         ctx.progress(0.5)
-        while not Path(gate).exists():
+        while not self._is_open(gate):
             # Wakes at once on a stop request; otherwise looks at the gate again shortly.
             if ctx.stop_event.wait(0.02):
                 ctx.check_stopped()
         ctx.progress(1.0)
 
 
+def fail_as_asked(ctx: StageContext) -> None:
+    """Raise what the input's `fail` asks for: "permanent", "transient", "crash" (a bug), or
+    "lease" (a stage's own write refused as ABORTED: the lease is gone)."""
+    fail = ctx.input.get("fail")
+    if fail == "permanent":
+        raise PermanentError("UNSUPPORTED_MEDIA", "not a video this pipeline can read")
+    if fail == "transient":
+        raise TransientError("FLAKY_DEPENDENCY", "the dependency answered 503")
+    if fail == "crash":
+        raise ValueError("a bug in a stage")
+    if fail == "lease":
+        raise JobStopped(ctx.job_id)
+
+
 class Fingerprint:
     name = "fingerprint"
 
     def run(self, ctx: StageContext) -> None:
-        fail = ctx.input.get("fail")
-        if fail == "permanent":
-            raise PermanentError("UNSUPPORTED_MEDIA", "not a video this pipeline can read")
-        if fail == "crash":
-            raise ValueError("a bug in a stage")
+        fail_as_asked(ctx)
         data: bytes = ctx.state["data"]
         digest = hashlib.sha256()
         for start in range(0, len(data), CHUNK):
@@ -98,8 +123,9 @@ class Fingerprint:
 class Persist:
     name = "persist"
 
-    def __init__(self, results_dir: Path | None) -> None:
+    def __init__(self, results_dir: Path | None, sink: AdvertSink) -> None:
         self._results = results_dir
+        self._sink = sink
 
     def run(self, ctx: StageContext) -> None:
         record = {
@@ -120,7 +146,7 @@ class Persist:
         if ctx.input.get("advert", True):
             advert = advert_service_pb2.Advert(source_key=source_key(ctx.input), job_id=ctx.job_id)
             advert.media.update({"bytes": record["bytes"], "sha256": record["sha256"]})
-            ad_id, created = ctx.advert_sink.store(advert, ctx.job_id, ctx.lease)
+            ad_id, created = self._sink.store(advert, ctx.job_id, ctx.lease)
         ctx.output.update(
             ad_id=ad_id,
             created=created,
@@ -131,16 +157,20 @@ class Persist:
         ctx.progress(1.0)
 
 
-def build_pipeline() -> Pipeline:
+def build_pipeline(*, queue_addr: str, token: str | None = None) -> Pipeline:
     root = Path(os.environ.get("TEST_OBJECT_ROOT", "."))
     results = os.environ.get("TEST_RESULTS_DIR")
+    sink = GrpcAdvertSink(queue_addr, token)
     return Pipeline(
         stages=[
             ReadSource(root),
             WaitForGate(),
             Fingerprint(),
-            Persist(Path(results) if results else None),
-        ]
+            Persist(Path(results) if results else None, sink),
+        ],
+        # The object root stands in for the bucket.
+        validate_input=input_check(PipelineConfig(s3_bucket="test-objects")),
+        close=sink.close,
     )
 
 

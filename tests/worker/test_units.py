@@ -1,4 +1,5 @@
-"""The worker's pure logic: configuration, output lines, input validation. No I/O."""
+"""The worker's pure logic: configuration, output lines, what is sent and said after a run.
+No I/O. (Input validation belongs to the pipeline: tests/pipeline/test_sources.py.)"""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from jobqueue.v1 import job_pb2
 from worker_service import output
 from worker_service.cli import build_parser, configure
 from worker_service.config import ENV_MIRRORS, resolve
-from worker_service.runner import _next_step, json_safe, validate_input
+from worker_service.settle import job_output, json_safe, next_step
 
 
 def test_defaults() -> None:
@@ -117,31 +118,16 @@ def test_running_jobs_lines_match_the_checklist() -> None:
     assert output.running_jobs([]) == ["Running jobs: 0"]
 
 
-@pytest.mark.parametrize(
-    ("job_input", "problem"),
-    [
-        ({"source_type": "s3", "s3_key": "videos/a.mp4"}, None),
-        ({"source_type": "local", "path": "/v/a.mp4"}, None),
-        ({"source_type": "s3"}, "source_type s3 needs an s3_key"),
-        ({"source_type": "s3", "s3_key": "  "}, "source_type s3 needs an s3_key"),
-        ({"source_type": "local", "path": 3}, "source_type local needs a path"),
-        ({}, "source_type must be 's3' or 'local', got None"),
-    ],
-)
-def test_input_validation(job_input: dict[str, object], problem: str | None) -> None:
-    assert validate_input(job_input) == problem
-
-
 def test_what_happens_after_a_failure() -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     retry = job_pb2.Job(status=job_pb2.JOB_STATUS_RETRY, attempts=1, max_attempts=5)
     retry.updated_at.FromDatetime(now)
     retry.run_after.FromDatetime(now + timedelta(seconds=10))
-    assert _next_step(retry) == "will retry in 10.0s"
+    assert next_step(retry) == "will retry in 10.0s"
     dead = job_pb2.Job(status=job_pb2.JOB_STATUS_FAILED, attempts=5, max_attempts=5)
-    assert _next_step(dead) == "will not retry: 5/5 attempts used"
+    assert next_step(dead) == "will not retry: 5/5 attempts used"
     permanent = job_pb2.Job(status=job_pb2.JOB_STATUS_FAILED, attempts=1, max_attempts=5)
-    assert _next_step(permanent) == "will not retry: permanent error"
+    assert next_step(permanent) == "will not retry: permanent error"
 
 
 def test_output_becomes_plain_json() -> None:
@@ -151,6 +137,12 @@ def test_output_becomes_plain_json() -> None:
         "workdir": "/tmp/x",
         "n": 1,
         "nested": {"a": [1, None]},
+    }
+    # PostgreSQL's jsonb refuses NUL: it becomes U+FFFD rather than losing the finished work.
+    assert json_safe({"transcript": "a\x00b"}) == {"transcript": "a\ufffdb"}
+    assert job_output({"ad_id": "x"}, {"fetch": 0.5}) == {
+        "ad_id": "x",
+        "stage_timings": {"fetch": 0.5},
     }
 
 

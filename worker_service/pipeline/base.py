@@ -1,56 +1,42 @@
 """The pipeline interface: named stages run in order, each reporting its progress.
 
-The worker knows nothing of what a stage does. It builds a `StageContext` per job, runs the
-stages in a worker thread (so that the heartbeat stream on the event loop keeps flowing while a
-stage blocks on ffmpeg, S3 or an LLM) and turns `TransientError` / `PermanentError` into a
-retryable or a permanent `Fail`. Any other exception is treated as transient: the job is retried
-and, after max_attempts, lands in the dead letter with its traceback summary in `last_error`.
+The worker knows nothing of what a stage does, nor of what a job's input means. It asks the
+pipeline to check the input (the `validating_input` stage), builds a `StageContext` per job,
+runs the stages in a thread of their own (so that the heartbeat stream on the event loop keeps
+flowing while a stage blocks on ffmpeg, S3 or an LLM) and turns `TransientError` /
+`PermanentError` (see `errors`) into a retryable or a permanent `Fail`.
+
+A pipeline factory (`WORKER_PIPELINE=module:callable`) builds whatever its stages need: the
+nine-stage pipeline's factory opens the channel through which `persist` stores adverts, and
+hands the pipeline a `close` that the worker calls when it stops.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from jobqueue.v1 import advert_service_pb2
+# The error classes are part of this interface for the pipelines that implement it; they live
+# in a leaf module so that providers can raise them without importing the pipeline.
+from worker_service.pipeline.errors import JobStopped, PermanentError, StageError, TransientError
 
+__all__ = [
+    "InputCheck",
+    "JobStopped",
+    "PermanentError",
+    "Pipeline",
+    "Stage",
+    "StageContext",
+    "StageError",
+    "TransientError",
+]
 
-class StageError(Exception):
-    """A classified failure. `code` becomes the job's error_code."""
-
-    retryable: bool = True
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class TransientError(StageError):
-    """Worth retrying: network, throttling, 5xx, an object not there yet."""
-
-    retryable = True
-
-
-class PermanentError(StageError):
-    """Retrying cannot help: invalid input, not a video, refused credentials."""
-
-    retryable = False
-
-
-class JobStopped(Exception):  # a signal, not an error: hence no "Error" suffix
-    """Raised inside a stage when the job was cancelled or its lease was lost."""
-
-
-class AdvertSink(Protocol):
-    """Stores an advert through the queue service (which owns the database)."""
-
-    def store(self, advert: advert_service_pb2.Advert, job_id: str, lease: int) -> tuple[str, bool]:
-        """Return (ad_id, created). Raises StageError on failure."""
-        ...
+# Raises a StageError (PermanentError for a malformed input) when a job cannot run; whatever it
+# returns is ignored. It runs on the worker's event loop: a cheap look at the input, no network.
+InputCheck = Callable[[Mapping[str, Any]], object]
 
 
 @dataclass
@@ -61,14 +47,13 @@ class StageContext:
     lease: int
     input: dict[str, Any]
     workdir: Path
-    advert_sink: AdvertSink
-    # Called with 0..1 within the current stage; the runner maps it to the job's progress.
+    # Called with 0..1 within the current stage; the worker maps it to the job's progress.
     report_progress: Callable[[float], None] = lambda _fraction: None
-    # Set by the runner when the job is cancelled or its lease lost.
+    # Set by the worker when the job is cancelled, its lease lost or the worker stops.
     stop_event: threading.Event = field(default_factory=threading.Event)
     # Results of earlier stages, keyed by what they produced ("media", "transcript", ...).
     state: dict[str, Any] = field(default_factory=dict)
-    # The job's output; the runner adds stage timings and sends it with Complete.
+    # The job's output; the worker adds stage timings and sends it with Complete.
     output: dict[str, Any] = field(default_factory=dict)
 
     def check_stopped(self) -> None:
@@ -93,10 +78,19 @@ class Stage(Protocol):
 @dataclass
 class Pipeline:
     stages: Sequence[Stage]
+    # What a job's input must look like; None accepts any input and leaves it to the stages.
+    validate_input: InputCheck | None = None
+    # Releases what the factory opened (a channel to the queue service) when the worker stops.
+    close: Callable[[], None] = lambda: None
 
     @property
     def names(self) -> list[str]:
         return [stage.name for stage in self.stages]
+
+    def check_input(self, job_input: Mapping[str, Any]) -> None:
+        """Raise a StageError naming what is wrong with `job_input`, before any stage runs."""
+        if self.validate_input is not None:
+            self.validate_input(job_input)
 
     def __len__(self) -> int:
         return len(self.stages)

@@ -7,7 +7,8 @@ vectors (never with placeholder ones) and can be embedded later.
 from __future__ import annotations
 
 from worker_service.pipeline import provenance
-from worker_service.pipeline.base import StageContext, TransientError
+from worker_service.pipeline.base import StageContext
+from worker_service.pipeline.errors import TransientError
 from worker_service.providers.interfaces import Embedder
 
 BATCH_SIZE = 64

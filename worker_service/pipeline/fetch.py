@@ -6,8 +6,9 @@ import logging
 from pathlib import Path
 
 from worker_service.pipeline import provenance
-from worker_service.pipeline.base import PermanentError, StageContext, TransientError
+from worker_service.pipeline.base import StageContext
 from worker_service.pipeline.config import PipelineConfig
+from worker_service.pipeline.errors import PermanentError, TransientError
 from worker_service.pipeline.sources import parse_source
 from worker_service.providers.interfaces import ObjectStore
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from worker_service.pipeline.base import PermanentError, TransientError
+from worker_service.pipeline.errors import PermanentError, TransientError
 
 log = logging.getLogger(__name__)
 

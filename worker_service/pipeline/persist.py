@@ -6,7 +6,8 @@ ones. For a local source they are copied to KEYFRAME_DIR/<hash>/ when that is se
 only their times and sizes are stored (uri empty) and provenance says so, because the job's
 workdir is deleted when the job ends and a path into it would be a lie.
 
-The advert is stored idempotently by source_key, and only while this job's lease is current.
+The advert is stored idempotently by source_key, and only while this job's lease is current,
+through the AdvertSink the pipeline factory gave this stage.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from worker_service.pipeline.base import StageContext
 from worker_service.pipeline.config import PipelineConfig
 from worker_service.pipeline.keyframes import KeyframeFile
 from worker_service.pipeline.sources import Source
-from worker_service.providers.interfaces import ObjectStore
+from worker_service.providers.interfaces import AdvertSink, ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,10 @@ def _summary(ctx: StageContext, keyframes: int, ad_id: str) -> str:
 class Persist:
     name = "persist"
 
-    def __init__(self, config: PipelineConfig, store: ObjectStore | None) -> None:
+    def __init__(self, config: PipelineConfig, store: ObjectStore | None, sink: AdvertSink) -> None:
         self._config = config
         self._store = store
+        self._sink = sink
 
     def _keep_keyframes(
         self, ctx: StageContext, source: Source, frames: list[KeyframeFile]
@@ -128,7 +130,7 @@ class Persist:
             )
         ctx.progress(0.85)
 
-        ad_id, created = ctx.advert_sink.store(advert, ctx.job_id, ctx.lease)
+        ad_id, created = self._sink.store(advert, ctx.job_id, ctx.lease)
         log.info("job %s: stored advert %s (created=%s)", ctx.job_id, ad_id, created)
 
         facts = ctx.state["media"]

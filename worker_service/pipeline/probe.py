@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from worker_service.pipeline import media, provenance
-from worker_service.pipeline.base import PermanentError, StageContext
+from worker_service.pipeline.base import StageContext
 from worker_service.pipeline.config import PipelineConfig
+from worker_service.pipeline.errors import PermanentError
 
 
 def _rate(value: str | None) -> float | None:

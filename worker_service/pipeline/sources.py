@@ -3,17 +3,23 @@
 Two kinds of source: {"source_type": "s3", "s3_key": "videos/ad.mp4"} (read from S3_BUCKET) and
 {"source_type": "local", "path": "/media/ad.mp4"} for users without object storage. Anything
 else is a permanent INVALID_INPUT: no retry can make a malformed input valid.
+
+`source_type` is required, as the REST API's enqueue schema and the checklist write it: an input
+with an `s3_key` but no `source_type` is refused rather than guessed at. `input_check` is the
+pipeline's validator (the worker's `validating_input` stage); `fetch_video` parses the same way.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from worker_service.pipeline.base import PermanentError
+from worker_service.pipeline.base import InputCheck
 from worker_service.pipeline.config import PipelineConfig
+from worker_service.pipeline.errors import PermanentError
 
 _MAX_KEY_BYTES = 1024  # S3's own limit on key length
 
@@ -38,10 +44,19 @@ def _invalid(message: str) -> PermanentError:
     return PermanentError("INVALID_INPUT", message)
 
 
+def input_check(config: PipelineConfig) -> InputCheck:
+    """The nine-stage pipeline's validator: `parse_source` under this configuration."""
+
+    def check(job_input: Mapping[str, Any]) -> Source:
+        return parse_source(job_input, config)
+
+    return check
+
+
 def parse_source(job_input: Any, config: PipelineConfig) -> Source:
-    if not isinstance(job_input, dict):
+    if not isinstance(job_input, Mapping):
         raise _invalid("the job input must be a JSON object")
-    source_type = job_input.get("source_type", "s3" if "s3_key" in job_input else None)
+    source_type = job_input.get("source_type")
     if source_type == "s3":
         return _s3_source(job_input.get("s3_key"), config)
     if source_type == "local":
@@ -51,7 +66,7 @@ def parse_source(job_input: Any, config: PipelineConfig) -> Source:
 
 def _s3_source(key: Any, config: PipelineConfig) -> Source:
     if not isinstance(key, str) or not key.strip():
-        raise _invalid("s3_key is required and must be a non-empty string")
+        raise _invalid("source_type s3 needs an s3_key")
     if key != key.strip() or "\x00" in key or len(key.encode()) > _MAX_KEY_BYTES:
         raise _invalid("s3_key has surrounding white space, a NUL byte, or is too long")
     if key.startswith("/") or ".." in PurePosixPath(key).parts:
@@ -67,7 +82,7 @@ def _s3_source(key: Any, config: PipelineConfig) -> Source:
 
 def _local_source(raw: Any, config: PipelineConfig) -> Source:
     if not isinstance(raw, str) or not raw.strip():
-        raise _invalid("path is required and must be a non-empty string")
+        raise _invalid("source_type local needs a path")
     if "\x00" in raw:
         raise _invalid("path contains a NUL byte")
     path = Path(raw)

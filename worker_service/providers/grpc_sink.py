@@ -23,7 +23,7 @@ import grpc
 
 from jobqueue import rpc
 from jobqueue.v1 import advert_service_pb2, advert_service_pb2_grpc
-from worker_service.pipeline.base import JobStopped, PermanentError, TransientError
+from worker_service.pipeline.errors import JobStopped, PermanentError, TransientError
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """The small interfaces that pipeline stages depend on, and the values they exchange.
 
-Every provider raises `TransientError` / `PermanentError` (from worker_service.pipeline.base)
-for failures it can classify, so that stages never inspect a vendor's exception types.
+Every provider raises `TransientError` / `PermanentError` (from worker_service.pipeline.errors,
+the only module of the pipeline a provider imports) for failures it can classify, so that stages
+never inspect a vendor's exception types.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+from jobqueue.v1 import advert_service_pb2
 
 # Called with 0..1; may raise JobStopped (it is the stage's ctx.progress).
 ProgressCallback = Callable[[float], None]
@@ -78,4 +81,12 @@ class Embedder(Protocol):
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """One vector per text, in order, all of the model's dimension."""
+        ...
+
+
+class AdvertSink(Protocol):
+    """Stores an advert through the queue service (which owns the database)."""
+
+    def store(self, advert: advert_service_pb2.Advert, job_id: str, lease: int) -> tuple[str, bool]:
+        """Return (ad_id, created). Raises StageError on failure, JobStopped for a lost lease."""
         ...

@@ -17,7 +17,7 @@ from typing import Any
 
 import openai
 
-from worker_service.pipeline.base import PermanentError, StageError, TransientError
+from worker_service.pipeline.errors import PermanentError, StageError, TransientError
 from worker_service.providers.analysis_schema import ANALYSIS_FIELDS, ANALYSIS_SCHEMA
 from worker_service.providers.interfaces import AnalysisRequest, Transcript, TranscriptSegment
 

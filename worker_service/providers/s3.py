@@ -24,7 +24,7 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-from worker_service.pipeline.base import JobStopped, PermanentError, StageError, TransientError
+from worker_service.pipeline.errors import JobStopped, PermanentError, StageError, TransientError
 from worker_service.providers.interfaces import ObjectInfo, ProgressCallback
 
 if TYPE_CHECKING:
