@@ -1,0 +1,208 @@
+"""A hand-written queue service for in-process worker tests: the client's calls (`QueueCalls`)
+over a few jobs held in memory, with the rules a worker relies on.
+
+- Claim hands out QUEUED jobs (at most `max_jobs`), each RUNNING under lease 1; it waits up to
+  its `wait` for one to be added, as the real Claim does.
+- Complete / Fail / Release change a RUNNING job whose lease matches; a stale lease is ABORTED
+  and a job that is no longer RUNNING is FAILED_PRECONDITION, as the real service answers.
+- Fail of a job an operator cancelled ends CANCELLED; a retryable Fail ends RETRY (10 s later),
+  a permanent one FAILED.
+- Heartbeats are answered with `answers[job_id]` (CONTINUE unless a test sets CANCEL or
+  LEASE_LOST).
+- `refuse[method] = n` answers the next n calls of that method UNAVAILABLE without changing
+  anything; `drop_answer[method] = n` makes the change, then answers UNAVAILABLE (the answer was
+  lost on the way back).
+
+Every call is recorded in `calls`, and `until(predicate)` waits on the record (a condition
+notified by each call), never on a sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+
+from jobqueue import rpc
+from jobqueue.v1 import job_pb2
+from jobqueue.v1 import queue_service_pb2 as pb
+
+Status = job_pb2.JobStatus
+RETRY_AFTER = timedelta(seconds=10)
+UNTIL_SECONDS = 10.0
+
+
+def rpc_error(code: grpc.StatusCode, details: str = "fake queue service") -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=details)
+
+
+class FakeQueue:
+    def __init__(self) -> None:
+        self.jobs: dict[str, job_pb2.Job] = {}
+        self.queued: list[str] = []
+        self.cancelled: set[str] = set()
+        # (method, job_id or "", details): every call, in order.
+        self.calls: list[tuple[str, str, Any]] = []
+        self.claims: list[int] = []
+        self.beats: list[pb.HeartbeatRequest] = []
+        self.answers: dict[str, int] = {}
+        self.refuse: dict[str, int] = {}
+        self.drop_answer: dict[str, int] = {}
+        self._changed = asyncio.Condition()
+
+    # -- the test's side ---------------------------------------------------------------------
+
+    def add(self, job_input: Mapping[str, Any]) -> str:
+        job_id = str(uuid.uuid4())
+        self.jobs[job_id] = job_pb2.Job(
+            id=job_id, status=Status.JOB_STATUS_QUEUED, max_attempts=5, input=rpc.struct(job_input)
+        )
+        self.queued.append(job_id)
+        return job_id
+
+    def called(self, method: str, job_id: str = "") -> list[Any]:
+        """The details of each `method` call (for `job_id`, when given)."""
+        return [
+            details
+            for name, called_id, details in self.calls
+            if name == method and (not job_id or called_id == job_id)
+        ]
+
+    def stages(self, job_id: str) -> list[str]:
+        """The stages this job's beats reported, each once, in order."""
+        seen: list[str] = []
+        for beat in self.beats:
+            if beat.job_id == job_id and (not seen or seen[-1] != beat.stage):
+                seen.append(beat.stage)
+        return seen
+
+    async def until(self, predicate: Callable[[], object]) -> None:
+        """Wait until `predicate` holds, re-checked after every call; fail after 10 s."""
+        async with asyncio.timeout(UNTIL_SECONDS), self._changed:
+            await self._changed.wait_for(predicate)
+
+    async def _record(self, method: str, job_id: str = "", details: Any = None) -> None:
+        async with self._changed:
+            self.calls.append((method, job_id, details))
+            self._changed.notify_all()
+
+    # -- QueueCalls ----------------------------------------------------------------------------
+
+    async def claim(self, worker_id: str, max_jobs: int, wait_seconds: float) -> list[job_pb2.Job]:
+        self.claims.append(max_jobs)
+        await self._record("claim", "", max_jobs)
+        if not self.queued and wait_seconds > 0:
+            async with self._changed:
+                try:
+                    await asyncio.wait_for(
+                        self._changed.wait_for(lambda: bool(self.queued)), wait_seconds
+                    )
+                except TimeoutError:
+                    return []
+        taken, self.queued = self.queued[:max_jobs], self.queued[max_jobs:]
+        for job_id in taken:
+            job = self.jobs[job_id]
+            job.status, job.lease, job.stage, job.locked_by = (
+                Status.JOB_STATUS_RUNNING,
+                job.lease + 1,
+                "claimed",
+                worker_id,
+            )
+            job.attempts += 1
+        return [_copy(self.jobs[job_id]) for job_id in taken]
+
+    def heartbeats(self, requests: AsyncIterator[pb.HeartbeatRequest]) -> FakeHeartbeatCall:
+        return FakeHeartbeatCall(self, requests)
+
+    async def complete(self, job_id: str, lease: int, output: Mapping[str, Any]) -> job_pb2.Job:
+        def change(job: job_pb2.Job) -> None:
+            job.status, job.stage = Status.JOB_STATUS_SUCCEEDED, "succeeded"
+            job.output.CopyFrom(rpc.struct(output))
+
+        return await self._settle("complete", job_id, lease, dict(output), change)
+
+    async def fail(
+        self, job_id: str, lease: int, *, code: str, message: str, retryable: bool
+    ) -> job_pb2.Job:
+        def change(job: job_pb2.Job) -> None:
+            job.error_code, job.last_error = code, message
+            now = datetime.now(UTC)
+            job.updated_at.FromDatetime(now)
+            if job_id in self.cancelled:
+                job.status, job.stage = Status.JOB_STATUS_CANCELLED, "cancelled"
+            elif retryable and job.attempts < job.max_attempts:
+                job.status, job.stage = Status.JOB_STATUS_RETRY, "failed"
+                job.run_after.FromDatetime(now + RETRY_AFTER)
+            else:
+                job.status, job.stage = Status.JOB_STATUS_FAILED, "failed"
+
+        details = {"code": code, "message": message, "retryable": retryable}
+        return await self._settle("fail", job_id, lease, details, change)
+
+    async def release(self, job_id: str, lease: int, reason: str) -> job_pb2.Job:
+        def change(job: job_pb2.Job) -> None:
+            job.status, job.stage = Status.JOB_STATUS_QUEUED, "released"
+            job.attempts -= 1
+
+        return await self._settle("release", job_id, lease, reason, change)
+
+    async def get_job(self, job_id: str) -> job_pb2.Job:
+        await self._record("get_job", job_id)
+        return _copy(self.jobs[job_id])
+
+    async def _settle(
+        self,
+        method: str,
+        job_id: str,
+        lease: int,
+        details: Any,
+        change: Callable[[job_pb2.Job], None],
+    ) -> job_pb2.Job:
+        await self._record(method, job_id, details)
+        if self.refuse.get(method, 0) > 0:
+            self.refuse[method] -= 1
+            raise rpc_error(grpc.StatusCode.UNAVAILABLE, "the queue service is restarting")
+        job = self.jobs[job_id]
+        if job.lease != lease:
+            raise rpc_error(grpc.StatusCode.ABORTED, "lease lost")
+        if job.status != Status.JOB_STATUS_RUNNING:
+            raise rpc_error(grpc.StatusCode.FAILED_PRECONDITION, "the job is not running")
+        change(job)
+        if self.drop_answer.get(method, 0) > 0:
+            self.drop_answer[method] -= 1
+            raise rpc_error(grpc.StatusCode.UNAVAILABLE, "the answer was lost")
+        return _copy(job)
+
+
+class FakeHeartbeatCall:
+    """One heartbeat stream: each beat is recorded and answered at once."""
+
+    def __init__(self, queue: FakeQueue, requests: AsyncIterator[pb.HeartbeatRequest]) -> None:
+        self._queue = queue
+        self._requests = requests
+
+    def __aiter__(self) -> AsyncIterator[pb.HeartbeatResponse]:
+        return self._answers()
+
+    async def _answers(self) -> AsyncIterator[pb.HeartbeatResponse]:
+        async for request in self._requests:
+            self._queue.beats.append(request)
+            await self._queue._record("heartbeat", request.job_id, request.stage)
+            yield pb.HeartbeatResponse(
+                job_id=request.job_id,
+                lease=request.lease,
+                action=self._queue.answers.get(request.job_id, pb.HEARTBEAT_ACTION_CONTINUE),  # type: ignore[arg-type]
+            )
+
+    def cancel(self) -> bool:
+        return True
+
+
+def _copy(job: job_pb2.Job) -> job_pb2.Job:
+    copy = job_pb2.Job()
+    copy.CopyFrom(job)
+    return copy

@@ -1,0 +1,359 @@
+"""The worker in-process against a hand-written queue service (tests/worker/fake_queue.py):
+the claim loop (`Worker`), one job's life (`JobRun`) and how it is settled, in milliseconds.
+
+Stages here are held by gates the test opens (threading events), and every wait is on a
+recorded call or beat of the fake, never a sleep. The real processes are tested in
+test_checklist.py and test_failures.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from jobqueue.v1 import queue_service_pb2 as pb
+from tests.worker.fake_queue import FakeQueue
+from tests.worker.pipelines import WaitForGate, fail_as_asked
+from worker_service.config import WorkerConfig
+from worker_service.heartbeats import HeartbeatStream
+from worker_service.job_run import Counters, JobRun, JobRunDeps
+from worker_service.pipeline.base import Pipeline, StageContext
+from worker_service.pipeline.errors import PermanentError
+from worker_service.pipeline_loader import load_pipeline
+from worker_service.runner import Worker
+from worker_service.stop_reason import StopReason
+
+ADVERT = {"source_type": "s3", "s3_key": "videos/a.mp4"}
+
+
+class Finish:
+    """Ends the job the way its input's `fail` says; succeeds without one."""
+
+    name = "finish"
+
+    def run(self, ctx: StageContext) -> None:
+        fail_as_asked(ctx)
+        ctx.output.update(ad_id=f"ad-{ctx.job_id[:8]}", workdir=ctx.workdir)
+
+
+@dataclass
+class Setup:
+    fake: FakeQueue = field(default_factory=FakeQueue)
+    lines: list[str] = field(default_factory=list)
+    gates: dict[str, threading.Event] = field(default_factory=dict)
+
+    def gate(self, name: str) -> threading.Event:
+        return self.gates.setdefault(name, threading.Event())
+
+    def held(self, gate: str) -> dict[str, Any]:
+        """An input held in the `wait_for_gate` stage until `gate` opens."""
+        self.gate(gate)
+        return {**ADVERT, "gate": gate}
+
+    def pipeline(self) -> Pipeline:
+        return Pipeline(stages=[WaitForGate(lambda gate: self.gate(gate).is_set()), Finish()])
+
+    def worker(self, pipeline: Pipeline | None = None, **config: Any) -> Worker:
+        settings = {
+            "worker_id": "worker-1",
+            "once": True,
+            "heartbeat_interval_seconds": 0.05,
+            "rpc_timeout_seconds": 1.0,
+            **config,
+        }
+        return Worker(
+            WorkerConfig(**settings), self.fake, pipeline or self.pipeline(), self.lines.append
+        )
+
+    def line(self, start: str) -> str:
+        (found,) = [line for line in self.lines if line.startswith(start)]
+        return found
+
+
+@pytest.fixture
+def setup() -> Iterator[Setup]:
+    made = Setup()
+    yield made
+    for gate in made.gates.values():  # no stage thread outlives its test
+        gate.set()
+
+
+@pytest.fixture
+async def heartbeats(setup: Setup) -> AsyncIterator[HeartbeatStream]:
+    stream = HeartbeatStream(setup.fake, 0.05, "worker-1")
+    stream.start()
+    yield stream
+    await stream.stop()
+
+
+async def finished(worker: Worker) -> None:
+    """Run the worker to its end (or fail the test after 10 s)."""
+    async with asyncio.timeout(10):
+        await worker.run()
+
+
+# -- the claim loop ------------------------------------------------------------------------
+
+
+async def test_claims_as_many_jobs_as_it_has_room_for(setup: Setup) -> None:
+    jobs = [setup.fake.add(setup.held(f"job-{i}")) for i in range(5)]
+    worker = setup.worker(concurrency=3)
+    running = asyncio.create_task(finished(worker))
+
+    await setup.fake.until(lambda: all("wait_for_gate" in setup.fake.stages(j) for j in jobs[:3]))
+    assert setup.fake.claims == [3]
+    setup.gate("job-0").set()
+    # One finished, one slot free: the next claim asks for exactly one.
+    await setup.fake.until(lambda: len(setup.fake.claims) == 2)
+    assert setup.fake.claims == [3, 1]
+    for i in range(5):
+        setup.gate(f"job-{i}").set()
+    await running
+
+    assert {job_id for method, job_id, _ in setup.fake.calls if method == "complete"} == set(jobs)
+    assert max(setup.fake.claims) == 3
+    assert worker.counters == Counters(processed=5, succeeded=5, failed=0)
+
+
+async def test_never_claims_past_the_limit(setup: Setup) -> None:
+    for _ in range(4):
+        setup.fake.add(ADVERT)
+
+    worker = setup.worker(concurrency=3, limit=2, once=False, poll_interval_seconds=5.0)
+    await finished(worker)
+
+    assert setup.fake.claims == [2]
+    assert worker.counters == Counters(processed=2, succeeded=2, failed=0)
+    assert len(setup.fake.queued) == 2
+
+
+# -- one job's outcome ---------------------------------------------------------------------
+
+
+async def test_a_job_that_succeeds_is_completed_with_its_output_and_timings(setup: Setup) -> None:
+    job_id = setup.fake.add(ADVERT)
+    worker = setup.worker()
+
+    await finished(worker)
+
+    ((output,),) = [[details] for details in setup.fake.called("complete", job_id)]
+    assert output["ad_id"] == f"ad-{job_id[:8]}"
+    assert set(output["stage_timings"]) == {"wait_for_gate", "finish"}
+    assert isinstance(output["workdir"], str)  # sent as plain JSON
+    assert setup.fake.stages(job_id)[:2] == ["validating_input", "pipeline_running"]
+    assert setup.lines[0] == f"Processing job {job_id[:8]}... (attempt 1/5): s3:videos/a.mp4"
+    assert setup.line(f"Job {job_id[:8]} succeeded in").endswith(f"ad_id=ad-{job_id[:8]}")
+    assert worker.counters == Counters(processed=1, succeeded=1, failed=0)
+
+
+async def test_a_transient_failure_is_failed_retryable(setup: Setup) -> None:
+    job_id = setup.fake.add({**ADVERT, "fail": "transient"})
+    worker = setup.worker()
+
+    await finished(worker)
+
+    assert setup.fake.called("fail", job_id) == [
+        {"code": "FLAKY_DEPENDENCY", "message": "the dependency answered 503", "retryable": True}
+    ]
+    assert setup.fake.called("complete") == []
+    assert setup.line(f"Job {job_id[:8]} failed in").endswith(
+        "FLAKY_DEPENDENCY: the dependency answered 503 (will retry in 10.0s)"
+    )
+    assert worker.counters == Counters(processed=1, succeeded=0, failed=1)
+
+
+async def test_a_permanent_failure_is_failed_for_good(setup: Setup) -> None:
+    job_id = setup.fake.add({**ADVERT, "fail": "permanent"})
+
+    await finished(setup.worker())
+
+    (failure,) = setup.fake.called("fail", job_id)
+    assert (failure["code"], failure["retryable"]) == ("UNSUPPORTED_MEDIA", False)
+    assert setup.line(f"Job {job_id[:8]} failed in").endswith("(will not retry: permanent error)")
+
+
+async def test_a_pipeline_without_a_validator_leaves_the_input_to_its_stages(setup: Setup) -> None:
+    # The worker itself knows nothing of adverts: this input would fail the nine-stage check.
+    job_id = setup.fake.add({"anything": True})
+
+    await finished(setup.worker())
+
+    assert len(setup.fake.called("complete", job_id)) == 1
+
+
+# -- stopping a job ------------------------------------------------------------------------
+
+
+def deps(setup: Setup, heartbeats: HeartbeatStream, **fields: Any) -> JobRunDeps:
+    return JobRunDeps(
+        **{
+            "client": setup.fake,
+            "heartbeats": heartbeats,
+            "pipeline": setup.pipeline(),
+            "worker_id": "worker-1",
+            "say": setup.lines.append,
+            "counters": Counters(),
+            "give_up": asyncio.Event(),
+            **fields,
+        }
+    )
+
+
+async def held_run(setup: Setup, heartbeats: HeartbeatStream) -> tuple[JobRun, asyncio.Task[None]]:
+    """A JobRun of a claimed job, started and held in its `wait_for_gate` stage."""
+    setup.fake.add(setup.held("held"))
+    (job,) = await setup.fake.claim("worker-1", 1, 0)
+    run = JobRun(job, deps(setup, heartbeats))
+    task = asyncio.create_task(run.run())
+    await setup.fake.until(lambda: "wait_for_gate" in setup.fake.stages(job.id))
+    return run, task
+
+
+async def test_a_cancel_answered_to_a_heartbeat_stops_the_job_and_fails_it_cancelled(
+    setup: Setup, heartbeats: HeartbeatStream
+) -> None:
+    run, task = await held_run(setup, heartbeats)
+
+    setup.fake.cancelled.add(run.job_id)
+    setup.fake.answers[run.job_id] = pb.HEARTBEAT_ACTION_CANCEL
+    await asyncio.wait_for(task, 10)
+
+    assert run.stop_reason is StopReason.CANCEL
+    (failure,) = setup.fake.called("fail", run.job_id)
+    assert (failure["code"], failure["retryable"]) == ("CANCELLED", False)
+    assert setup.line(f"Job {run.job_id[:8]} cancelled after")
+    assert run.deps.counters == Counters(processed=1, succeeded=0, failed=1)
+
+
+async def test_a_lost_lease_stops_the_job_without_another_call(
+    setup: Setup, heartbeats: HeartbeatStream
+) -> None:
+    run, task = await held_run(setup, heartbeats)
+
+    setup.fake.answers[run.job_id] = pb.HEARTBEAT_ACTION_LEASE_LOST
+    await asyncio.wait_for(task, 10)
+
+    assert run.stop_reason is StopReason.LEASE_LOST
+    assert [call for call in setup.fake.calls if call[0] in ("complete", "fail", "release")] == []
+    assert setup.line(f"Job {run.job_id[:8]} lost its lease after")
+    assert run.deps.counters == Counters(processed=1, succeeded=0, failed=1)
+
+
+async def test_a_stage_that_finds_its_lease_gone_stops_the_job_the_same_way(setup: Setup) -> None:
+    job_id = setup.fake.add({**ADVERT, "fail": "lease"})
+    worker = setup.worker()
+
+    await finished(worker)
+
+    assert setup.fake.called("fail") == setup.fake.called("complete") == []
+    assert setup.line(f"Job {job_id[:8]} lost its lease after")
+
+
+async def test_a_shutdown_hands_running_jobs_back(setup: Setup) -> None:
+    held = setup.fake.add(setup.held("never"))
+    worker = setup.worker(once=False, shutdown_grace_seconds=0.0)
+    running = asyncio.create_task(finished(worker))
+    await setup.fake.until(lambda: "wait_for_gate" in setup.fake.stages(held))
+
+    worker.request_stop()
+    await running
+
+    assert len(setup.fake.called("release", held)) == 1
+    assert setup.fake.called("fail") == setup.fake.called("complete") == []
+    assert setup.fake.jobs[held].stage == "released"
+    assert setup.line(f"Job {held[:8]} handed back after").endswith("(worker shutting down)")
+    assert worker.counters == Counters(processed=1, succeeded=0, failed=1)
+
+
+# -- settling through an outage ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("outage", "completes", "reads"),
+    [
+        # Refused twice (the queue service is restarting), then taken.
+        ("refuse", 2, 0),
+        # The first lands but its answer is lost on the way back; the repeat is refused (the job
+        # is no longer RUNNING), and reading the job back shows that ours landed.
+        ("drop_answer", 1, 1),
+    ],
+)
+async def test_complete_is_retried_while_the_queue_service_is_unavailable(
+    setup: Setup, outage: str, completes: int, reads: int
+) -> None:
+    job_id = setup.fake.add(ADVERT)
+    getattr(setup.fake, outage)["complete"] = completes
+
+    worker = setup.worker()
+    await finished(worker)
+
+    assert len(setup.fake.called("complete", job_id)) == completes + 1
+    assert len(setup.fake.called("get_job", job_id)) == reads
+    assert setup.line(f"Job {job_id[:8]} succeeded in")
+    assert worker.counters == Counters(processed=1, succeeded=1, failed=0)
+
+
+# -- a pipeline of its own -----------------------------------------------------------------
+
+
+class Render:
+    name = "render"
+
+    def run(self, ctx: StageContext) -> None:
+        frames = ctx.input["frames"]
+        for frame in range(frames):
+            ctx.progress((frame + 1) / frames)
+        ctx.output["frames_rendered"] = frames
+
+
+def check_frames(job_input: Mapping[str, Any]) -> None:
+    frames = job_input.get("frames")
+    if not isinstance(frames, int) or isinstance(frames, bool) or frames < 1:
+        raise PermanentError("INVALID_INPUT", f"frames must be a whole number >= 1, got {frames!r}")
+
+
+def frames_pipeline() -> Pipeline:
+    """A WORKER_PIPELINE factory taking no arguments, with an input shape of its own."""
+    return Pipeline(stages=[Render()], validate_input=check_frames)
+
+
+async def test_a_custom_pipeline_runs_its_own_input_shape(setup: Setup) -> None:
+    pipeline = load_pipeline(
+        "tests.worker.test_in_process:frames_pipeline", {"queue_addr": "unused:1"}
+    )
+    good = setup.fake.add({"frames": 3})
+    bad = setup.fake.add({"frames": "many"})
+
+    await finished(setup.worker(pipeline, concurrency=2))
+
+    (output,) = setup.fake.called("complete", good)
+    assert output["frames_rendered"] == 3
+    assert set(output["stage_timings"]) == {"render"}
+    (failure,) = setup.fake.called("fail", bad)
+    assert failure == {
+        "code": "INVALID_INPUT",
+        "message": "frames must be a whole number >= 1, got 'many'",
+        "retryable": False,
+    }
+    # The bad input never reached a stage.
+    assert "render" not in setup.fake.stages(bad)
+
+
+def test_a_factory_gets_the_queue_arguments_it_declares() -> None:
+    offered = {"queue_addr": "queue:50051", "token": "t", "rpc_timeout_seconds": 2.0}
+    pipeline = load_pipeline("tests.worker.test_in_process:addressed_pipeline", offered)
+    assert pipeline.names == ["render"]
+    assert ADDRESSED == [("queue:50051", "t")]
+
+
+ADDRESSED: list[tuple[str, str | None]] = []
+
+
+def addressed_pipeline(*, queue_addr: str, token: str | None) -> Pipeline:
+    ADDRESSED.append((queue_addr, token))
+    return frames_pipeline()
