@@ -1,10 +1,11 @@
 """Wake-ups for waiting claims: LISTEN on the channel the SQL functions NOTIFY.
 
-enqueue_jobs, retry_job and release_stale_jobs call pg_notify('ingestion_jobs', queue). One
+Every transition that leaves a job runnable at once (enqueue, release, retry, the stale sweep)
+calls notify_queue (migrations/job_queue/notify.sql): pg_notify('ingestion_jobs', queue). One
 dedicated connection listens and sets an event per queue, so an idle worker's Claim returns
 within milliseconds of a new job instead of polling the database. If the listening connection
 breaks, it reconnects with backoff; waiting claims re-check on their own every
-`recheck_seconds` meanwhile (and to see RETRY jobs whose backoff has expired, which nobody
+`claims.RECHECK_SECONDS` meanwhile (and to see RETRY jobs whose backoff has expired, which nobody
 announces).
 """
 

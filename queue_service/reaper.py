@@ -1,5 +1,6 @@
 """The stale-job sweep: every STALE_SWEEP_INTERVAL_SECONDS, release RUNNING jobs whose worker
-stopped heartbeating or held its lock too long (see release_stale_jobs in migrations/004).
+stopped heartbeating or held its lock too long (release_stale_jobs, migrations/job_queue/
+release_stale.sql).
 
 A job whose worker died is thereby retried after at most HEARTBEAT_TIMEOUT_SECONDS plus one
 interval. Several queue services may sweep at once: SKIP LOCKED makes them share the work.

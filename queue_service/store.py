@@ -1,9 +1,10 @@
 """Every database operation of the queue service, and the translation of psycopg errors.
 
 Each method is one round trip: it runs one named query from sql/queries.sql, which calls one of
-the state-machine functions of migrations/004. Failures leave as domain errors (errors.py):
-a lost connection or an exhausted pool is StoreUnavailable, safe for the caller to retry,
-because each call is a single autocommit statement that either happened or did not.
+the state-machine functions of migrations/job_queue/ (docs/state-machine.md). Failures leave as
+domain errors (errors.py): a lost connection or an exhausted pool is StoreUnavailable, safe for
+the caller to retry, because each call is a single autocommit statement that either happened or
+did not.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 -- Every query the queue service runs, by name. The state machine itself lives in the SQL
--- functions of migrations/004; these only call them with bound parameters and shape the rows.
+-- functions of migrations/job_queue/ (one file per transition, included by migration 004;
+-- docs/state-machine.md maps them); these only call them with bound parameters and shape the
+-- rows.
 -- `(r.job).*` expands the job row a function returned, so a transition and its result are one
 -- round trip.
 
@@ -65,8 +67,9 @@ SELECT
      FROM ingestion_jobs
      WHERE status = 'RUNNING'
        AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-       AND coalesce(last_heartbeat_at, locked_at)
-           < clock_timestamp() - make_interval(secs => %(heartbeat_timeout)s)) AS stale_running,
+       AND ingestion_job_stale_reason(last_heartbeat_at, locked_at, clock_timestamp(),
+                                      %(heartbeat_timeout)s, NULL) = 'HEARTBEAT_TIMEOUT')
+        AS stale_running,
     (SELECT coalesce(extract(epoch FROM clock_timestamp() - min(run_after)), 0)
      FROM ingestion_jobs
      WHERE status IN ('QUEUED', 'RETRY')

@@ -1,0 +1,60 @@
+-- job_queue/complete.sql, included by 004: Complete (RUNNING -> SUCCEEDED).
+
+-- ---------------------------------------------------------------------------------------------
+-- Complete: RUNNING with the current lease -> SUCCEEDED. Outcome per job (settle_outcomes):
+-- 'ok', 'lease_lost' (exists, but not RUNNING under this lease: nothing changed) or
+-- 'not_found'. A repeated Complete under the lease that already completed the job is 'ok'.
+-- A job whose cancellation was requested still completes if its worker finished first: the work
+-- is done and its output is real.
+-- ---------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION complete_job(
+    p_job_ids uuid[],
+    p_leases  bigint[],
+    p_outputs jsonb[]
+)
+RETURNS TABLE (job_id uuid, outcome text, status text, job ingestion_jobs)
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_now     timestamptz := clock_timestamp();
+    v_settled ingestion_jobs[];
+BEGIN
+    WITH done AS (
+        SELECT DISTINCT ON (d.id, d.lease) d.id, d.lease, d.output
+        FROM unnest(p_job_ids, p_leases, p_outputs) AS d(id, lease, output)
+    ), upd AS (
+        UPDATE ingestion_jobs j
+        SET status                  = 'SUCCEEDED',
+            output                  = coalesce(done.output, '{}'::jsonb),
+            stage                   = 'succeeded',
+            progress                = 1,
+            completed_at            = v_now,
+            processing_completed_at = v_now,
+            cancel_requested_at     = NULL,
+            updated_at              = v_now
+        FROM done
+        WHERE j.id = done.id AND j.lease = done.lease AND j.status = 'RUNNING'
+        RETURNING j AS job
+    )
+    SELECT array_agg(upd.job) INTO v_settled FROM upd;
+
+    RETURN QUERY SELECT * FROM settle_outcomes(p_job_ids, p_leases, v_settled, v_now, 'SUCCEEDED');
+END
+$$;
+
+CREATE OR REPLACE FUNCTION complete_job(
+    p_job_id uuid,
+    p_lease  bigint,
+    p_output jsonb DEFAULT '{}'::jsonb
+)
+RETURNS TABLE (outcome text, job ingestion_jobs)
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    SELECT c.outcome, c.job FROM complete_job(ARRAY[p_job_id], ARRAY[p_lease], ARRAY[p_output]) c;
+END
+$$;

@@ -1,0 +1,116 @@
+-- job_queue/fail.sql, included by 004: Fail (RUNNING -> RETRY | FAILED | CANCELLED).
+
+-- ---------------------------------------------------------------------------------------------
+-- Fail: records a failed attempt of a RUNNING job with the current lease.
+--   cancellation requested           -> CANCELLED
+--   retryable and attempts remain    -> RETRY, run_after = now + backoff (or p_retry_after)
+--   otherwise                        -> FAILED (the dead letter)
+-- Backoff is exponential with equal jitter: d = min(cap, base * 2^(attempts-1)), and the delay is
+-- uniform in [d/2, d], so retries of jobs that failed together spread out and run_after is
+-- always in the future. Every failure appends {attempt, time, code, message} to errors.
+-- Outcomes as complete_job (settle_outcomes); a RETRY due at once (p_retry_after <= 0) wakes
+-- waiting claimers.
+-- ---------------------------------------------------------------------------------------------
+
+-- One entry of a job's errors history, {attempt, time, code, message}, as a one-element array to
+-- append: what fail_job and release_stale_jobs record for a failed attempt.
+CREATE OR REPLACE FUNCTION ingestion_job_error(
+    p_attempt integer,
+    p_time    timestamptz,
+    p_code    text,
+    p_message text
+)
+RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+    SELECT jsonb_build_array(jsonb_build_object(
+        'attempt', p_attempt, 'time', p_time, 'code', p_code, 'message', p_message))
+$$;
+
+CREATE OR REPLACE FUNCTION fail_job(
+    p_job_ids       uuid[],
+    p_leases        bigint[],
+    p_codes         text[],
+    p_messages      text[],
+    p_retryable     boolean[],
+    p_retry_after   double precision[],
+    p_backoff_base  double precision DEFAULT 10,
+    p_backoff_max   double precision DEFAULT 3600
+)
+RETURNS TABLE (job_id uuid, outcome text, status text, job ingestion_jobs)
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_now     timestamptz := clock_timestamp();
+    v_settled ingestion_jobs[];
+BEGIN
+    WITH req AS (
+        SELECT DISTINCT ON (f.id, f.lease) f.id, f.lease,
+               coalesce(nullif(f.code, ''), 'UNKNOWN_ERROR') AS code,
+               coalesce(f.message, '') AS message,
+               coalesce(f.retryable, true) AS retryable,
+               f.retry_after
+        FROM unnest(p_job_ids, p_leases, p_codes, p_messages, p_retryable, p_retry_after)
+             AS f(id, lease, code, message, retryable, retry_after)
+    ), target AS (
+        SELECT req.*,
+               c.attempts,
+               CASE WHEN c.cancel_requested_at IS NOT NULL THEN 'CANCELLED'
+                    WHEN req.retryable AND c.attempts < c.max_attempts THEN 'RETRY'
+                    ELSE 'FAILED' END AS next_status
+        FROM req
+        JOIN ingestion_jobs c ON c.id = req.id AND c.lease = req.lease AND c.status = 'RUNNING'
+        FOR UPDATE OF c
+    ), upd AS (
+        UPDATE ingestion_jobs j
+        SET status                  = t.next_status,
+            run_after               = CASE WHEN t.next_status = 'RETRY' THEN
+                                          v_now + make_interval(secs => coalesce(
+                                              t.retry_after,
+                                              least(p_backoff_max,
+                                                    p_backoff_base * 2 ^ greatest(t.attempts - 1, 0))
+                                                * (0.5 + random() / 2)))
+                                      ELSE j.run_after END,
+            completed_at            = CASE WHEN t.next_status = 'RETRY' THEN NULL ELSE v_now END,
+            processing_completed_at = v_now,
+            last_error              = t.message,
+            error_code              = CASE WHEN t.next_status = 'CANCELLED' THEN 'CANCELLED'
+                                          ELSE t.code END,
+            errors                  = j.errors || ingestion_job_error(t.attempts, v_now,
+                                                                      t.code, t.message),
+            stage                   = CASE WHEN t.next_status = 'CANCELLED' THEN 'cancelled'
+                                          ELSE 'failed' END,
+            cancel_requested_at     = NULL,
+            updated_at              = v_now
+        FROM target t
+        WHERE j.id = t.id AND j.lease = t.lease AND j.status = 'RUNNING'
+        RETURNING j AS job
+    )
+    SELECT array_agg(upd.job) INTO v_settled FROM upd;
+
+    RETURN QUERY SELECT * FROM settle_outcomes(p_job_ids, p_leases, v_settled, v_now);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION fail_job(
+    p_job_id       uuid,
+    p_lease        bigint,
+    p_error_code   text,
+    p_message      text,
+    p_retryable    boolean          DEFAULT true,
+    p_retry_after  double precision DEFAULT NULL,
+    p_backoff_base double precision DEFAULT 10,
+    p_backoff_max  double precision DEFAULT 3600
+)
+RETURNS TABLE (outcome text, job ingestion_jobs)
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    SELECT f.outcome, f.job
+    FROM fail_job(ARRAY[p_job_id], ARRAY[p_lease], ARRAY[p_error_code], ARRAY[p_message],
+                  ARRAY[p_retryable], ARRAY[p_retry_after], p_backoff_base, p_backoff_max) f;
+END
+$$;

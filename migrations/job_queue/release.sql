@@ -1,0 +1,52 @@
+-- job_queue/release.sql, included by 004: Release by its worker (RUNNING -> QUEUED | CANCELLED).
+
+-- ---------------------------------------------------------------------------------------------
+-- Release: a worker hands back a RUNNING job it will not finish (it is shutting down, or could
+-- not take what it claimed). Not a failure: the attempt is not counted and the job is QUEUED
+-- again at once for any worker, which wakes waiting claimers; CANCELLED instead if its
+-- cancellation was requested. The lease is left as it was, so it stays dead: the next claim
+-- takes a new one. Outcomes as complete_job (settle_outcomes).
+-- ---------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION release_job(
+    p_job_ids uuid[],
+    p_leases  bigint[],
+    p_reasons text[]
+)
+RETURNS TABLE (job_id uuid, outcome text, status text, job ingestion_jobs)
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_now     timestamptz := clock_timestamp();
+    v_settled ingestion_jobs[];
+BEGIN
+    WITH req AS (
+        SELECT DISTINCT ON (r.id, r.lease) r.id, r.lease, r.reason
+        FROM unnest(p_job_ids, p_leases, p_reasons) AS r(id, lease, reason)
+    ), upd AS (
+        UPDATE ingestion_jobs j
+        SET status                  = CASE WHEN j.cancel_requested_at IS NOT NULL
+                                          THEN 'CANCELLED' ELSE 'QUEUED' END,
+            attempts                = CASE WHEN j.cancel_requested_at IS NOT NULL THEN j.attempts
+                                          ELSE greatest(j.attempts - 1, 0) END,
+            run_after               = v_now,
+            completed_at            = CASE WHEN j.cancel_requested_at IS NOT NULL
+                                          THEN v_now END,
+            processing_completed_at = v_now,
+            stage                   = CASE WHEN j.cancel_requested_at IS NOT NULL
+                                          THEN 'cancelled' ELSE 'released' END,
+            error_code              = CASE WHEN j.cancel_requested_at IS NOT NULL
+                                          THEN 'CANCELLED' ELSE j.error_code END,
+            progress                = 0,
+            cancel_requested_at     = NULL,
+            updated_at              = v_now
+        FROM req
+        WHERE j.id = req.id AND j.lease = req.lease AND j.status = 'RUNNING'
+        RETURNING j AS job
+    )
+    SELECT array_agg(upd.job) INTO v_settled FROM upd;
+
+    RETURN QUERY SELECT * FROM settle_outcomes(p_job_ids, p_leases, v_settled, v_now);
+END
+$$;

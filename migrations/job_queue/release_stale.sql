@@ -1,0 +1,105 @@
+-- job_queue/release_stale.sql, included by 004: the stale sweep (RUNNING -> RETRY | FAILED |
+-- CANCELLED), and the rule that says which jobs are stale.
+
+-- ---------------------------------------------------------------------------------------------
+-- The stale rule, stated once: why a RUNNING job counts as abandoned at p_now, or NULL when it
+-- does not. 'HEARTBEAT_TIMEOUT': no heartbeat for p_heartbeat_timeout_seconds (a job with no
+-- heartbeat yet counts from its claim); 'LOCK_TIMEOUT': locked for p_lock_timeout_seconds even
+-- while heartbeating (the run-time cap; NULL: no cap). release_stale_jobs releases by it, and
+-- the queue service's stats count by it (stale_running in queue_service/sql/queries.sql).
+-- ---------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION ingestion_job_stale_reason(
+    p_last_heartbeat_at         timestamptz,
+    p_locked_at                 timestamptz,
+    p_now                       timestamptz,
+    p_heartbeat_timeout_seconds double precision,
+    p_lock_timeout_seconds      double precision
+)
+RETURNS text
+LANGUAGE sql STABLE
+AS $$
+    SELECT CASE WHEN coalesce(p_last_heartbeat_at, p_locked_at)
+                     < p_now - make_interval(secs => p_heartbeat_timeout_seconds)
+                THEN 'HEARTBEAT_TIMEOUT'
+                WHEN p_locked_at < p_now - make_interval(secs => p_lock_timeout_seconds)
+                THEN 'LOCK_TIMEOUT' END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Stale release: RUNNING jobs that ingestion_job_stale_reason calls stale, for
+-- HEARTBEAT_TIMEOUT or LOCK_TIMEOUT. They go to RETRY, runnable at once (which wakes waiting
+-- claimers), with "worker timed out" in last_error; a job on its last attempt goes to FAILED
+-- instead of vanishing, and one whose cancellation was requested to CANCELLED. The old lease
+-- stays dead: the next claim takes a new one, so the missing worker cannot finish the job if it
+-- comes back. SKIP LOCKED: a job being completed right now is not released from under its
+-- worker.
+-- ---------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION release_stale_jobs(
+    p_heartbeat_timeout_seconds double precision DEFAULT 120,
+    p_lock_timeout_seconds      double precision DEFAULT 1800
+)
+RETURNS TABLE (job_id uuid, reason text, status text)
+LANGUAGE plpgsql
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_now      timestamptz := clock_timestamp();
+    v_ids      uuid[];
+    v_reasons  text[];
+    v_statuses text[];
+    v_runnable text[];
+BEGIN
+    WITH stale AS (
+        SELECT s.id, st.reason,
+               CASE WHEN s.cancel_requested_at IS NOT NULL THEN 'CANCELLED'
+                    WHEN s.attempts >= s.max_attempts THEN 'FAILED'
+                    ELSE 'RETRY' END AS next_status,
+               extract(epoch FROM v_now - coalesce(s.last_heartbeat_at, s.locked_at))::int
+                   AS silent_seconds,
+               extract(epoch FROM v_now - s.locked_at)::int AS locked_seconds
+        FROM ingestion_jobs s
+        CROSS JOIN LATERAL (
+            SELECT ingestion_job_stale_reason(s.last_heartbeat_at, s.locked_at, v_now,
+                                              p_heartbeat_timeout_seconds,
+                                              p_lock_timeout_seconds) AS reason
+        ) st
+        WHERE s.status = 'RUNNING' AND st.reason IS NOT NULL
+        FOR UPDATE OF s SKIP LOCKED
+    ), msg AS (
+        SELECT stale.*,
+               CASE WHEN reason = 'HEARTBEAT_TIMEOUT'
+                    THEN format('worker timed out: no heartbeat for %s s', silent_seconds)
+                    ELSE format('worker timed out: lock held for %s s', locked_seconds) END
+                   AS message
+        FROM stale
+    ), upd AS (
+        UPDATE ingestion_jobs j
+        SET status                  = m.next_status,
+            run_after               = CASE WHEN m.next_status = 'RETRY' THEN v_now ELSE j.run_after END,
+            completed_at            = CASE WHEN m.next_status = 'RETRY' THEN NULL ELSE v_now END,
+            processing_completed_at = v_now,
+            last_error              = m.message || coalesce(' (locked by ' || j.locked_by || ')', ''),
+            error_code              = CASE WHEN m.next_status = 'CANCELLED' THEN 'CANCELLED'
+                                          ELSE m.reason END,
+            errors                  = j.errors || ingestion_job_error(j.attempts, v_now,
+                                                                      m.reason, m.message),
+            stage                   = CASE WHEN m.next_status = 'CANCELLED' THEN 'cancelled'
+                                          ELSE 'released_stale' END,
+            cancel_requested_at     = NULL,
+            updated_at              = v_now
+        FROM msg m
+        WHERE j.id = m.id
+        RETURNING j.id, m.reason, j.status, j.queue
+    )
+    SELECT array_agg(upd.id), array_agg(upd.reason), array_agg(upd.status),
+           array_agg(upd.queue) FILTER (WHERE upd.status = 'RETRY')
+    INTO v_ids, v_reasons, v_statuses, v_runnable
+    FROM upd;
+
+    PERFORM notify_queue(v_runnable);
+
+    RETURN QUERY SELECT * FROM unnest(v_ids, v_reasons, v_statuses);
+END
+$$;
