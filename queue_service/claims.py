@@ -16,6 +16,10 @@ from queue_service.store import Release, Row, Store
 
 log = logging.getLogger(__name__)
 
+# How long a waiting claim sleeps before it looks again without being woken: the safety net for
+# a lost notification, and how a RETRY job whose backoff ran out is found (nobody announces it).
+RECHECK_SECONDS = 1.0
+
 
 class Claimer:
     def __init__(
@@ -24,12 +28,12 @@ class Claimer:
         notifier: JobNotifier,
         *,
         max_concurrent: int = 2,
-        recheck_seconds: float = 1.0,
+        recheck_seconds: float | None = None,
     ) -> None:
         self._store = store
         self._notifier = notifier
         self._turns = asyncio.Semaphore(max_concurrent)
-        self._recheck_seconds = recheck_seconds
+        self._recheck_seconds = RECHECK_SECONDS if recheck_seconds is None else recheck_seconds
         self._orphans: set[asyncio.Future[None]] = set()
 
     async def claim(self, worker_id: str, limit: int, queue: str, wait_seconds: float) -> list[Row]:
