@@ -8,7 +8,6 @@ service runs with short timeouts so that stale-job rules play out in seconds.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,17 +131,3 @@ def put_object(objects: Path, key: str, data: bytes = b"") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data or (key.encode() * 5000))
     return path
-
-
-def wait_for(
-    check: Callable[[], Any], timeout: float = 20.0, what: str = "condition", interval: float = 0.05
-) -> Any:
-    """Poll `check` until it returns something truthy (and return that), or fail after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {value!r}")
-        time.sleep(interval)

@@ -18,7 +18,8 @@ import pytest
 
 from tests.support.jobs import fetch_job, insert_job
 from tests.support.processes import Process
-from tests.worker.conftest import Queue, put_object, wait_for
+from tests.support.waiting import wait_for
+from tests.worker.conftest import Queue, put_object
 from tests.worker.pipelines import STAGE_NAMES
 
 pytestmark = pytest.mark.e2e

@@ -14,7 +14,8 @@ import pytest
 
 from tests.support.jobs import fetch_job
 from tests.support.processes import Process, free_port
-from tests.worker.conftest import Queue, put_object, wait_for
+from tests.support.waiting import wait_for
+from tests.worker.conftest import Queue, put_object
 from tests.worker.test_checklist import assert_lines_in_order
 
 pytestmark = pytest.mark.e2e
