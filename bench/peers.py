@@ -626,6 +626,20 @@ class Results:
         self.figures.setdefault(scenario, {})[system] = value
 
 
+def machine_busy(seconds: float = 3.0) -> float:
+    """Fraction of all cores busy over `seconds` (from /proc/stat), while this run is idle."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields), idle
+
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return 1 - (idle1 - idle0) / max(1, total1 - total0)
+
+
 def loadavg() -> tuple[float, float, float]:
     one, five, fifteen = Path("/proc/loadavg").read_text().split()[:3]
     return float(one), float(five), float(fifteen)
@@ -795,7 +809,7 @@ def bench_depth(system: System, results: Results) -> None:
             worker = system.start_worker(args.concurrency, starts_file)
             try:
                 calls = measure_latency(
-                    system, worker, args.depth_samples, args.latency_gap_ms, base + 1_000_000
+                    system, worker, args.depth_samples, args.depth_gap_ms, base + 1_000_000
                 )
             except BaseException:
                 system.stop_worker(worker, starts_file)
@@ -935,6 +949,7 @@ def bench_heartbeats(system: Project, results: Results) -> None:
             "answers": answer["answers"],
             "sent": answer["sent"],
             "service_cpu_pct": (cpu1 - cpu0) / seconds * 100,
+            "client_cpu_pct": answer["client_cpu_seconds"] / seconds * 100,
             "postgres_cpu_pct": pg_cpu / seconds * 100,
         }
 
@@ -965,6 +980,9 @@ def project_tree(ref: str | None) -> tuple[Path, str]:
         return ROOT, f"the working tree at commit {sha}{suffix}"
     sha = git("rev-parse", "--verify", f"{ref}^{{commit}}")
     dest = PEERS / f"project-{sha[:12]}"
+    for old in PEERS.glob("project-*"):  # earlier exports
+        if old != dest:
+            shutil.rmtree(old, ignore_errors=True)
     if not (dest / ".complete").exists():
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir(parents=True)
@@ -1124,7 +1142,8 @@ def report(results: Results, args: argparse.Namespace, systems: list[str], comma
         "",
         f"Load during the run: {load_line}.",
     ]
-    out += [f"{note}" for note in results.notes]
+    for note in results.notes:
+        out += ["", note]
     out += [
         "",
         f"N = {args.jobs:,} jobs, worker concurrency C = {args.concurrency}, one worker "
@@ -1176,6 +1195,10 @@ def report(results: Results, args: argparse.Namespace, systems: list[str], comma
             False,
         ),
         "",
+        "When a system drains fewer jobs per second than the trickle sends (200 jobs/s at 5 ms), "
+        "its latency includes jobs waiting behind earlier ones, not only its wake-up path; "
+        "scenario 5 trickles slower.",
+        "",
         "## 5. Depth scaling",
         "",
         "Other rows in the job table, written by SQL (generate_series) before the "
@@ -1184,13 +1207,18 @@ def report(results: Results, args: argparse.Namespace, systems: list[str], comma
         "failed and 10% scheduled for tomorrow. Per depth: "
         f"{args.depth_samples} single enqueues one after another, {args.depth_samples} "
         "Claim(max_jobs=1) calls (this project; each claimed job then completed, untimed) and "
-        f"{args.depth_samples} jobs trickled to an idle worker.",
+        f"{args.depth_samples} jobs trickled to an idle worker {args.depth_gap_ms:g} ms apart "
+        "(slower than scenario 4, so that the figure is the wake-up and claim path, not jobs "
+        "queueing behind each other).",
         "",
         "| system | rows | fill s | enqueue p50 ms | enqueue p95 ms | claim p50 ms "
         "| claim p95 ms | enqueue→start p50 ms | enqueue→start p95 ms |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for (name, depth), value in sorted(results.depth.items(), key=lambda kv: kv[0]):
+    order = {name: k for k, name in enumerate(SYSTEMS)}
+    for (name, depth), value in sorted(
+        results.depth.items(), key=lambda kv: (order[kv[0][0]], kv[0][1])
+    ):
         if isinstance(value, str):
             out.append(f"| {SYSTEM_LABELS[name]} | {depth:,} | {value} | | | | | | |")
             continue
@@ -1207,16 +1235,16 @@ def report(results: Results, args: argparse.Namespace, systems: list[str], comma
         f"every 5 s, over {args.heartbeat_streams:,} Heartbeat streams)",
         "",
         "| beats/s sent | queue-service CPU (% of one core) | PostgreSQL backends CPU "
-        "(% of one core) | window s | answers (all CONTINUE) |",
-        "|---:|---:|---:|---:|---:|",
+        "(% of one core) | client CPU (% of one core) | window s | answers (all CONTINUE) |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
     if isinstance(hb, str):
-        out.append(f"| {hb} | | | | |")
+        out.append(f"| {hb} | | | | | |")
     else:
         out.append(
             f"| {fmt(hb['beats_per_s'])} | {fmt(hb['service_cpu_pct'], 1)} "
-            f"| {fmt(hb['postgres_cpu_pct'], 1)} | {fmt(hb['seconds'], 1)} "
-            f"| {hb['answers']:,} of {hb['sent']:,} |"
+            f"| {fmt(hb['postgres_cpu_pct'], 1)} | {fmt(hb['client_cpu_pct'], 1)} "
+            f"| {fmt(hb['seconds'], 1)} | {hb['answers']:,} of {hb['sent']:,} |"
         )
     out += [
         "",
@@ -1302,6 +1330,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="comma-separated row counts of scenario 5; empty skips it",
     )
     parser.add_argument("--depth-samples", type=int, default=200)
+    parser.add_argument(
+        "--depth-gap-ms",
+        type=float,
+        default=50.0,
+        help="trickle spacing of scenario 5: slow enough that no system queues jobs up",
+    )
     parser.add_argument("--depth-systems", default="project,graphile", help="systems of scenario 5")
     parser.add_argument("--heartbeat-jobs", type=int, default=10000)
     parser.add_argument(
@@ -1348,6 +1382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     results = Results()
     results.loads.append(("start", *loadavg()))
+    busy_before = machine_busy()
     # SIGTERM ends the run like Ctrl-C: every finally below stops processes and drops databases.
     signal.signal(signal.SIGTERM, interrupt)
 
@@ -1394,6 +1429,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             for scenario_name in ("single", "bulk", "drain", "latency", "memory"):
                 results.figures.setdefault(scenario_name, {}).setdefault(name, line)
     results.loads.append(("end", *loadavg()))
+    busy_after = machine_busy()
+    cores = os.cpu_count() or 1
+    results.notes.append(
+        f"Other processes kept {busy_before * cores:.2f} of the {cores} cores busy in the 3 s "
+        f"before the run and {busy_after * cores:.2f} in the 3 s after it (from /proc/stat, "
+        "this benchmark idle)"
+        + (
+            ": **the machine was shared during the run**, so absolute figures are lower and "
+            "noisier than on an idle machine; the systems ran one after another under the "
+            "same conditions."
+            if max(busy_before, busy_after) * cores > 0.25
+            else "."
+        )
+    )
 
     text = report(results, args, args.systems, command)
     print()

@@ -142,7 +142,7 @@ async def heartbeat(args: argparse.Namespace) -> None:
         sent = [0]
         answers = [0]
         not_continue = [0]
-        window_marks: dict[str, int] = {}
+        window_marks: dict[str, float] = {}
         t0 = time.monotonic() + 0.5
 
         async def stream(index: int, jobs: list[tuple[str, int]]) -> None:
@@ -181,9 +181,11 @@ async def heartbeat(args: argparse.Namespace) -> None:
         async def window() -> None:
             await asyncio.sleep(max(0.0, t0 + args.interval - time.monotonic()))
             window_marks["sent_start"] = sent[0]
+            window_marks["cpu_start"] = time.process_time()
             print("WINDOW start", flush=True)
             await asyncio.sleep(args.seconds)
             window_marks["sent_end"] = sent[0]
+            window_marks["cpu_end"] = time.process_time()
             print("WINDOW end", flush=True)
 
         per_stream = [claimed[k :: args.streams] for k in range(args.streams)]
@@ -198,6 +200,8 @@ async def heartbeat(args: argparse.Namespace) -> None:
                 "answers": answers[0],
                 "not_continue": not_continue[0],
                 "window_beats": window_marks["sent_end"] - window_marks["sent_start"],
+                # this client's own CPU over the window: it must not be the bottleneck
+                "client_cpu_seconds": window_marks["cpu_end"] - window_marks["cpu_start"],
             }
         )
     finally:
