@@ -91,14 +91,20 @@ def error_reason(error: grpc.RpcError) -> str | None:
 
 
 def status_code(error: grpc.RpcError) -> grpc.StatusCode:
-    """The call's status code; UNKNOWN for an RpcError that carries none."""
-    return error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
+    """The call's status code; UNKNOWN for an RpcError that carries none.
+
+    Blocking calls raise errors that are `grpc.Call`s, asyncio calls `AioRpcError`s, which are
+    not: both have `code()` and `details()`.
+    """
+    code = getattr(error, "code", None)
+    return code() if callable(code) else grpc.StatusCode.UNKNOWN
 
 
 def describe(error: grpc.RpcError) -> str:
     """`UNAVAILABLE: details`, first line only: enough for an operator, never a stack trace."""
-    details = (error.details() if isinstance(error, grpc.Call) else str(error)) or ""
-    lines = details.strip().splitlines()
+    details = getattr(error, "details", None)
+    text = (details() if callable(details) else str(error)) or ""
+    lines = text.strip().splitlines()
     return f"{status_code(error).name}: {lines[0] if lines else 'no details'}"
 
 

@@ -117,9 +117,14 @@ class Env:
         self, name: str, raw: str, value: float, minimum: float, maximum: float | None
     ) -> None:
         if value < minimum:
-            raise self.error(name, f"must be at least {minimum:g}, got {raw!r}")
+            raise self.error(name, f"must be at least {_bound(minimum)}, got {raw!r}")
         if maximum is not None and value > maximum:
-            raise self.error(name, f"must be at most {maximum:g}, got {raw!r}")
+            raise self.error(name, f"must be at most {_bound(maximum)}, got {raw!r}")
+
+
+def _bound(value: float) -> str:
+    """1099511627776, not 1.09951e+12; 0.1, not 0.10000000000000001."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def mask_url(url: str) -> str:

@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    except OSError as error:
+    except (migrate.MigrationError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 

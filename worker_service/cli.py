@@ -18,10 +18,11 @@ from collections.abc import Mapping, Sequence
 
 import grpc
 
+from jobqueue import rpc
 from jobqueue.rpc import AUTH_CODES
 from jobqueue.settings import ConfigError
 from worker_service import output
-from worker_service.client import AuthRefused, QueueClient, QueueUnreachable, describe
+from worker_service.client import AuthRefused, QueueClient, QueueUnreachable
 from worker_service.config import ENV_MIRRORS, WorkerConfig, resolve
 from worker_service.pipeline.base import Pipeline
 from worker_service.pipeline_loader import PipelineLoadError, load_pipeline, queue_arguments
@@ -199,10 +200,12 @@ async def run_operator_command(config: WorkerConfig, args: argparse.Namespace) -
         if error.code() in AUTH_CODES:
             error_line(
                 f"the queue service at {config.queue_addr} refused the token "
-                f"(QUEUE_AUTH_TOKEN): {describe(error)}"
+                f"(QUEUE_AUTH_TOKEN): {rpc.describe(error)}"
             )
         else:
-            error_line(f"cannot reach the queue service at {config.queue_addr}: {describe(error)}")
+            error_line(
+                f"cannot reach the queue service at {config.queue_addr}: {rpc.describe(error)}"
+            )
         return EXIT_UNREACHABLE
     finally:
         await client.close()

@@ -45,17 +45,6 @@ class AuthRefused(Exception):
     """The queue service refused our token (or its absence)."""
 
 
-def describe(error: grpc.aio.AioRpcError) -> str:
-    """`UNAVAILABLE: details`, first line only: enough for an operator, never a stack trace.
-
-    `jobqueue.rpc.describe` reads the code through `grpc.Call`, which grpc.aio's AioRpcError is
-    not: it names every failed asyncio call UNKNOWN. The worker's calls are all asyncio ones, so
-    they are described here until `jobqueue.rpc` reads AioRpcError too.
-    """
-    lines = (error.details() or "").strip().splitlines()
-    return f"{error.code().name}: {lines[0] if lines else 'no details'}"
-
-
 class QueueCalls(Protocol):
     """The calls a running worker makes; each raises grpc.aio.AioRpcError as a real call does."""
 
@@ -107,10 +96,10 @@ class QueueClient:
                 return
             except grpc.aio.AioRpcError as error:
                 if error.code() in rpc.AUTH_CODES:
-                    raise AuthRefused(describe(error)) from None
+                    raise AuthRefused(rpc.describe(error)) from None
                 if error.code() not in rpc.RETRYABLE_CODES or time.monotonic() + delay > deadline:
-                    raise QueueUnreachable(describe(error)) from None
-                log.debug("queue service not reachable yet (%s); retrying", describe(error))
+                    raise QueueUnreachable(rpc.describe(error)) from None
+                log.debug("queue service not reachable yet (%s); retrying", rpc.describe(error))
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 
 import grpc
 
+from jobqueue import rpc
 from jobqueue.v1 import queue_service_pb2 as pb
-from worker_service.client import QueueCalls, describe
+from worker_service.client import QueueCalls
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ class HeartbeatStream:
                 log.warning(
                     "worker_id=%s heartbeat stream broke (%s); reconnecting in %.1fs",
                     self._worker_id,
-                    describe(error),
+                    rpc.describe(error),
                     delay,
                 )
             finally:

@@ -20,7 +20,7 @@ import grpc
 
 from jobqueue import rpc
 from jobqueue.v1 import job_pb2
-from worker_service.client import QueueCalls, describe
+from worker_service.client import QueueCalls
 from worker_service.config import WorkerConfig
 from worker_service.heartbeats import HeartbeatStream
 from worker_service.job_run import Counters, JobRun, JobRunDeps
@@ -125,7 +125,7 @@ class Worker:
                 if error.code() not in CLAIM_RETRYABLE_CODES:
                     # Waiting cannot fix a refused token or a rejected request: stop as on SIGTERM
                     # (running jobs finish or are handed back) and exit non-zero.
-                    self.fatal = describe(error)
+                    self.fatal = rpc.describe(error)
                     log.error(
                         "worker_id=%s claim refused (%s); stopping", config.worker_id, self.fatal
                     )
@@ -134,7 +134,7 @@ class Worker:
                 log.warning(
                     "worker_id=%s claim failed (%s); retrying in %.1fs",
                     config.worker_id,
-                    describe(error),
+                    rpc.describe(error),
                     backoff.delay,
                 )
                 await first_of(self.stopping.wait(), within=backoff.delay)

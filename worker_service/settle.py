@@ -23,7 +23,7 @@ import grpc
 
 from jobqueue import rpc
 from jobqueue.v1 import job_pb2
-from worker_service.client import QueueCalls, describe
+from worker_service.client import QueueCalls
 from worker_service.waiting import Backoff, first_of
 
 Status = job_pb2.JobStatus
@@ -125,12 +125,12 @@ class Settler:
                     self._log.error(
                         "%s refused (%s); the heartbeat timeout will release the job",
                         what,
-                        describe(error),
+                        rpc.describe(error),
                     )
                     return None
                 uncertain = True
                 self._log.warning(
-                    "%s failed (%s); retrying in %.1fs", what, describe(error), backoff.delay
+                    "%s failed (%s); retrying in %.1fs", what, rpc.describe(error), backoff.delay
                 )
             await first_of(self._give_up.wait(), within=backoff.delay)
             backoff.grow()
