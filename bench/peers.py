@@ -84,6 +84,8 @@ SCRUBBED_ENV = (
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 )
 
+SCENARIOS = ("single", "bulk", "drain", "latency", "depth", "heartbeats")
+
 SYSTEM_LABELS = {
     "project": "this project",
     "graphile": "graphile-worker",
@@ -756,17 +758,22 @@ def bench_system(system: System, results: Results) -> None:
         starts = system.stop_worker(worker, starts_file, list(calls))
         return latency_figures(calls, starts)
 
-    scenario(results, "single", system, single)
-    bulk_ok = scenario(results, "bulk", system, bulk)
-    if bulk_ok is None:
-        results.put("drain", system.name, "failed: the bulk enqueue it drains failed")
-        results.put("memory", system.name, "failed: no drain")
-    else:
-        if isinstance(system, Project) and system.service is not None:
-            system.service_rss = system.service.rss_mib()
-        if scenario(results, "drain", system, drain) is None:
+    chosen = args.scenarios
+    if "single" in chosen:
+        scenario(results, "single", system, single)
+    if "bulk" in chosen or "drain" in chosen:  # the drain drains what bulk enqueued
+        system.clean()
+        bulk_ok = scenario(results, "bulk", system, bulk)
+        if "drain" in chosen and bulk_ok is None:
+            results.put("drain", system.name, "failed: the bulk enqueue it drains failed")
             results.put("memory", system.name, "failed: no drain")
-    scenario(results, "latency", system, latency)
+        elif "drain" in chosen:
+            if isinstance(system, Project) and system.service is not None:
+                system.service_rss = system.service.rss_mib()
+            if scenario(results, "drain", system, drain) is None:
+                results.put("memory", system.name, "failed: no drain")
+    if "latency" in chosen:
+        scenario(results, "latency", system, latency)
 
 
 def bench_depth(system: System, results: Results) -> None:
@@ -1103,7 +1110,7 @@ def scenario_table(
     head = ["system", *(title for title, _, _ in columns), "ratio to the best peer"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for name in systems:
-        value = cells.get(name, "failed: not run")
+        value = cells.get(name, "not run")
         if isinstance(value, str):
             lines.append(f"| {SYSTEM_LABELS[name]} | {value} |" + " |" * len(columns))
             continue
@@ -1114,6 +1121,35 @@ def scenario_table(
     if best is not None:
         lines.append("")
         lines.append(f"Best peer: {best_name}.")
+    return lines
+
+
+def summary(results: Results) -> list[str]:
+    """This project against the best peer, one line per scenario."""
+    rows = [
+        ("single enqueue", "single", "jobs_per_s", True, "jobs/s", 0),
+        ("bulk enqueue", "bulk", "jobs_per_s", True, "jobs/s", 0),
+        ("drain", "drain", "jobs_per_s", True, "jobs/s", 0),
+        ("enqueue → start p50", "latency", "p50", False, "ms", 1),
+        ("enqueue → start p99", "latency", "p99", False, "ms", 1),
+        ("worker RSS", "memory", "rss_mib", False, "MiB", 0),
+    ]
+    lines = [
+        "| scenario | this project | best peer | ratio |",
+        "|---|---:|---|---:|",
+    ]
+    for title, name, key, higher, unit, digits in rows:
+        cells = results.figures.get(name, {})
+        best, best_name = best_peer(cells, key, higher)
+        mine = cells.get("project")
+        if not isinstance(mine, dict) or key not in mine:
+            text = mine if isinstance(mine, str) else "not run"
+            lines.append(f"| {title} | {text} | {best_name} | - |")
+            continue
+        peer = f"{best_name}: {fmt(best, digits)} {unit}" if best is not None else "-"
+        lines.append(
+            f"| {title} | {fmt(mine[key], digits)} {unit} | {peer} | {ratio(mine[key], best)} |"
+        )
     return lines
 
 
@@ -1151,6 +1187,10 @@ def report(results: Results, args: argparse.Namespace, systems: list[str], comma
         "server; producer, worker and (for this project) queue service are separate "
         "processes. Ratio = the figure ÷ the best peer's figure (this project excluded from "
         '"best"): for jobs/s higher is better, for milliseconds and MiB lower is better.',
+        "",
+        "## Summary: this project against the best peer",
+        "",
+        *summary(results),
         "",
         "## 1. Single enqueue (one job per call, one client)",
         "",
@@ -1228,7 +1268,7 @@ def report(results: Results, args: argparse.Namespace, systems: list[str], comma
         out.append(f"| {SYSTEM_LABELS[name]} | {depth:,} | " + " | ".join(row) + " |")
     if not results.depth:
         out.append("| - | not run | | | | | | | |")
-    hb = results.figures.get("heartbeats", {}).get("project", "failed: not run")
+    hb = results.figures.get("heartbeats", {}).get("project", "not run")
     out += [
         "",
         f"## 6. Heartbeats (this project: {args.heartbeat_jobs:,} running jobs, each beating "
@@ -1355,12 +1395,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="benchmark this commit of the project (exported with git archive) instead of "
         "the working tree",
     )
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated subset of {','.join(SCENARIOS)} (memory comes with drain)",
+    )
     parser.add_argument("--skip-setup", action="store_true", help="do not run setup_peers.sh")
     parser.add_argument("--out", type=Path, help="write the Markdown report here")
     args = parser.parse_args(argv)
     args.depths = [int(d) for d in args.depths.split(",") if d.strip()]
     args.systems = [s for s in args.systems.split(",") if s.strip()]
     args.depth_systems = [s for s in args.depth_systems.split(",") if s.strip()]
+    args.scenarios = [s for s in args.scenarios.split(",") if s.strip()]
+    for name in args.scenarios:
+        if name not in SCENARIOS:
+            parser.error(f"unknown scenario {name!r}")
     for name in args.systems + args.depth_systems:
         if name not in SYSTEMS:
             parser.error(f"unknown system {name!r}")
@@ -1377,7 +1426,7 @@ def interrupt(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    command = "python bench/peers.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = ".venv/bin/python bench/peers.py " + " ".join(sys.argv[1:] if argv is None else argv)
     logs = PEERS / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}"
     logs.mkdir(parents=True, exist_ok=True)
     results = Results()
@@ -1415,9 +1464,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     system.prepare()
                     ctx.conn = poll_connection(url)
                     bench_system(system, results)
-                    if name in args.depth_systems and args.depths:
+                    if name in args.depth_systems and args.depths and "depth" in args.scenarios:
                         bench_depth(system, results)
-                    if isinstance(system, Project) and args.heartbeat_jobs > 0:
+                    if (
+                        isinstance(system, Project)
+                        and args.heartbeat_jobs > 0
+                        and "heartbeats" in args.scenarios
+                    ):
                         bench_heartbeats(system, results)
                 finally:
                     if ctx.conn is not None:

@@ -112,8 +112,10 @@ async def depth(args: argparse.Namespace) -> None:
 
 async def heartbeat(args: argparse.Namespace) -> None:
     per_channel = 50  # streams sharing one connection, as if one host ran that many workers
+    # A connection of its own per channel (no shared subchannel), as separate hosts would have.
+    options = [("grpc.use_local_subchannel_pool", 1)]
     channels = [
-        grpc.aio.insecure_channel(args.target)
+        grpc.aio.insecure_channel(args.target, options=options)
         for _ in range((args.streams + per_channel - 1) // per_channel)
     ]
     try:
