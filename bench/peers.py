@@ -41,6 +41,7 @@ import math
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -621,11 +622,119 @@ class Results:
     # (system, depth) -> figures or a failure line
     depth: dict[tuple[str, int], dict[str, Any] | str] = field(default_factory=dict)
     loads: list[tuple[str, float, float, float]] = field(default_factory=list)
+    # system -> (monotonic start, end) of its turn, and others' mean cores during it
+    turns: dict[str, tuple[float, float]] = field(default_factory=dict)
+    others: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def put(self, scenario: str, system: str, value: dict[str, Any] | str) -> None:
         self.figures.setdefault(scenario, {})[system] = value
+
+
+class OthersMeter(threading.Thread):
+    """CPU used by processes that are not this benchmark's, sampled every second.
+
+    Per sample: the machine's busy time (/proc/stat) minus this benchmark's own, which is this
+    process, its descendants (live ones from /proc, finished ones from RUSAGE_CHILDREN) and the
+    PostgreSQL backends of its databases, and minus the server's background processes
+    (checkpointer, WAL writer, ...: they serve everyone). Short-lived connections of this
+    benchmark's clients are missed, so the figure leans high rather than low.
+    """
+
+    def __init__(self, interval: float = 1.0) -> None:
+        super().__init__(daemon=True, name="others-meter")
+        self.interval = interval
+        self.stopped = threading.Event()
+        # (monotonic time at its end, seconds, others' CPU seconds) per sample
+        self.samples: list[tuple[float, float, float]] = []
+        self.error = ""
+        self.hz = os.sysconf("SC_CLK_TCK")
+
+    def run(self) -> None:
+        try:
+            with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+                previous = self._snapshot(conn)
+                started = time.monotonic()
+                while not self.stopped.wait(self.interval):
+                    current = self._snapshot(conn)
+                    now = time.monotonic()
+                    busy = current[0] - previous[0]
+                    ours = 0.0
+                    for pid, (key, cpu) in current[1].items():
+                        before = previous[1].get(pid)
+                        ours += cpu - before[1] if before and before[0] == key else cpu
+                    ours += current[2] - previous[2]  # finished children
+                    self.samples.append((now, now - started, max(0.0, busy - ours)))
+                    started, previous = now, current
+        except Exception as error:  # the meter must never take the run down
+            self.error = one_line(repr(error))
+
+    def _snapshot(
+        self, conn: psycopg.Connection[Any]
+    ) -> tuple[float, dict[int, tuple[str, float]], float]:
+        """(machine busy CPU seconds, {pid: (identity, CPU seconds)} of ours, reaped children)."""
+        databases = dict(
+            conn.execute(
+                "SELECT pid, datname FROM pg_stat_activity WHERE datname IS NOT NULL"
+            ).fetchall()
+        )
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        busy = (sum(fields[:8]) - fields[3] - fields[4]) / self.hz  # all but idle and iowait
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        reaped = children.ru_utime + children.ru_stime
+        stats: dict[int, tuple[int, str, float]] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                head, tail = (entry / "stat").read_text().rsplit(")", 1)
+            except OSError:
+                continue
+            values = tail.split()
+            cpu = (int(values[11]) + int(values[12])) / self.hz
+            # (ppid, identity: name and start time, so that a reused pid is not mistaken, cpu)
+            stats[int(entry.name)] = (int(values[1]), head.split("(", 1)[1] + values[19], cpu)
+        tree = {os.getpid()}
+        by_parent: dict[int, list[int]] = {}
+        for pid, (ppid, _, _) in stats.items():
+            by_parent.setdefault(ppid, []).append(pid)
+        frontier = [os.getpid()]
+        while frontier:
+            for child in by_parent.get(frontier.pop(), []):
+                if child not in tree:
+                    tree.add(child)
+                    frontier.append(child)
+        ours: dict[int, tuple[str, float]] = {}
+        for pid, (_, key, cpu) in stats.items():
+            database = databases.get(pid)
+            if (
+                pid in tree
+                or (database is not None and database.startswith(f"{DB_PREFIX}_"))
+                or (key.startswith("postgres") and database is None)
+            ):
+                ours[pid] = (key, cpu)
+        return busy, ours, reaped
+
+    def summary(self) -> tuple[float, float] | None:
+        """Mean cores used by others over the run, and the most over any 10 s."""
+        if not self.samples:
+            return None
+        total = sum(seconds for _, seconds, _ in self.samples)
+        used = sum(cpu for _, _, cpu in self.samples)
+        window = max(1, round(10 / self.interval))
+        peaks = [
+            sum(cpu for _, _, cpu in self.samples[k : k + window])
+            / max(1e-9, sum(seconds for _, seconds, _ in self.samples[k : k + window]))
+            for k in range(max(1, len(self.samples) - window + 1))
+        ]
+        return used / total, max(peaks)
+
+    def between(self, start: float, end: float) -> float | None:
+        """Mean cores used by others between two monotonic times."""
+        inside = [(s, c) for t, s, c in self.samples if start < t <= end]
+        seconds = sum(s for s, _ in inside)
+        return sum(c for _, c in inside) / seconds if seconds else None
 
 
 def machine_busy(seconds: float = 3.0) -> float:
@@ -784,7 +893,7 @@ def bench_depth(system: System, results: Results) -> None:
     conn = ctx.conn
     system.clean()
     filled = 0
-    for depth in sorted(args.depths):
+    for step, depth in enumerate(sorted(args.depths)):
         results.loads.append((f"depth {depth} {system.name}", *loadavg()))
         print(f"[{time.strftime('%H:%M:%S')}] {system.label}: depth {depth:,} ...", flush=True)
         try:
@@ -793,7 +902,8 @@ def bench_depth(system: System, results: Results) -> None:
             filled = depth
             vacuum(conn)
             fill_seconds = time.monotonic() - started
-            base = 20_000_000 + depth
+            # Job keys of this step: inputs never repeat (this project's enqueue is idempotent).
+            base = 100_000_000 + step * 10_000_000
             figures: dict[str, Any] = {"fill_s": fill_seconds}
             if isinstance(system, Project):
                 answer = system.client(
@@ -816,7 +926,7 @@ def bench_depth(system: System, results: Results) -> None:
             worker = system.start_worker(args.concurrency, starts_file)
             try:
                 calls = measure_latency(
-                    system, worker, args.depth_samples, args.depth_gap_ms, base + 1_000_000
+                    system, worker, args.depth_samples, args.depth_gap_ms, base + 5_000_000
                 )
             except BaseException:
                 system.stop_worker(worker, starts_file)
@@ -1180,6 +1290,11 @@ def report(results: Results, args: argparse.Namespace, systems: list[str], comma
     ]
     for note in results.notes:
         out += ["", note]
+    if results.others:
+        turns = ", ".join(
+            f"{SYSTEM_LABELS[name]} {cores:.2f}" for name, cores in results.others.items()
+        )
+        out += ["", f"Cores used by other processes while each system ran: {turns}."]
     out += [
         "",
         f"N = {args.jobs:,} jobs, worker concurrency C = {args.concurrency}, one worker "
@@ -1432,6 +1547,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = Results()
     results.loads.append(("start", *loadavg()))
     busy_before = machine_busy()
+    meter = OthersMeter()
+    meter.start()
     # SIGTERM ends the run like Ctrl-C: every finally below stops processes and drops databases.
     signal.signal(signal.SIGTERM, interrupt)
 
@@ -1457,6 +1574,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results.put(scenario_name, name, f"failed: install: {failure}")
             continue
         print(f"== {system.label}", flush=True)
+        turn_started = time.monotonic()
         try:
             with fresh_database(name) as url:
                 ctx.url = url
@@ -1481,18 +1599,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"    {line}", flush=True)
             for scenario_name in ("single", "bulk", "drain", "latency", "memory"):
                 results.figures.setdefault(scenario_name, {}).setdefault(name, line)
+        results.turns[name] = (turn_started, time.monotonic())
     results.loads.append(("end", *loadavg()))
+    meter.stopped.set()
+    meter.join(10)
     busy_after = machine_busy()
     cores = os.cpu_count() or 1
+    during = meter.summary()
+    for name, (start, end) in results.turns.items():
+        others = meter.between(start, end)
+        if others is not None:
+            results.others[name] = others
+    shared = max(busy_before, busy_after) * cores > 0.25 or (during is not None and during[0] > 0.1)
+    during_text = (
+        f"during the run, processes other than this benchmark's used {during[0]:.2f} of the "
+        f"{cores} cores on average and up to {during[1]:.2f} over 10 s (the machine's busy "
+        "time minus this benchmark's processes and its databases' PostgreSQL backends, "
+        "sampled every second)"
+        if during is not None
+        else f"no sample of other processes during the run ({meter.error or 'too short'})"
+    )
     results.notes.append(
         f"Other processes kept {busy_before * cores:.2f} of the {cores} cores busy in the 3 s "
-        f"before the run and {busy_after * cores:.2f} in the 3 s after it (from /proc/stat, "
-        "this benchmark idle)"
+        f"before the run and {busy_after * cores:.2f} in the 3 s after it; {during_text}"
         + (
-            ": **the machine was shared during the run**, so absolute figures are lower and "
-            "noisier than on an idle machine; the systems ran one after another under the "
-            "same conditions."
-            if max(busy_before, busy_after) * cores > 0.25
+            ". **The machine was shared during the run**: absolute figures are lower and "
+            "noisier than on an idle machine, more so for the systems that ran while the others "
+            "were busiest; compare ratios with that in mind."
+            if shared
             else "."
         )
     )

@@ -57,17 +57,20 @@ async def enqueue(args: argparse.Namespace) -> None:
         admin = admin_service_pb2_grpc.AdminServiceStub(channel)
         await channel.channel_ready()
         calls: list[tuple[str, float]] = []
+        existed = 0  # an idempotent hit is cheaper than an insert: it must not be counted
         end = args.start + args.count
         started = time.perf_counter()
         if args.mode == "single":
             for i in range(args.start, end):
-                await admin.EnqueueJob(
+                answer = await admin.EnqueueJob(
                     admin_pb.EnqueueJobRequest(input=job_input(i)), timeout=DEADLINE
                 )
+                existed += answer.already_existed
         elif args.mode == "bulk":
             for first in range(args.start, end, args.batch):
                 last = min(first + args.batch, end)
-                await admin.EnqueueJobs(batch(first, last), timeout=DEADLINE)
+                answers = await admin.EnqueueJobs(batch(first, last), timeout=DEADLINE)
+                existed += sum(a.already_existed for a in answers.results)
         else:  # trickle: call k starts at t0 + k * gap (or at once when the previous one ran late)
             gap = args.gap_ms / 1000
             t0 = time.monotonic()
@@ -80,7 +83,10 @@ async def enqueue(args: argparse.Namespace) -> None:
                     admin_pb.EnqueueJobRequest(input=job_input(i)), timeout=DEADLINE
                 )
                 calls.append((answer.job.id, at))
+                existed += answer.already_existed
         seconds = time.perf_counter() - started
+        if existed:
+            raise SystemExit(f"{existed} of {args.count} jobs already existed (reused inputs)")
     result({"seconds": seconds, "count": args.count, "calls": calls})
 
 
@@ -93,8 +99,12 @@ async def depth(args: argparse.Namespace) -> None:
         await channel.channel_ready()
         for i in range(args.start, args.start + args.samples):
             started = time.perf_counter()
-            await admin.EnqueueJob(admin_pb.EnqueueJobRequest(input=job_input(i)), timeout=DEADLINE)
+            answer = await admin.EnqueueJob(
+                admin_pb.EnqueueJobRequest(input=job_input(i)), timeout=DEADLINE
+            )
             enqueue_seconds.append(time.perf_counter() - started)
+            if answer.already_existed:
+                raise SystemExit(f"job {i} already existed (reused input)")
         for _ in range(args.samples):
             started = time.perf_counter()
             answer = await queue.Claim(
