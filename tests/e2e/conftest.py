@@ -16,21 +16,27 @@ import contextlib
 import csv
 import io
 import os
-import re
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import boto3
 import pytest
 
-from scripts.sample_advert import make_advert
-from tests.support.databases import create_database, drop_database, url_for
-from tests.support.processes import PYTHON, Process, free_port, queue_service_process, started
+from tests.support.databases import create_database, drop_database, psql, url_for
+from tests.support.processes import (
+    Process,
+    gateway_process,
+    output_of,
+    queue_service_process,
+    started,
+    worker_process,
+)
+from tests.support.s3 import (
+    ACCESS_KEY_ID,
+    SECRET_ACCESS_KEY,
+    bucket_with_the_sample_advert,
+    moto_server,
+)
 
 ADMIN_KEY = "e2e-admin-key-0123456789"
 BUCKET = "tellyads-e2e"
@@ -67,13 +73,11 @@ class Stack:
 
     @property
     def queue_addr(self) -> str:
-        return f"127.0.0.1:{self.queue.port}"  # type: ignore[attr-defined]
+        return f"127.0.0.1:{self.queue.port}"
 
     def worker(self, *args: str, name: str = "worker", **env: str) -> Process:
         """`python -m worker_service ARGS`; stopped (SIGTERM) at the latest when the module ends."""
-        return self._processes.enter_context(
-            started([PYTHON, "-m", "worker_service", *args], {**self.worker_env, **env}, name)
-        )
+        return self._processes.enter_context(worker_process(args, {**self.worker_env, **env}, name))
 
     def shell(self, script: str, *, with_status: bool = False) -> str:
         """Run a checklist snippet with bash, as a user would paste it, and return its stdout.
@@ -88,18 +92,11 @@ class Stack:
             else ""
         )
         body = script.replace("localhost:3000", f"localhost:{self.gateway_port}")
-        result = subprocess.run(
+        return output_of(
             ["bash", "-euo", "pipefail", "-c", prelude + body],
+            what=f"snippet\n{body}",
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "ADMIN_API_KEY": ADMIN_KEY},
-            capture_output=True,
-            text=True,
-            timeout=60,
         )
-        assert result.returncode == 0, (
-            f"snippet failed ({result.returncode}):\n{body}\nstdout:\n{result.stdout}\n"
-            f"stderr:\n{result.stderr}"
-        )
-        return result.stdout
 
     def psql(self, script: str, *options: str) -> str:
         return psql(self.database_url, script, *options)
@@ -116,22 +113,6 @@ class Stack:
         return self._processes.enter_context(
             started(["psql", self.database_url, "-X", "--csv", "-f", str(script)], name=name)
         )
-
-
-def psql(database_url: str, script: str, *options: str) -> str:
-    """Run SQL with the real psql, as an operator pastes it (stdin), stopping on any error."""
-    result = subprocess.run(
-        ["psql", database_url, "-X", "-v", "ON_ERROR_STOP=1", *options],
-        input=script,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, (
-        f"psql failed ({result.returncode}):\n{script}\nstdout:\n{result.stdout}\n"
-        f"stderr:\n{result.stderr}"
-    )
-    return result.stdout
 
 
 def psql_rows(output: str) -> list[dict[str, str]]:
@@ -158,82 +139,26 @@ def watched_samples(process: Process) -> list[list[dict[str, str]]]:
     return [psql_rows("\n".join([header, *rows])) for rows in samples]
 
 
-def lines_in_order(process: Process, patterns: list[str]) -> None:
-    """Every pattern matches a whole output line, in this order (other lines may come between)."""
-    lines = process.lines
-    position = 0
-    for pattern in patterns:
-        regex = re.compile(pattern)
-        while position < len(lines) and not regex.fullmatch(lines[position]):
-            position += 1
-        assert position < len(lines), f"no line {pattern!r} in order; output:\n{process.output}"
-        position += 1
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-@contextlib.contextmanager
-def s3_server(folder: Path) -> Iterator[tuple[Process, dict[str, str]]]:
-    """moto's S3 server as a process, with the bucket and the sample advert under every key the
-    checklist uses; yields it and the environment a worker's boto3 needs (its own AWS_*
-    variables)."""
-    port = free_port()
-    moto = shutil.which("moto_server", path=str(Path(PYTHON).parent)) or "moto_server"
-    with started([moto, "-H", "127.0.0.1", "-p", str(port)], name="moto_server") as process:
-        deadline = time.monotonic() + 30
-        while not _listening(port):
-            assert process.popen.poll() is None and time.monotonic() < deadline, (
-                f"moto_server did not listen on {port}; output:\n{process.output}"
-            )
-            time.sleep(0.1)
-        env = {
-            "S3_BUCKET": BUCKET,
-            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
-        client = boto3.client(
-            "s3",
-            endpoint_url=env["AWS_ENDPOINT_URL"],
-            region_name=env["AWS_DEFAULT_REGION"],
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        )
-        client.create_bucket(Bucket=BUCKET)
-        advert = make_advert(folder)
-        for key in SAMPLE_KEYS:
-            client.upload_file(str(advert.path), BUCKET, key)
-        yield process, env
-
-
 @pytest.fixture(scope="module")
 def stack(template_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     name = create_database(template=template_database, prefix="jq_e2e")
     database_url = url_for(name)
     try:
         with contextlib.ExitStack() as processes:
-            s3, s3_env = processes.enter_context(s3_server(tmp_path_factory.mktemp("advert")))
-            queue = processes.enter_context(queue_service_process(database_url, None, **QUEUE_ENV))
-            queue_addr = f"127.0.0.1:{queue.port}"  # type: ignore[attr-defined]
-            gateway_port = free_port()
-            gateway = processes.enter_context(
-                started(
-                    [PYTHON, "-m", "gateway"],
-                    {
-                        "ADMIN_API_KEY": ADMIN_KEY,
-                        "GATEWAY_HOST": "127.0.0.1",
-                        "GATEWAY_PORT": str(gateway_port),
-                        "QUEUE_ADDR": queue_addr,
-                        "QUEUE_AUTH_TOKEN": "",
-                    },
-                    "gateway",
-                )
+            s3 = processes.enter_context(moto_server())
+            s3_env = {
+                "S3_BUCKET": BUCKET,
+                "AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3.port}",
+                "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
+                "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+                "AWS_DEFAULT_REGION": "us-east-1",
+            }
+            bucket_with_the_sample_advert(
+                s3_env["AWS_ENDPOINT_URL"], BUCKET, SAMPLE_KEYS, tmp_path_factory.mktemp("advert")
             )
-            gateway.wait_for_line(r"Gateway listening on")
+            queue = processes.enter_context(queue_service_process(database_url, None, **QUEUE_ENV))
+            queue_addr = f"127.0.0.1:{queue.port}"
+            gateway, _ = processes.enter_context(gateway_process(queue_addr, ADMIN_KEY))
             worker_env = {
                 "QUEUE_ADDR": queue_addr,
                 "QUEUE_AUTH_TOKEN": "",
@@ -249,7 +174,7 @@ def stack(template_database: str, tmp_path_factory: pytest.TempPathFactory) -> I
                 database_url,
                 queue,
                 gateway,
-                gateway_port,
+                gateway.port,
                 s3,
                 worker_env,
                 tmp_path_factory.mktemp("e2e"),

@@ -18,22 +18,14 @@ import json
 import re
 import signal
 import uuid
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import (
-    Stack,
-    lines_in_order,
-    psql,
-    psql_columns,
-    psql_rows,
-    watched_samples,
-)
-from tests.support.databases import create_database, drop_database, url_for
-from tests.support.processes import ROOT, Process
+from tests.e2e.conftest import Stack, psql_columns, psql_rows, watched_samples
+from tests.support.databases import psql
+from tests.support.processes import ROOT, Process, lines_in_order
 from tests.support.waiting import wait_for
 from worker_service.pipeline.factory import STAGE_NAMES
 
@@ -142,16 +134,6 @@ def stage_rank(stage: str) -> int:
 
 
 # -- Prerequisites ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def empty_database() -> Iterator[str]:
-    """A database with nothing in it: the prerequisites apply the migrations themselves."""
-    name = create_database(prefix="jq_e2e_prereq")
-    try:
-        yield url_for(name)
-    finally:
-        drop_database(name)
 
 
 EXPECTED_COLUMNS = {

@@ -22,23 +22,27 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import boto3
 import psycopg
 import pytest
 import yaml
 
-from scripts.sample_advert import make_advert
-from tests.support.databases import create_database, drop_database, url_for
-from tests.support.processes import ROOT, Process, free_port, started
+from tests.support.processes import ROOT, Process, free_port
+from tests.support.s3 import (
+    ACCESS_KEY_ID,
+    SECRET_ACCESS_KEY,
+    bucket_with_the_sample_advert,
+    moto_server,
+)
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +50,6 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKER_COMPOSE = shutil.which("docker-compose") or "/usr/bin/docker-compose"
-MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 ENV = shutil.which("env") or "/usr/bin/env"
 
 PYTHON_SERVICES = ("queue", "gateway", "worker")
@@ -472,13 +475,13 @@ class LocalStack:
         argv = self.argv(check["test"][1:])
         env = self.environment(service)
         timeout = seconds(check["timeout"])
-        deadline = (
-            time.monotonic()
-            + seconds(check.get("start_period", "0s"))
-            + (seconds(check["interval"]) * check["retries"])
+        allowed = (
+            seconds(check.get("start_period", "0s")) + seconds(check["interval"]) * check["retries"]
         )
         last = ""
-        while time.monotonic() < deadline:
+
+        def healthy() -> bool:
+            nonlocal last
             assert process.popen.poll() is None, f"{service} exited; output:\n{process.output}"
             result = subprocess.run(
                 [ENV, "-i", *(f"{k}={v}" for k, v in env.items()), *argv],
@@ -487,12 +490,16 @@ class LocalStack:
                 text=True,
                 timeout=timeout + 10,
             )
-            if result.returncode == 0:
-                return
             last = result.stdout + result.stderr
-            # Docker re-runs the check every `interval`; checking sooner only ends the wait sooner.
-            time.sleep(0.3)
-        pytest.fail(f"{service} never became healthy: {last}\noutput:\n{process.output}")
+            return result.returncode == 0
+
+        # Docker re-runs the check every `interval`; checking sooner only ends the wait sooner.
+        wait_for(
+            healthy,
+            timeout=allowed,
+            what=lambda: f"{service} to become healthy: {last}\noutput:\n{process.output}",
+            interval=0.3,
+        )
 
 
 def request(
@@ -511,19 +518,8 @@ def request(
 @pytest.fixture
 def moto_s3() -> Iterator[str]:
     """A real S3-compatible server process (moto), as AWS_ENDPOINT_URL would name one."""
-    port = free_port()
-    with started([str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)], name="moto") as moto:
-        moto.wait_for_line(rf"Running on http://127\.0\.0\.1:{port}", timeout=30)
-        yield f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture
-def empty_database() -> Iterator[str]:
-    """An empty database, like the postgres service's first start: the queue service must
-    apply the migrations itself (from MIGRATIONS_DIR), as it does in the container."""
-    name = create_database(prefix="jq_compose")
-    yield url_for(name)
-    drop_database(name)
+    with moto_server() as moto:
+        yield f"http://127.0.0.1:{moto.port}"
 
 
 def test_the_compose_services_run_as_local_processes(
@@ -535,8 +531,8 @@ def test_the_compose_services_run_as_local_processes(
         tmp_path,
         S3_BUCKET=bucket,
         AWS_ENDPOINT_URL=moto_s3,
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_ACCESS_KEY_ID=ACCESS_KEY_ID,
+        AWS_SECRET_ACCESS_KEY=SECRET_ACCESS_KEY,
     )
     services = resolve(env_file)["services"]
     worker_env = services["worker"]["environment"]
@@ -546,19 +542,7 @@ def test_the_compose_services_run_as_local_processes(
     # three workers' capacity queued at once, two workers cannot drain the queue before the
     # third's waiting Claim is answered: all three must take part.
     keys = [f"videos/advert-{i:02d}.mp4" for i in range(WORKERS * concurrency * 2)]
-    s3: Any = boto3.client(
-        "s3",
-        endpoint_url=moto_s3,
-        region_name=region,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    # S3 refuses a LocationConstraint of us-east-1: that region is the one without it.
-    location = {"LocationConstraint": region} if region != "us-east-1" else None
-    s3.create_bucket(Bucket=bucket, **({"CreateBucketConfiguration": location} if location else {}))
-    advert = make_advert(tmp_path / "media")
-    for key in keys:
-        s3.upload_file(str(advert.path), bucket, key)
+    bucket_with_the_sample_advert(moto_s3, bucket, keys, tmp_path / "media", region)
 
     stack = LocalStack(services, empty_database)
     admin_key = services["gateway"]["environment"]["ADMIN_API_KEY"]
@@ -640,20 +624,21 @@ def _wait_until_finished(
     api: str, key: str, job_ids: set[str], outputs: Callable[[], str], deadline: float
 ) -> dict[str, dict[str, Any]]:
     """Poll the REST API until every job is in a final status (or one failed)."""
-    until = time.monotonic() + deadline
     jobs: dict[str, dict[str, Any]] = {}
-    while time.monotonic() < until:
+
+    def finished() -> bool:
+        nonlocal jobs
         status, body = request("GET", f"{api}/jobs?limit=500", key)
         assert status == 200, body
         jobs = {job["id"]: job for job in body["jobs"] if job["id"] in job_ids}
         statuses = {job["status"] for job in jobs.values()}
-        if len(jobs) == len(job_ids) and statuses <= {"SUCCEEDED", "FAILED", "CANCELLED"}:
-            return jobs
-        if statuses & {"RETRY", "FAILED"}:
-            return jobs  # a job that failed once was not processed exactly once: report it now
-        time.sleep(0.5)
-    counts = {
-        s: sum(j["status"] == s for j in jobs.values())
-        for s in {j["status"] for j in jobs.values()}
-    }
-    pytest.fail(f"jobs not finished after {deadline}s: {counts}\n{outputs()}")
+        done = len(jobs) == len(job_ids) and statuses <= {"SUCCEEDED", "FAILED", "CANCELLED"}
+        # A job that failed once was not processed exactly once: report it now.
+        return done or bool(statuses & {"RETRY", "FAILED"})
+
+    def counts() -> str:
+        by_status = Counter(job["status"] for job in jobs.values())
+        return f"jobs to finish: {dict(by_status)}\n{outputs()}"
+
+    wait_for(finished, timeout=deadline, what=counts, interval=0.5)
+    return jobs

@@ -31,7 +31,7 @@ def grpcurl(
     service: Process, *words: str, data: str | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     """`grpcurl -plaintext [-d DATA] HOST:PORT WORDS...`, as a user types it."""
-    target = f"127.0.0.1:{service.port}"  # type: ignore[attr-defined]
+    target = f"127.0.0.1:{service.port}"
     options = ["-d", data] if data is not None else []
     result = subprocess.run(
         [GRPCURL, "-plaintext", *options, target, *words],

@@ -6,26 +6,18 @@ real `openai` client."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.conftest import Stack, lines_in_order
-from tests.pipeline.fake_openai import API_KEY, EMBEDDING_DIMENSION, FakeOpenAI
+from tests.e2e.conftest import Stack
+from tests.support.fake_openai import API_KEY, EMBEDDING_DIMENSION, FakeOpenAI
+from tests.support.processes import lines_in_order
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def openai_server() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI()
-    server.start()
-    yield server
-    server.stop()
-
-
 def test_a_worker_uses_every_openai_path_when_a_key_is_set(
-    stack: Stack, openai_server: FakeOpenAI
+    stack: Stack, fake_openai: FakeOpenAI
 ) -> None:
     answer = stack.shell(
         """curl -X POST http://localhost:3000/api/ingest/enqueue \\
@@ -41,7 +33,7 @@ def test_a_worker_uses_every_openai_path_when_a_key_is_set(
         "1",
         name="openai-worker",
         OPENAI_API_KEY=API_KEY,
-        OPENAI_BASE_URL=openai_server.base_url,
+        OPENAI_BASE_URL=fake_openai.base_url,
     )
     assert worker.wait(timeout=180) == 0, worker.output
     lines_in_order(worker, [r"Processing job .*", r"Job \w+ succeeded in .*", r"Jobs succeeded: 1"])
@@ -60,7 +52,7 @@ def test_a_worker_uses_every_openai_path_when_a_key_is_set(
 
     # Each OpenAI endpoint was really called (the local server answers 401 to any key but
     # API_KEY, so the worker also sent the key as its bearer token).
-    paths = openai_server.paths()
+    paths = fake_openai.paths()
     for path in ("/v1/audio/transcriptions", "/v1/chat/completions", "/v1/embeddings"):
         assert path in paths, paths
 

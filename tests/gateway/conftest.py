@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from tests.support.databases import create_database, drop_database, url_for
-from tests.support.processes import PYTHON, Process, free_port, queue_service_process, started
+from tests.support.processes import Process, gateway_process, queue_service_process
 
 ADMIN_KEY = "test-admin-key-0123456789"
 
@@ -36,27 +36,16 @@ class Stack:
         return int(row[0])
 
 
-def gateway_env(port: int, queue_addr: str, **extra: str) -> dict[str, str]:
-    return {
-        "ADMIN_API_KEY": ADMIN_KEY,
-        "GATEWAY_HOST": "127.0.0.1",
-        "GATEWAY_PORT": str(port),
-        "QUEUE_ADDR": queue_addr,
-        "QUEUE_AUTH_TOKEN": "",
-        "GATEWAY_GRPC_TIMEOUT_SECONDS": "5",
-        **extra,
-    }
+# Short enough that a test of a queue service that does not answer ends in seconds.
+GATEWAY_ENV = {"GATEWAY_GRPC_TIMEOUT_SECONDS": "5"}
 
 
-@contextmanager
-def gateway_process(queue_addr: str, **extra_env: str) -> Iterator[tuple[Process, str]]:
-    """`python -m gateway` on a free loopback port, waited on until it listens."""
-    port = free_port()
-    with started(
-        [PYTHON, "-m", "gateway"], gateway_env(port, queue_addr, **extra_env), "gateway"
-    ) as process:
-        process.wait_for_line(r"Gateway listening on")
-        yield process, f"http://127.0.0.1:{port}"
+def gateway_under_test(
+    queue_addr: str, **extra_env: str
+) -> AbstractContextManager[tuple[Process, str]]:
+    """The gateway under test in front of `queue_addr`: `python -m gateway` with ADMIN_KEY,
+    waited on until it listens; yields it and its base URL."""
+    return gateway_process(queue_addr, ADMIN_KEY, **{**GATEWAY_ENV, **extra_env})
 
 
 @contextmanager
@@ -65,7 +54,7 @@ def running_stack(
 ) -> Iterator[Stack]:
     with (
         queue_service_process(database_url, **(queue_env or {})) as queue,
-        gateway_process(f"127.0.0.1:{queue.port}", **gateway_extra) as (gateway, base_url),  # type: ignore[attr-defined]
+        gateway_under_test(f"127.0.0.1:{queue.port}", **gateway_extra) as (gateway, base_url),
         httpx.Client(base_url=base_url, headers={"X-Admin-Key": ADMIN_KEY}, timeout=15) as http,
         psycopg.connect(database_url, autocommit=True) as db,
     ):

@@ -20,7 +20,7 @@ from gateway.config import Config
 from gateway.errors import from_rpc_error
 from jobqueue.v1 import admin_service_pb2_grpc
 from queue_service.errors import DomainError, InvalidArgument, InvalidTransition, to_status
-from tests.gateway.conftest import ADMIN_KEY, gateway_process
+from tests.gateway.conftest import ADMIN_KEY, gateway_under_test
 
 SECRET_DETAIL = "connection to postgresql://app:hunter2@db:5432/jobs failed: SELECT 1"
 
@@ -105,11 +105,12 @@ def hung_queue_service() -> Iterator[str]:
         server.stop(0)
 
 
-@pytest.mark.e2e
+@pytest.mark.integration
 def test_a_queue_service_that_never_answers_is_504_after_the_deadline(
     hung_queue_service: str,
 ) -> None:
-    with gateway_process(hung_queue_service, GATEWAY_GRPC_TIMEOUT_SECONDS="0.5") as (_, base_url):
+    gateway = gateway_under_test(hung_queue_service, GATEWAY_GRPC_TIMEOUT_SECONDS="0.5")
+    with gateway as (_, base_url):
         response = httpx.get(
             f"{base_url}/api/ingest/stats", headers={"X-Admin-Key": ADMIN_KEY}, timeout=10
         )

@@ -13,7 +13,7 @@ import pytest
 
 from tests.gateway.conftest import ADMIN_KEY, Stack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
 # Per operation and phase; bounds the run to well under a minute on two cores.

@@ -12,7 +12,7 @@ import pytest
 from tests.gateway.conftest import Stack
 from tests.support.jobs import fetch_job, insert_job
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.integration
 
 
 def test_enqueue_answers_201_for_a_new_job_and_200_for_a_known_one(stack: Stack) -> None:

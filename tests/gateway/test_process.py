@@ -6,11 +6,11 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.gateway.conftest import ADMIN_KEY, Stack, gateway_process, running_stack
+from tests.gateway.conftest import ADMIN_KEY, Stack, gateway_under_test, running_stack
 from tests.support.processes import PYTHON, free_port, queue_service_process, started
 from tests.support.waiting import wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.integration
 
 
 def test_refuses_to_start_without_an_admin_key() -> None:
@@ -63,7 +63,7 @@ def test_the_admin_key_never_appears_in_the_output(shared_stack: Stack) -> None:
 def test_queue_service_down_is_503_with_json() -> None:
     nobody = f"127.0.0.1:{free_port()}"
     with (
-        gateway_process(nobody) as (_, base_url),
+        gateway_under_test(nobody) as (_, base_url),
         httpx.Client(base_url=base_url, headers={"X-Admin-Key": ADMIN_KEY}) as http,
     ):
         health = http.get("/healthz")
@@ -88,7 +88,7 @@ def test_a_queue_service_that_stops_and_returns(database_url: str) -> None:
     with running_stack(database_url) as stack:
         assert stack.http.get("/api/ingest/stats").status_code == 200
         assert stack.queue is not None
-        port = stack.queue.port  # type: ignore[attr-defined]
+        port = stack.queue.port
         stack.queue.stop()
         assert stack.http.get("/api/ingest/stats").status_code == 503
         assert stack.http.get("/healthz").status_code == 503

@@ -11,7 +11,7 @@ import pytest
 
 from tests.gateway.conftest import Stack
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.integration
 
 JOB = str(uuid.uuid4())
 S3 = {"source_type": "s3", "s3_key": "videos/test-ad.mp4"}

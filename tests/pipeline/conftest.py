@@ -1,5 +1,6 @@
-"""Fixtures of the pipeline tests: sample media, a local S3 (moto's server), a local
-OpenAI-compatible server, a recording advert sink, and a migrated PostgreSQL database."""
+"""Fixtures of the pipeline tests: sample media, a local S3 (moto's server), a recording advert
+sink, and a migrated PostgreSQL database. The local OpenAI-compatible server (`fake_openai`) is
+tests/conftest.py's: tests/e2e uses it too."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from jobqueue.v1 import advert_service_pb2
-from tests.pipeline.fake_openai import API_KEY, FakeOpenAI
 from tests.pipeline.sample_media import SampleAdvert, make_advert
 from tests.support.databases import create_database, drop_database, url_for
 from worker_service.pipeline.base import StageContext
@@ -61,22 +61,7 @@ def bucket(s3: Any) -> str:
     return name
 
 
-# -- OpenAI --------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def openai_server() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def fake_openai(openai_server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> FakeOpenAI:
-    openai_server.reset()
-    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
-    return openai_server
+# -- OpenAI ----------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -130,13 +115,10 @@ def make_context(
 def advert_database(template_database: str) -> Iterator[str]:
     """A fresh copy of the session's migrated template database, shared by a module's tests.
 
-    (Applying the migrations, and re-applying them, is tests/integration/test_migrations.py's.)
+    (Applying the migrations, and re-applying them, is tests/queue/test_migrations.py's.)
     """
     name = create_database(template=template_database, prefix="pipeline_test")
     try:
         yield url_for(name)
     finally:
         drop_database(name)
-
-
-__all__ = ["API_KEY", "RecordingSink", "make_context"]

@@ -23,9 +23,12 @@ from queue_service.advert_store import AdvertStore
 from queue_service.adverts import AdvertServicer
 from tests.pipeline.conftest import make_context
 from tests.pipeline.sample_media import SampleAdvert
+from tests.support.processes import free_port
 from worker_service.pipeline.errors import JobStopped, TransientError
 from worker_service.pipeline.factory import build_pipeline
 from worker_service.providers.grpc_sink import GrpcAdvertSink
+
+pytestmark = pytest.mark.integration
 
 
 @dataclass
@@ -216,11 +219,7 @@ async def test_sink_stores_and_maps_a_lost_lease_to_job_stopped(service: Service
 
 
 def test_sink_without_a_server_is_transient() -> None:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     with (
         GrpcAdvertSink(f"127.0.0.1:{port}", token=None, deadline_seconds=2) as sink,
         pytest.raises(TransientError) as raised,

@@ -3,7 +3,6 @@ configured only by boto3's own AWS_* variables (AWS_ENDPOINT_URL included)."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +10,13 @@ import pytest
 
 from tests.pipeline.conftest import make_context
 from tests.pipeline.sample_media import SampleAdvert
+from tests.support.processes import free_port
 from worker_service.pipeline.config import PipelineConfig
 from worker_service.pipeline.errors import PermanentError, TransientError
 from worker_service.pipeline.fetch import FetchVideo
 from worker_service.providers.s3 import S3ObjectStore, make_s3_client
+
+pytestmark = pytest.mark.integration
 
 
 def _fetch(bucket: str, key: str, workdir: Path, **config: Any) -> Any:
@@ -64,9 +66,7 @@ def test_object_over_the_size_limit_is_permanent(
 def test_unreachable_store_is_transient(
     aws_env: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     # Nothing listens on that port now: connection refused, fast.
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
     store = S3ObjectStore("adverts", client=make_s3_client(max_attempts=1))

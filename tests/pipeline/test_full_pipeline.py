@@ -11,11 +11,13 @@ import pytest
 from google.protobuf import json_format
 
 from tests.pipeline.conftest import RecordingSink, make_context
-from tests.pipeline.fake_openai import API_KEY, EMBEDDING_DIMENSION, TRANSCRIPT, FakeOpenAI
 from tests.pipeline.sample_media import SampleAdvert
+from tests.support.fake_openai import API_KEY, EMBEDDING_DIMENSION, TRANSCRIPT, FakeOpenAI
 from worker_service.pipeline.base import Pipeline, StageContext
 from worker_service.pipeline.factory import STAGE_NAMES, build_pipeline
 from worker_service.providers import local_embeddings
+
+pytestmark = pytest.mark.integration
 
 needs_local_model = pytest.mark.skipif(
     not local_embeddings.available(), reason="the local-embeddings extra is not installed"

@@ -23,6 +23,8 @@ from worker_service.pipeline.fetch import FetchVideo
 from worker_service.pipeline.keyframes import ExtractKeyframes
 from worker_service.pipeline.probe import ProbeMedia
 
+pytestmark = pytest.mark.integration
+
 CONFIG = PipelineConfig()
 
 

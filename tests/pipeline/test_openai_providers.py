@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipeline.fake_openai import (
+from tests.pipeline.sample_media import SampleAdvert
+from tests.support.fake_openai import (
     ANALYSIS,
     API_KEY,
     EMBEDDING_DIMENSION,
@@ -16,11 +17,13 @@ from tests.pipeline.fake_openai import (
     FakeOpenAI,
     fake_vector,
 )
-from tests.pipeline.sample_media import SampleAdvert
+from tests.support.processes import free_port
 from worker_service.pipeline.errors import PermanentError, StageError, TransientError
 from worker_service.providers import openai_api
 from worker_service.providers.analysis_schema import ANALYSIS_SCHEMA
 from worker_service.providers.interfaces import AnalysisRequest
+
+pytestmark = pytest.mark.integration
 
 TRANSCRIBE = "/v1/audio/transcriptions"
 CHAT = "/v1/chat/completions"
@@ -153,11 +156,7 @@ def test_other_client_errors(
 
 
 def test_unreachable_api_is_transient(monkeypatch: pytest.MonkeyPatch) -> None:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{port}/v1")
     embedder = openai_api.OpenAIEmbedder(_client(retries=0), "text-embedding-3-small")  # type: ignore[arg-type]
     with pytest.raises(TransientError) as raised:

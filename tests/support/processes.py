@@ -2,6 +2,8 @@
 
 `Process` collects the output lines as they come, so a test waits for the line it expects
 (`wait_for_line`) instead of sleeping, and always gets the whole output in its failure message.
+Each of the project's processes has one starter here, which returns once
+the process listens.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -28,11 +31,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def output_of(args: Sequence[str], *, what: str, timeout: float = 60, **options: Any) -> str:
+    """Run a command to its end and return its stdout; if it exits non-zero, fail showing `what`
+    it was running and all it printed. `options` go to subprocess.run (input, env, cwd)."""
+    result = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, **options)
+    assert result.returncode == 0, (
+        f"{what} failed ({result.returncode}):\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    )
+    return result.stdout
+
+
 class Process:
     def __init__(
         self, args: Sequence[str], env: Mapping[str, str] | None = None, name: str = ""
     ) -> None:
         self.name = name or " ".join(args[:3])
+        # The loopback port it listens on, for the starters below that choose one.
+        self.port = 0
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.popen = subprocess.Popen(
             list(args),
@@ -142,5 +157,45 @@ def queue_service_process(
         "queue_service",
     ) as process:
         process.wait_for_line(r"Queue service listening on")
-        process.port = port  # type: ignore[attr-defined]
+        process.port = port
         yield process
+
+
+@contextmanager
+def gateway_process(
+    queue_addr: str, admin_key: str, **extra_env: str
+) -> Iterator[tuple[Process, str]]:
+    """`python -m gateway` on a free loopback port, waited on until it listens; yields it and
+    its base URL."""
+    port = free_port()
+    env = {
+        "ADMIN_API_KEY": admin_key,
+        "GATEWAY_HOST": "127.0.0.1",
+        "GATEWAY_PORT": str(port),
+        "QUEUE_ADDR": queue_addr,
+        "QUEUE_AUTH_TOKEN": "",
+        **extra_env,
+    }
+    with started([PYTHON, "-m", "gateway"], env, "gateway") as process:
+        process.wait_for_line(r"Gateway listening on")
+        process.port = port
+        yield process, f"http://127.0.0.1:{port}"
+
+
+def worker_process(
+    args: Sequence[str], env: Mapping[str, str], name: str = "worker"
+) -> AbstractContextManager[Process]:
+    """`python -m worker_service ARGS`, stopped (SIGTERM) on leaving."""
+    return started([PYTHON, "-m", "worker_service", *args], env, name)
+
+
+def lines_in_order(process: Process, patterns: list[str]) -> None:
+    """Every pattern matches a whole output line, in this order (other lines may come between)."""
+    lines = process.lines
+    position = 0
+    for pattern in patterns:
+        regex = re.compile(pattern)
+        while position < len(lines) and not regex.fullmatch(lines[position]):
+            position += 1
+        assert position < len(lines), f"no line {pattern!r} in order; output:\n{process.output}"
+        position += 1

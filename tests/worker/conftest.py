@@ -19,7 +19,7 @@ from google.protobuf import struct_pb2
 
 from jobqueue.rpc import bearer_metadata
 from jobqueue.v1 import admin_service_pb2, admin_service_pb2_grpc
-from tests.support.processes import PYTHON, Process, queue_service_process, started
+from tests.support.processes import Process, queue_service_process, worker_process
 
 # Fast enough that every rule plays out in a few seconds, slow enough to be far from flaky:
 # workers beat every 0.3 s against a 3 s heartbeat timeout.
@@ -83,7 +83,7 @@ def queue_factory(database_url: str) -> Iterator[Callable[..., Queue]]:
             process = stack.enter_context(
                 queue_service_process(database_url, port, **{**QUEUE_ENV, **env})
             )
-            return Queue(process, process.port, env.get("QUEUE_AUTH_TOKEN"))  # type: ignore[attr-defined]
+            return Queue(process, process.port, env.get("QUEUE_AUTH_TOKEN"))
 
         yield start
 
@@ -119,9 +119,7 @@ def worker_factory(objects: Path, results: Path) -> Iterator[Callable[..., Proce
                 **({"QUEUE_ADDR": queue.addr} if queue else {}),
                 **env,
             }
-            return stack.enter_context(
-                started([PYTHON, "-m", "worker_service", *args], full_env, name)
-            )
+            return stack.enter_context(worker_process(args, full_env, name))
 
         yield start
 
@@ -131,3 +129,9 @@ def put_object(objects: Path, key: str, data: bytes = b"") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data or (key.encode() * 5000))
     return path
+
+
+def held_job(queue: Queue, objects: Path, gate: Path, key: str = "videos/held.mp4") -> str:
+    """A job that stays RUNNING in `wait_for_gate` until `gate` exists."""
+    put_object(objects, key)
+    return queue.enqueue({"source_type": "s3", "s3_key": key, "gate": str(gate)})

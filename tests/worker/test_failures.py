@@ -13,18 +13,11 @@ import psycopg
 import pytest
 
 from tests.support.jobs import fetch_job
-from tests.support.processes import Process, free_port
+from tests.support.processes import Process, free_port, lines_in_order
 from tests.support.waiting import wait_for
-from tests.worker.conftest import Queue, put_object
-from tests.worker.test_checklist import assert_lines_in_order
+from tests.worker.conftest import Queue, held_job, put_object
 
-pytestmark = pytest.mark.e2e
-
-
-def held_job(queue: Queue, objects: Path, gate: Path, key: str = "videos/held.mp4") -> str:
-    """A job that stays RUNNING in `wait_for_gate` until `gate` exists."""
-    put_object(objects, key)
-    return queue.enqueue({"source_type": "s3", "s3_key": key, "gate": str(gate)})
+pytestmark = pytest.mark.integration
 
 
 def at_gate(db: psycopg.Connection[Any], job_id: str, lease: int = 1) -> bool:
@@ -79,7 +72,7 @@ def test_a_cancelled_running_job_is_stopped_and_ends_cancelled(
     assert (row["stage"], row["error_code"], row["attempts"]) == ("cancelled", "CANCELLED", 1)
     assert not results.exists() or not list(results.iterdir())
     worker.wait_for_line(rf"Job {job_id[:8]} cancelled after")
-    assert_lines_in_order(worker, [r"Jobs processed: 1", r"Jobs succeeded: 0", r"Jobs failed: 1"])
+    lines_in_order(worker, [r"Jobs processed: 1", r"Jobs succeeded: 0", r"Jobs failed: 1"])
 
 
 def test_a_paused_worker_does_not_complete_a_job_it_lost(
@@ -113,7 +106,7 @@ def test_a_paused_worker_does_not_complete_a_job_it_lost(
     assert db.execute("SELECT job_id FROM adverts").fetchall() == [(row["id"],)]
     assert row["output"]["ad_id"]
     assert "succeeded in" not in paused.output
-    assert_lines_in_order(paused, [r"Jobs processed: 1", r"Jobs succeeded: 0", r"Jobs failed: 1"])
+    lines_in_order(paused, [r"Jobs processed: 1", r"Jobs succeeded: 0", r"Jobs failed: 1"])
     other.wait_for_line(rf"Job {job_id[:8]} succeeded in")
 
 
@@ -149,7 +142,7 @@ def test_a_queue_service_restart_mid_job_costs_nothing(
     for job_id in (job_a, job_b):
         row = fetch_job(db, job_id)
         assert (row["status"], row["attempts"], row["lease"]) == ("SUCCEEDED", 1, 1), row
-    assert_lines_in_order(worker, [r"Jobs processed: 2", r"Jobs succeeded: 2", r"Jobs failed: 0"])
+    lines_in_order(worker, [r"Jobs processed: 2", r"Jobs succeeded: 2", r"Jobs failed: 0"])
 
 
 def test_sigterm_finishes_what_it_can_and_hands_back_the_rest(
@@ -179,7 +172,7 @@ def test_sigterm_finishes_what_it_can_and_hands_back_the_rest(
     # No claims after the signal.
     assert fetch_job(db, later)["status"] == "QUEUED"
     worker.wait_for_line(rf"Job {stuck[:8]} handed back after")
-    assert_lines_in_order(worker, [r"Jobs processed: 2", r"Jobs succeeded: 1", r"Jobs failed: 1"])
+    lines_in_order(worker, [r"Jobs processed: 2", r"Jobs succeeded: 1", r"Jobs failed: 1"])
 
 
 def test_a_refused_token_exits_non_zero_with_one_clear_line(

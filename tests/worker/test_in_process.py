@@ -3,7 +3,7 @@ the claim loop (`Worker`), one job's life (`JobRun`) and how it is settled, in m
 
 Stages here are held by gates the test opens (threading events), and every wait is on a
 recorded call or beat of the fake, never a sleep. The real processes are tested in
-test_checklist.py and test_failures.py.
+test_process_behaviour.py and test_failures.py.
 """
 
 from __future__ import annotations

@@ -8,11 +8,14 @@ from typing import Any
 
 import grpc
 import psycopg
+import pytest
 
 from jobqueue.v1 import admin_service_pb2 as admin_pb
 from jobqueue.v1 import queue_service_pb2 as queue_pb
 from jobqueue.v1 import queue_service_pb2_grpc
 from tests.support.grpc_server import RunningQueue
+
+pytestmark = pytest.mark.integration
 
 JOBS = 2000
 CLAIMERS = 8
@@ -99,7 +102,7 @@ async def test_concurrent_single_completions_are_coalesced_and_each_answered(
     )
     assert {r.job.id for r in responses} == {j.id for j in jobs}
     # Calls that arrived while a statement was in flight shared the next one. (How many share
-    # depends on timing; tests/unit/test_batching.py pins the mechanism down exactly.)
+    # depends on timing; tests/queue/test_batching.py pins the mechanism down exactly.)
     assert flushes < len(jobs), flushes
 
 

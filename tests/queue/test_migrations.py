@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +19,10 @@ import psycopg
 import pytest
 
 from queue_service import migrate
-from tests.support.databases import create_database, drop_database, url_for
+from tests.support.databases import create_database, drop_database, psql, url_for
 from tests.support.processes import ROOT
+
+pytestmark = pytest.mark.integration
 
 MIGRATIONS = ROOT / "migrations"
 FILES = [path.name for path in sorted(MIGRATIONS.glob("[0-9][0-9][0-9]_*.sql"))]
@@ -68,14 +69,7 @@ def psql_apply(url: str, *files: str, cwd: Path) -> None:
     """What the checklist runs, from a working directory other than the repository's, so that
     an include is found relative to the file that includes it."""
     for name in files or FILES:
-        result = subprocess.run(
-            ["psql", url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(MIGRATIONS / name)],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert result.returncode == 0, f"psql -f {name} failed:\n{result.stderr}"
+        psql(url, "", "-q", "-f", str(MIGRATIONS / name), cwd=cwd)
 
 
 def catalog(url: str) -> list[tuple[Any, ...]]:

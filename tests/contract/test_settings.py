@@ -1,4 +1,5 @@
-"""One configuration reader for every process: finite numbers, bounds, one line naming it."""
+"""One configuration reader for every process (jobqueue.settings): finite numbers, bounds, one
+line naming it, and database passwords masked wherever a URL is shown."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from gateway.config import Config as GatewayConfig
-from jobqueue.settings import ConfigError, Env
+from jobqueue.settings import ConfigError, Env, mask_url
 from queue_service.config import Config as QueueConfig
 from tests.support.processes import ROOT
 
@@ -69,6 +70,24 @@ def test_unset_and_empty_take_the_default_and_labels_name_the_flag() -> None:
         Env({"X": "0"}, label=lambda name: f"--flag ({name})").number("X", 1, minimum=1)
 
 
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("postgresql://user:hunter2@db:5432/app", "postgresql://user:***@db:5432/app"),
+        ("postgresql://user@db/app", "postgresql://user@db/app"),
+        ("postgres://u:p%40ss@h/d?sslmode=require", "postgres://u:***@h/d?sslmode=require"),
+        ("postgresql://:secret@h/d", "postgresql://:***@h/d"),
+        (
+            "postgresql:///d?host=/run&password=hunter2&port=5",
+            "postgresql:///d?host=/run&password=***&port=5",
+        ),
+    ],
+)
+def test_passwords_are_masked(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+
+
+@pytest.mark.integration
 def test_the_gateway_stops_with_one_line_naming_the_variable() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "gateway"],

@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+import pytest
+
+from tests.support.processes import ROOT
 
 
+@pytest.mark.integration
 def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "scripts/generate_protos.py", "--out", str(tmp_path)],

@@ -19,6 +19,8 @@ from tests.support.grpc_server import running_queue, service_config
 from tests.support.jobs import fetch_job, insert_job
 from tests.support.tcp_proxy import TcpProxy
 
+pytestmark = pytest.mark.integration
+
 
 def stats_request() -> admin_pb.GetQueueStatsRequest:
     return admin_pb.GetQueueStatsRequest()

@@ -18,6 +18,8 @@ from jobqueue.v1 import queue_service_pb2 as queue_pb
 from tests.support.grpc_server import RunningQueue
 from tests.support.jobs import fetch_job, insert_job
 
+pytestmark = pytest.mark.integration
+
 S = job_pb2.JobStatus
 
 

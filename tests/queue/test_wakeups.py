@@ -29,6 +29,8 @@ from queue_service import claims
 from tests.support.grpc_server import running_queue, service_config
 from tests.support.jobs import insert_job
 
+pytestmark = pytest.mark.integration
+
 Conn = psycopg.Connection[Any]
 
 # Long enough for a loaded 2-core machine; a notification that arrives comes within milliseconds.
