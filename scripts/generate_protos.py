@@ -1,6 +1,6 @@
 """Regenerate the Python code for protos/ into jobqueue/: `python scripts/generate_protos.py`.
 
-The output is committed. tests/unit/test_generated_code.py regenerates into a temporary folder
+The output is committed. tests/contract/test_generated_code.py regenerates into a temporary folder
 and fails when the committed files differ, so the wire contract and the code cannot drift.
 """
 
