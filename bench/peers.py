@@ -482,21 +482,24 @@ class Project(System):
         return {key: at for key, at in rows}
 
 
-class NodePeer(System):
-    install_part = "js"
+class ScriptPeer(System):
+    """A peer driven by a client script of its own runtime: setup, enqueue, work."""
+
+    runtime: Path
+    script: Path
 
     def prepare(self) -> None:
-        self.node("setup", "--db", self.ctx.url, timeout=120)
+        self.client("setup", "--db", self.ctx.url, timeout=120)
 
-    def node(self, command: str, *argv: str, timeout: float) -> dict[str, Any]:
-        args = [NODE, BENCH / "peer_node.mjs", command, "--system", self.name, *argv]
+    def client(self, command: str, *argv: str, timeout: float) -> dict[str, Any]:
+        args = [str(self.runtime), str(self.script), command, "--system", self.name, *argv]
         return run_client(args, self.ctx.log(f"{self.name}-{command}"), timeout)
 
     def enqueue(
         self, mode: str, count: int, start: int, gap_ms: float = 0.0, timings: bool = False
     ) -> dict[str, Any]:
         extra = ["--timings"] if timings else []
-        return self.node(
+        return self.client(
             "enqueue",
             "--db",
             self.ctx.url,
@@ -515,9 +518,15 @@ class NodePeer(System):
         )
 
     def start_worker(self, concurrency: int, starts: Path) -> Proc:
-        args = [NODE, BENCH / "peer_node.mjs", "work", "--system", self.name]
+        args = [str(self.runtime), str(self.script), "work", "--system", self.name]
         args += ["--db", self.ctx.url, "--concurrency", str(concurrency), "--starts", str(starts)]
         return Proc(args, self.ctx.log(f"{self.name}-worker"))
+
+
+class NodePeer(ScriptPeer):
+    install_part = "js"
+    runtime = NODE
+    script = BENCH / "peer_node.mjs"
 
 
 class Graphile(NodePeer):
@@ -543,42 +552,10 @@ class PgBoss(NodePeer):
     clean_sql = "TRUNCATE pgboss.job"
 
 
-class PythonPeer(System):
+class PythonPeer(ScriptPeer):
     install_part = "python"
-
-    def prepare(self) -> None:
-        self.py("setup", "--db", self.ctx.url, timeout=120)
-
-    def py(self, command: str, *argv: str, timeout: float) -> dict[str, Any]:
-        args = [PEER_PYTHON, BENCH / "peer_python.py", command, "--system", self.name, *argv]
-        return run_client(args, self.ctx.log(f"{self.name}-{command}"), timeout)
-
-    def enqueue(
-        self, mode: str, count: int, start: int, gap_ms: float = 0.0, timings: bool = False
-    ) -> dict[str, Any]:
-        extra = ["--timings"] if timings else []
-        return self.py(
-            "enqueue",
-            "--db",
-            self.ctx.url,
-            "--mode",
-            mode,
-            "--count",
-            str(count),
-            "--start",
-            str(start),
-            "--batch",
-            str(self.ctx.args.bulk_size),
-            "--gap-ms",
-            str(gap_ms),
-            *extra,
-            timeout=self.client_timeout(count),
-        )
-
-    def start_worker(self, concurrency: int, starts: Path) -> Proc:
-        args = [PEER_PYTHON, BENCH / "peer_python.py", "work", "--system", self.name]
-        args += ["--db", self.ctx.url, "--concurrency", str(concurrency), "--starts", str(starts)]
-        return Proc(args, self.ctx.log(f"{self.name}-worker"))
+    runtime = PEER_PYTHON
+    script = BENCH / "peer_python.py"
 
 
 class PgQueuer(PythonPeer):
