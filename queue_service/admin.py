@@ -1,8 +1,11 @@
-"""AdminService: the producer- and operator-facing RPCs. Validate, one store call, convert."""
+"""AdminService: the producer- and operator-facing RPCs. Validate, one store call, convert.
+
+Single EnqueueJob calls that arrive together are enqueued by one statement and one commit (group
+commit, batching.Coalescer), so concurrent producers share the cost of a commit.
+"""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import UTC
 
@@ -11,9 +14,10 @@ import grpc
 from jobqueue.v1 import admin_service_pb2 as pb
 from jobqueue.v1 import admin_service_pb2_grpc, job_pb2
 from queue_service import convert
+from queue_service.batching import Coalescer
 from queue_service.config import Config
 from queue_service.errors import InvalidArgument, grpc_errors
-from queue_service.store import NewJob, Store
+from queue_service.store import Enqueued, NewJob, Row, Store
 
 MAX_ENQUEUE_BATCH = 1000
 MAX_PAGE_SIZE = 500
@@ -26,13 +30,23 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
     def __init__(self, store: Store, config: Config) -> None:
         self._store = store
         self._config = config
+        # One caller's bad value must not fail the others it shares a statement with.
+        self.enqueues: Coalescer[NewJob, tuple[Enqueued, Row | None]] = Coalescer(
+            store.enqueue, isolate=(InvalidArgument,)
+        )
+
+    def start(self) -> None:
+        self.enqueues.start()
+
+    async def stop(self) -> None:
+        await self.enqueues.stop()
 
     @grpc_errors
     async def EnqueueJob(
         self, request: pb.EnqueueJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.EnqueueJobResponse:
-        [(row, existed)] = await self._store.enqueue([_new_job(request)])
-        return pb.EnqueueJobResponse(job=convert.job(row), already_existed=existed)
+        new_job = _new_job(request)
+        return _enqueued(new_job, request, await self.enqueues.submit(new_job))
 
     @grpc_errors
     async def EnqueueJobs(
@@ -40,11 +54,12 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
     ) -> pb.EnqueueJobsResponse:
         if not 1 <= len(request.jobs) <= MAX_ENQUEUE_BATCH:
             raise InvalidArgument(f"jobs must hold 1..{MAX_ENQUEUE_BATCH} entries", field="jobs")
-        results = await self._store.enqueue([_new_job(job) for job in request.jobs])
+        new_jobs = [_new_job(job) for job in request.jobs]
+        results = await self._store.enqueue(new_jobs)
         return pb.EnqueueJobsResponse(
             results=[
-                pb.EnqueueJobResponse(job=convert.job(row), already_existed=existed)
-                for row, existed in results
+                _enqueued(new_job, job, result)
+                for new_job, job, result in zip(new_jobs, request.jobs, results, strict=True)
             ]
         )
 
@@ -144,12 +159,27 @@ def released_response(rows: Sequence[dict[str, object]]) -> pb.ReleaseStaleJobsR
     )
 
 
+def _enqueued(
+    new_job: NewJob, request: pb.EnqueueJobRequest, result: tuple[Enqueued, Row | None]
+) -> pb.EnqueueJobResponse:
+    enqueued, existing = result
+    if existing is not None:
+        return pb.EnqueueJobResponse(job=convert.job(existing), already_existed=True)
+    job = convert.enqueued_job(enqueued, new_job.queue, new_job.priority, request.input)
+    return pb.EnqueueJobResponse(job=job, already_existed=enqueued.already_existed)
+
+
 def _new_job(request: pb.EnqueueJobRequest) -> NewJob:
     if not request.HasField("input") or not request.input.fields:
         raise InvalidArgument("input is required: a non-empty JSON object", field="input")
-    payload = convert.struct_to_dict(request.input)
-    if len(json.dumps(payload)) > MAX_INPUT_BYTES:
+    # ASCII JSON, so its length is its size in bytes.
+    input_json = convert.struct_json(request.input, "input")
+    if len(input_json) > MAX_INPUT_BYTES:
         raise InvalidArgument(f"input is larger than {MAX_INPUT_BYTES} bytes", field="input")
+    if "\\u0000" in input_json:
+        raise InvalidArgument(
+            "input cannot hold NUL characters (jsonb refuses them)", field="input"
+        )
     queue = request.queue or "default"
     if len(queue) > 100:
         raise InvalidArgument("queue is at most 100 characters", field="queue")
@@ -162,7 +192,7 @@ def _new_job(request: pb.EnqueueJobRequest) -> NewJob:
     if len(request.idempotency_key) > 500:
         raise InvalidArgument("idempotency_key is at most 500 characters", field="idempotency_key")
     return NewJob(
-        input=payload,
+        input_json=input_json,
         queue=queue,
         priority=request.priority,
         max_attempts=request.max_attempts,

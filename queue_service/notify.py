@@ -1,20 +1,28 @@
 """Wake-ups for waiting claims: LISTEN on the channel the SQL functions NOTIFY.
 
-Every transition that leaves a job runnable at once (enqueue, release, retry, the stale sweep)
-calls notify_queue (migrations/job_queue/notify.sql): pg_notify('ingestion_jobs', queue). One
-dedicated connection listens and sets an event per queue, so an idle worker's Claim returns
-within milliseconds of a new job instead of polling the database. If the listening connection
-breaks, it reconnects with backoff; waiting claims re-check on their own every
-`claims.RECHECK_SECONDS` meanwhile (and to see RETRY jobs whose backoff has expired, which nobody
-announces).
+Every transition that leaves a job QUEUED or RETRY announces it (notify_queue,
+migrations/job_queue/notify.sql) with a JSON payload per queue: how many of its jobs may run now,
+and in how many seconds the earliest of the others comes due. One dedicated connection per
+service listens and hands each announcement to the waiting claims (queue_service/claims.py),
+which wake as many waiters as there are new jobs and arm a timer for the due ones: an idle
+worker's Claim returns within milliseconds of a new job, or of its backoff running out, and
+waiting costs the database nothing.
+
+A bare queue name (what notify_queue sent before it counted jobs, or an operator's own
+`NOTIFY ingestion_jobs, 'media'`) still works: it wakes every waiter of that queue. If the
+listening connection breaks, it reconnects with backoff, and then tells the waiting claims to
+look again, since announcements made meanwhile were lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
-from collections import defaultdict
+import math
+from dataclasses import dataclass
+from typing import Protocol
 
 import psycopg
 
@@ -23,10 +31,45 @@ log = logging.getLogger(__name__)
 CHANNEL = "ingestion_jobs"
 
 
+@dataclass(frozen=True)
+class Announcement:
+    queue: str
+    # How many jobs of the queue may be claimed now; None: unknown (wake every waiter).
+    runnable: int | None
+    # Seconds until the earliest job announced for later comes due; None: no such job.
+    due_in: float | None = None
+
+
+def parse(payload: str) -> Announcement:
+    """The announcement a payload carries: notify_queue's JSON object, or a bare queue name."""
+    if payload.startswith("{"):
+        with contextlib.suppress(ValueError):
+            fields = json.loads(payload)
+            queue, runnable, due_in = fields["queue"], fields["runnable"], fields.get("due_in")
+            if (
+                isinstance(queue, str)
+                and isinstance(runnable, int)
+                and (due_in is None or (isinstance(due_in, int | float) and math.isfinite(due_in)))
+            ):
+                return Announcement(queue, max(runnable, 0), due_in)
+    return Announcement(payload, None)
+
+
+class Subscriber(Protocol):
+    def announced(self, announcement: Announcement) -> None:
+        """Jobs of a queue became claimable, or will."""
+
+    def resync(self) -> None:
+        """The listener listens (again): announcements made before may have been lost."""
+
+    def unheard(self) -> None:
+        """The listener stopped listening: announcements are lost until the next resync."""
+
+
 class JobNotifier:
-    def __init__(self, conninfo: str) -> None:
+    def __init__(self, conninfo: str, subscriber: Subscriber) -> None:
         self._conninfo = conninfo
-        self._events: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        self._subscriber = subscriber
         self._task: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()
 
@@ -39,20 +82,6 @@ class JobNotifier:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def event(self, queue: str) -> asyncio.Event:
-        """The event the next notification for `queue` sets. Take it before looking for work,
-        so a job enqueued between the look and the wait is not missed."""
-        return self._events[queue]
-
-    def wake(self, queue: str) -> None:
-        event = self._events.pop(queue, None)
-        if event is not None:
-            event.set()
-
-    def wake_all(self) -> None:
-        for queue in list(self._events):
-            self.wake(queue)
-
     async def _listen_forever(self) -> None:
         delay = 0.2
         while True:
@@ -63,14 +92,15 @@ class JobNotifier:
                     await conn.execute("LISTEN ingestion_jobs")  # the CHANNEL
                     self.listening.set()
                     delay = 0.2
-                    # Anything enqueued while we were not listening: let waiters look again.
-                    self.wake_all()
+                    # Anything announced while we were not listening: let waiters look again.
+                    self._subscriber.resync()
                     async for notification in conn.notifies():
-                        self.wake(notification.payload)
+                        self._subscriber.announced(parse(notification.payload))
             except asyncio.CancelledError:
                 raise
             except psycopg.Error as error:
                 self.listening.clear()
+                self._subscriber.unheard()
                 log.warning("job notifications lost (%s); reconnecting in %.1fs", error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

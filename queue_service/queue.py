@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import TypeVar
@@ -20,9 +19,9 @@ from queue_service.errors import InvalidArgument, grpc_errors, grpc_stream_error
 from queue_service.store import (
     Beat,
     Completion,
-    EntryOutcome,
     Failure,
     Release,
+    Settled,
     Store,
     raise_for_outcome,
 )
@@ -55,13 +54,11 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         # One caller's bad value must not fail the others it shares a statement with.
         bad_input = (InvalidArgument,)
         self.heartbeats: Coalescer[Beat, str] = Coalescer(store.heartbeat, isolate=bad_input)
-        self.completions: Coalescer[Completion, EntryOutcome] = Coalescer(
+        self.completions: Coalescer[Completion, Settled] = Coalescer(
             store.complete, isolate=bad_input
         )
-        self.failures: Coalescer[Failure, EntryOutcome] = Coalescer(store.fail, isolate=bad_input)
-        self.releases: Coalescer[Release, EntryOutcome] = Coalescer(
-            store.release, isolate=bad_input
-        )
+        self.failures: Coalescer[Failure, Settled] = Coalescer(store.fail, isolate=bad_input)
+        self.releases: Coalescer[Release, Settled] = Coalescer(store.release, isolate=bad_input)
         self._coalescers = (self.heartbeats, self.completions, self.failures, self.releases)
         self._store = store
         # Set when the service stops: heartbeat streams end at once (the workers reconnect,
@@ -100,7 +97,7 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         rows = await self._claimer.claim(
             worker_id, request.max_jobs, request.queue or "default", wait
         )
-        return pb.ClaimResponse(jobs=[convert.job(row) for row in rows])
+        return pb.ClaimResponse(jobs=[convert.claimed_job(row) for row in rows])
 
     @grpc_stream_errors
     async def Heartbeat(
@@ -163,7 +160,8 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
     async def Complete(
         self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext
     ) -> pb.CompleteResponse:
-        return pb.CompleteResponse(job=await _settled(self.completions, _completion(request)))
+        settled = await _settled(self.completions, _completion(request))
+        return pb.CompleteResponse(job=convert.settled_job(settled, request.output))
 
     @grpc_errors
     async def CompleteBatch(
@@ -176,7 +174,8 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
     async def Fail(
         self, request: pb.FailRequest, context: grpc.aio.ServicerContext
     ) -> pb.FailResponse:
-        return pb.FailResponse(job=await _settled(self.failures, _failure(request)))
+        settled = await _settled(self.failures, _failure(request))
+        return pb.FailResponse(job=convert.settled_job(settled))
 
     @grpc_errors
     async def Release(
@@ -187,7 +186,7 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
             lease=_lease(request.lease),
             reason=_printable(request.reason[:MAX_TEXT]),
         )
-        return pb.ReleaseResponse(job=await _settled(self.releases, release))
+        return pb.ReleaseResponse(job=convert.settled_job(await _settled(self.releases, release)))
 
     @grpc_errors
     async def FailBatch(
@@ -197,12 +196,11 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         return pb.FailBatchResponse(results=_results(await self._store.fail(entries)))
 
 
-async def _settled(coalescer: Coalescer[EntryT, EntryOutcome], entry: EntryT) -> job_pb2.Job:
-    """A single-job transition: its shared statement's outcome, as the job or as the error."""
-    outcome = await coalescer.submit(entry)
-    raise_for_outcome(outcome)
-    assert outcome.row is not None
-    return convert.job(outcome.row)
+async def _settled(coalescer: Coalescer[EntryT, Settled], entry: EntryT) -> Settled:
+    """A single-job transition: its shared statement's outcome, or the caller's error."""
+    settled = await coalescer.submit(entry)
+    raise_for_outcome(settled)
+    return settled
 
 
 def _batch(entries: Sequence[EntryT]) -> Sequence[EntryT]:
@@ -236,13 +234,15 @@ def _beat(request: pb.HeartbeatRequest) -> Beat:
 
 
 def _completion(request: pb.CompleteRequest) -> Completion:
-    output = convert.struct_to_dict(request.output)
-    if "\\u0000" in json.dumps(output):
+    output_json = convert.struct_json(request.output, "output")
+    if "\\u0000" in output_json:
         raise InvalidArgument(
             "output cannot hold NUL characters (jsonb refuses them)", field="output"
         )
     return Completion(
-        job_id=convert.parse_uuid(request.job_id), lease=_lease(request.lease), output=output
+        job_id=convert.parse_uuid(request.job_id),
+        lease=_lease(request.lease),
+        output_json=output_json,
     )
 
 
@@ -262,7 +262,7 @@ def _failure(request: pb.FailRequest) -> Failure:
     )
 
 
-def _results(outcomes: Sequence[EntryOutcome]) -> list[pb.EntryResult]:
+def _results(outcomes: Sequence[Settled]) -> list[pb.EntryResult]:
     return [
         pb.EntryResult(
             job_id=str(outcome.job_id),

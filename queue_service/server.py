@@ -67,7 +67,9 @@ class QueueServer:
     pool: psycopg_pool.AsyncConnectionPool
     store: Store
     notifier: JobNotifier
+    claimer: Claimer
     queue: QueueServicer
+    admin: AdminServicer
     reaper: Reaper
     health: HealthServicer
     port: int
@@ -76,6 +78,7 @@ class QueueServer:
     async def start(self) -> None:
         self.notifier.start()
         self.queue.start()
+        self.admin.start()
         await self.server.start()
         await self._set_health(await self._database_ok())
         self._watcher = asyncio.create_task(self._watch_database(), name="db-health")
@@ -91,6 +94,7 @@ class QueueServer:
         self.queue.close_streams()
         await self.server.stop(grace)
         await self.queue.stop()
+        await self.admin.stop()
         await self.notifier.stop()
         await self.pool.close()
 
@@ -145,13 +149,14 @@ async def build(config: Config) -> QueueServer:
         backoff_base_seconds=config.retry_backoff_base_seconds,
         backoff_max_seconds=config.retry_backoff_max_seconds,
     )
-    notifier = JobNotifier(config.database_url)
-    claimer = Claimer(store, notifier, max_concurrent=config.max_concurrent_claims)
+    claimer = Claimer(store, max_concurrent=config.max_concurrent_claims)
+    notifier = JobNotifier(config.database_url, claimer)
     queue = QueueServicer(store, claimer)
+    admin = AdminServicer(store, config)
     interceptors = [BearerTokenInterceptor(config.auth_token)] if config.auth_token else []
     server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
     queue_service_pb2_grpc.add_QueueServiceServicer_to_server(queue, server)
-    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(store, config), server)
+    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
     advert_service_pb2_grpc.add_AdvertServiceServicer_to_server(
         AdvertServicer(AdvertStore(pool)), server
     )
@@ -174,7 +179,9 @@ async def build(config: Config) -> QueueServer:
         pool=pool,
         store=store,
         notifier=notifier,
+        claimer=claimer,
         queue=queue,
+        admin=admin,
         reaper=Reaper(store, config),
         health=health,
         port=port,

@@ -5,6 +5,12 @@ the state-machine functions of migrations/job_queue/ (docs/state-machine.md). Fa
 domain errors (errors.py): a lost connection or an exhausted pool is StoreUnavailable, safe for
 the caller to retry, because each call is a single autocommit statement that either happened or
 did not.
+
+The hot path's rows are lean named tuples (Enqueued, Claimed, Settled), read by position in the
+order their query in sql/queries.sql names the columns; everything else reads whole rows as dicts.
+Queries that read the job table themselves (rather than through a state-machine function) are
+planned at each call, never prepared: a prepared plan made while the table was small would stay
+in use as it grows (migrations/job_queue/claim.sql says more).
 """
 
 from __future__ import annotations
@@ -17,13 +23,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
 import psycopg
 import psycopg_pool
-from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
+from psycopg.rows import RowFactory, args_row, dict_row, tuple_row
 
 from queue_service.errors import (
     InvalidArgument,
@@ -36,6 +41,12 @@ from queue_service.errors import (
 log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
+R = TypeVar("R")
+
+# Top-level queries that read the job table: planned at each call (see the module's docstring).
+UNPREPARED = frozenset(
+    {"get_job", "get_jobs", "list_jobs", "queue_stats", "running_jobs", "next_due"}
+)
 
 QUERIES_PATH = Path(__file__).parent / "sql" / "queries.sql"
 
@@ -50,7 +61,8 @@ def queries() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class NewJob:
-    input: dict[str, Any]
+    # The JSON text of the input object, whole numbers written as integers (convert.struct_json).
+    input_json: str
     queue: str = "default"
     priority: int = 0
     max_attempts: int = 0  # 0: the default
@@ -70,7 +82,7 @@ class Beat:
 class Completion:
     job_id: UUID
     lease: int
-    output: dict[str, Any]
+    output_json: str
 
 
 @dataclass(frozen=True)
@@ -90,21 +102,59 @@ class Release:
     reason: str
 
 
-@dataclass(frozen=True)
-class EntryOutcome:
+class Enqueued(NamedTuple):
+    """An enqueued entry: the caller sent everything else of a new job."""
+
     job_id: UUID
-    outcome: str  # ok | lease_lost | not_found
-    # The job after the call when ok, as it is now when lease_lost, None when not_found.
-    row: Row | None
+    already_existed: bool
+    status: str
+    max_attempts: int
+    idempotency_key: str
+    run_after: datetime
+    created_at: datetime
 
-    @property
-    def status(self) -> str | None:
-        return self.row["status"] if self.row else None
 
-    @classmethod
-    def from_row(cls, row: Row) -> EntryOutcome:
-        job_id, outcome = row.pop("entry_job_id"), row.pop("outcome")
-        return cls(job_id, outcome, row if row["id"] is not None else None)
+class Claimed(NamedTuple):
+    """A claimed job: every column but output and errors (the claim query says why)."""
+
+    id: UUID
+    queue: str
+    status: str
+    priority: int
+    attempts: int
+    max_attempts: int
+    run_after: datetime
+    locked_at: datetime
+    locked_by: str
+    input: dict[str, Any]
+    idempotency_key: str
+    last_error: str | None
+    error_code: str | None
+    stage: str
+    progress: float
+    created_at: datetime
+    lease: int
+
+
+class Settled(NamedTuple):
+    """One entry of a complete, fail or release: its outcome (ok | lease_lost | not_found) and
+    the job after the call (as it is now when lease_lost; all None when not_found)."""
+
+    job_id: UUID
+    outcome: str
+    status: str | None
+    queue: str | None
+    attempts: int | None
+    max_attempts: int | None
+    lease: int | None
+    stage: str | None
+    progress: float | None
+    error_code: str | None
+    last_error: str | None
+    run_after: datetime | None
+    locked_by: str | None
+    completed_at: datetime | None
+    updated_at: datetime | None
 
 
 class Store:
@@ -138,9 +188,15 @@ class Store:
             raise InvalidArgument("the values break a rule of the job table") from error
 
     async def _all(self, name: str, params: dict[str, Any]) -> list[Row]:
+        return await self._rows(name, params, dict_row)
+
+    async def _rows(self, name: str, params: dict[str, Any], row_factory: RowFactory[R]) -> list[R]:
         async with self._cursor() as cur:
-            await cur.execute(queries()[name], params)
-            return await cur.fetchall()
+            cur.row_factory = row_factory  # type: ignore[assignment]
+            await cur.execute(
+                queries()[name], params, prepare=False if name in UNPREPARED else None
+            )
+            return await cur.fetchall()  # type: ignore[return-value]
 
     async def _one(self, name: str, params: dict[str, Any]) -> Row | None:
         rows = await self._all(name, params)
@@ -148,32 +204,43 @@ class Store:
 
     # -- producers --------------------------------------------------------------------------
 
-    async def enqueue(self, jobs: Sequence[NewJob]) -> list[tuple[Row, bool]]:
-        """Insert jobs idempotently; return (row, already_existed) in request order."""
-        rows = await self._all(
+    async def enqueue(self, jobs: Sequence[NewJob]) -> list[tuple[Enqueued, Row | None]]:
+        """Insert jobs idempotently; in request order, each entry's outcome, with the whole row
+        of a job that already existed (a new one is what the caller sent)."""
+        rows = await self._rows(
             "enqueue",
             {
-                "inputs": [Jsonb(job.input) for job in jobs],
+                "inputs": [job.input_json for job in jobs],
                 "queues": [job.queue for job in jobs],
                 "priorities": [job.priority for job in jobs],
                 "max_attempts": [job.max_attempts for job in jobs],
                 "keys": [job.idempotency_key for job in jobs],
                 "run_afters": [job.run_after for job in jobs],
             },
+            args_row(Enqueued),
         )
-        if len(rows) != len(jobs):
+        known = {row.job_id for row in rows if row.already_existed}
+        existing = await self.get_jobs(list(known)) if known else {}
+        if any(row.job_id is None for row in rows) or len(existing) < len(known):
             # Only when a job was deleted between the insert and the read-back of its key.
             raise StoreUnavailable("enqueue raced with a deletion; retry")
-        return [(row, row.pop("already_existed")) for row in rows]
+        return [(row, existing.get(row.job_id) if row.already_existed else None) for row in rows]
 
     # -- workers ----------------------------------------------------------------------------
 
-    async def claim(self, worker_id: str, limit: int, queue: str) -> list[Row]:
-        return await self._all("claim", {"worker_id": worker_id, "limit": limit, "queue": queue})
+    async def claim(self, worker_id: str, limit: int, queue: str) -> list[Claimed]:
+        return await self._rows(
+            "claim", {"worker_id": worker_id, "limit": limit, "queue": queue}, args_row(Claimed)
+        )
+
+    async def next_due(self, queues: Sequence[str]) -> dict[str, float]:
+        """Seconds until the next job of each queue comes due, for queues that have one."""
+        rows = await self._rows("next_due", {"queues": list(queues)}, tuple_row)
+        return {queue: due_in for queue, due_in in rows}
 
     async def heartbeat(self, beats: Sequence[Beat]) -> list[str]:
         """One action per beat, in order: continue | cancel | lease_lost."""
-        rows = await self._all(
+        rows = await self._rows(
             "heartbeat",
             {
                 "job_ids": [b.job_id for b in beats],
@@ -181,22 +248,23 @@ class Store:
                 "stages": [b.stage for b in beats],
                 "progress": [b.progress for b in beats],
             },
+            tuple_row,
         )
-        return [row["action"] for row in rows]
+        return [action for (action,) in rows]
 
-    async def complete(self, completions: Sequence[Completion]) -> list[EntryOutcome]:
-        rows = await self._all(
+    async def complete(self, completions: Sequence[Completion]) -> list[Settled]:
+        return await self._rows(
             "complete",
             {
                 "job_ids": [c.job_id for c in completions],
                 "leases": [c.lease for c in completions],
-                "outputs": [Jsonb(c.output) for c in completions],
+                "outputs": [c.output_json for c in completions],
             },
+            args_row(Settled),
         )
-        return [EntryOutcome.from_row(row) for row in rows]
 
-    async def fail(self, failures: Sequence[Failure]) -> list[EntryOutcome]:
-        rows = await self._all(
+    async def fail(self, failures: Sequence[Failure]) -> list[Settled]:
+        return await self._rows(
             "fail",
             {
                 "job_ids": [f.job_id for f in failures],
@@ -208,19 +276,19 @@ class Store:
                 "backoff_base": self.backoff_base_seconds,
                 "backoff_max": self.backoff_max_seconds,
             },
+            args_row(Settled),
         )
-        return [EntryOutcome.from_row(row) for row in rows]
 
-    async def release(self, releases: Sequence[Release]) -> list[EntryOutcome]:
-        rows = await self._all(
+    async def release(self, releases: Sequence[Release]) -> list[Settled]:
+        return await self._rows(
             "release",
             {
                 "job_ids": [r.job_id for r in releases],
                 "leases": [r.lease for r in releases],
                 "reasons": [r.reason for r in releases],
             },
+            args_row(Settled),
         )
-        return [EntryOutcome.from_row(row) for row in rows]
 
     # -- operators --------------------------------------------------------------------------
 
@@ -297,13 +365,13 @@ class Store:
         await self._one("ping", {})
 
 
-def raise_for_outcome(outcome: EntryOutcome) -> None:
+def raise_for_outcome(settled: Settled) -> None:
     """For single-job calls: turn a batch entry's outcome into the caller's error."""
-    if outcome.outcome == "not_found":
-        raise JobNotFound(f"job {outcome.job_id} not found", job_id=str(outcome.job_id))
-    if outcome.outcome == "lease_lost":
+    if settled.outcome == "not_found":
+        raise JobNotFound(f"job {settled.job_id} not found", job_id=str(settled.job_id))
+    if settled.outcome == "lease_lost":
         raise LeaseLost(
-            f"lease of job {outcome.job_id} is no longer current (job is {outcome.status})",
-            job_id=str(outcome.job_id),
-            status=outcome.status or "",
+            f"lease of job {settled.job_id} is no longer current (job is {settled.status})",
+            job_id=str(settled.job_id),
+            status=settled.status or "",
         )

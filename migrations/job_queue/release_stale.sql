@@ -42,6 +42,8 @@ CREATE OR REPLACE FUNCTION release_stale_jobs(
 )
 RETURNS TABLE (job_id uuid, reason text, status text)
 LANGUAGE plpgsql
+-- Planned at every call, for the table as it is now (claim.sql says why).
+SET plan_cache_mode = force_custom_plan
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -50,6 +52,7 @@ DECLARE
     v_reasons  text[];
     v_statuses text[];
     v_runnable text[];
+    v_due      timestamptz[];
 BEGIN
     WITH stale AS (
         SELECT s.id, st.reason,
@@ -91,14 +94,15 @@ BEGIN
             updated_at              = v_now
         FROM msg m
         WHERE j.id = m.id
-        RETURNING j.id, m.reason, j.status, j.queue
+        RETURNING j.id, m.reason, j.status, j.queue, j.run_after
     )
     SELECT array_agg(upd.id), array_agg(upd.reason), array_agg(upd.status),
-           array_agg(upd.queue) FILTER (WHERE upd.status = 'RETRY')
-    INTO v_ids, v_reasons, v_statuses, v_runnable
+           array_agg(upd.queue) FILTER (WHERE upd.status = 'RETRY'),
+           array_agg(upd.run_after) FILTER (WHERE upd.status = 'RETRY')
+    INTO v_ids, v_reasons, v_statuses, v_runnable, v_due
     FROM upd;
 
-    PERFORM notify_queue(v_runnable);
+    PERFORM notify_queue(v_runnable, v_due, v_now);
 
     RETURN QUERY SELECT * FROM unnest(v_ids, v_reasons, v_statuses);
 END

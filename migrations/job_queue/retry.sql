@@ -10,6 +10,8 @@
 CREATE OR REPLACE FUNCTION retry_job(p_job_id uuid)
 RETURNS TABLE (outcome text, job ingestion_jobs)
 LANGUAGE plpgsql
+-- Planned at every call, for the table as it is now (claim.sql says why).
+SET plan_cache_mode = force_custom_plan
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -32,7 +34,7 @@ BEGIN
     RETURNING j.* INTO v_job;
 
     IF FOUND THEN
-        PERFORM notify_queue(ARRAY[v_job.queue]);
+        PERFORM notify_queue(ARRAY[v_job.queue], ARRAY[v_job.run_after], v_now);
         RETURN QUERY SELECT 'retried', v_job;
         RETURN;
     END IF;

@@ -11,8 +11,9 @@
 -- its (id, lease) is among them. A job already in p_repeat_status under the entry's lease was
 -- settled by this same caller before (only the lease's owner can settle under it): complete_job
 -- passes 'SUCCEEDED', so a repeated Complete, after an answer lost in transit, is 'ok' too.
--- Settled jobs that are runnable at once (QUEUED after a release, or RETRY with no delay) wake
--- the claims waiting on their queue. p_now is the caller's clock, read once per call.
+-- Settled jobs that are QUEUED (a release) or RETRY are announced (notify_queue): at once when
+-- they may run now, as a due time when their backoff runs out later. p_now is the caller's
+-- clock, read once per call.
 -- ---------------------------------------------------------------------------------------------
 
 CREATE OR REPLACE FUNCTION settle_outcomes(
@@ -24,12 +25,27 @@ CREATE OR REPLACE FUNCTION settle_outcomes(
 )
 RETURNS TABLE (job_id uuid, outcome text, status text, job ingestion_jobs)
 LANGUAGE plpgsql
+-- Planned at every call, for the table as it is now (claim.sql says why).
+SET plan_cache_mode = force_custom_plan
 AS $$
 #variable_conflict use_column
+DECLARE
+    v_queues     text[];
+    v_run_afters timestamptz[];
+    v_unsettled  uuid[];
 BEGIN
-    PERFORM notify_queue(ARRAY(
-        SELECT s.queue FROM unnest(p_settled) s
-        WHERE s.status IN ('QUEUED', 'RETRY') AND s.run_after <= p_now));
+    SELECT array_agg(s.queue), array_agg(s.run_after) INTO v_queues, v_run_afters
+    FROM unnest(p_settled) s
+    WHERE s.status IN ('QUEUED', 'RETRY');
+    PERFORM notify_queue(v_queues, v_run_afters, p_now);
+
+    -- Only an entry that was not settled needs the job as it is now: the common call, where
+    -- every entry was, reads nothing more from the table.
+    v_unsettled := ARRAY(
+        SELECT u.id
+        FROM (SELECT r.id, r.lease FROM unnest(p_job_ids, p_leases) AS r(id, lease)
+              EXCEPT
+              SELECT s.id, s.lease FROM unnest(p_settled) s) u);
 
     RETURN QUERY
     SELECT r.id,
@@ -41,7 +57,7 @@ BEGIN
            CASE WHEN s.id IS NOT NULL THEN s WHEN cur.id IS NOT NULL THEN cur END
     FROM unnest(p_job_ids, p_leases) WITH ORDINALITY AS r(id, lease, ord)
     LEFT JOIN unnest(p_settled) s ON s.id = r.id AND s.lease = r.lease
-    LEFT JOIN ingestion_jobs cur ON cur.id = r.id
+    LEFT JOIN ingestion_jobs cur ON cur.id = r.id AND cur.id = ANY (v_unsettled)
     ORDER BY r.ord;
 END
 $$;

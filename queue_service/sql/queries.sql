@@ -2,35 +2,64 @@
 -- functions of migrations/job_queue/ (one file per transition, included by migration 004;
 -- docs/state-machine.md maps them); these only call them with bound parameters and shape the
 -- rows.
--- `(r.job).*` expands the job row a function returned, so a transition and its result are one
--- round trip.
+--
+-- The hot path (enqueue, claim, heartbeat, complete, fail, release) is lean both ways: array
+-- parameters go in binary (`%(x)b`: a text array of JSON documents costs ~20 us an element to
+-- escape in text form, ~1 us in binary), and only the columns that the answer needs come back
+-- (no input, output or errors history unless the caller needs it). queue_service/convert.py
+-- reads these rows by position, in the order written here.
 
 -- name: enqueue
-SELECT r.already_existed, (r.job).*
-FROM enqueue_jobs(%(inputs)s::jsonb[], %(queues)s::text[], %(priorities)s::integer[],
-                  %(max_attempts)s::integer[], %(keys)s::text[], %(run_afters)s::timestamptz[]) r;
+-- Inputs are JSON text, which the cast parses: the service never builds them as objects.
+SELECT job_id, already_existed, status, max_attempts, idempotency_key, run_after, created_at
+FROM enqueue_jobs(%(inputs)b::text[]::jsonb[], %(queues)b::text[], %(priorities)b::integer[],
+                  %(max_attempts)b::integer[], %(keys)b::text[], %(run_afters)b::timestamptz[]);
 
 -- name: claim
-SELECT * FROM claim_jobs(%(worker_id)s, %(limit)s, %(queue)s);
+-- Every column but output (NULL on a job that can be claimed) and the errors history; the
+-- claim's own time is also the job's last_heartbeat_at, processing_started_at and updated_at.
+SELECT id, queue, status, priority, attempts, max_attempts, run_after, locked_at, locked_by,
+       input, idempotency_key, last_error, error_code, stage, progress, created_at, lease
+FROM claim_jobs(%(worker_id)s, %(limit)s, %(queue)s);
 
 -- name: heartbeat
-SELECT job_id, action
-FROM update_job_heartbeat(%(job_ids)s::uuid[], %(leases)s::bigint[], %(stages)s::text[],
-                          %(progress)s::double precision[]);
+SELECT action
+FROM update_job_heartbeat(%(job_ids)b::uuid[], %(leases)b::bigint[], %(stages)b::text[],
+                          %(progress)b::double precision[]);
 
 -- name: complete
-SELECT c.job_id AS entry_job_id, c.outcome, (c.job).*
-FROM complete_job(%(job_ids)s::uuid[], %(leases)s::bigint[], %(outputs)s::jsonb[]) c;
+SELECT c.job_id, c.outcome, c.status, (c.job).queue, (c.job).attempts, (c.job).max_attempts,
+       (c.job).lease, (c.job).stage, (c.job).progress, (c.job).error_code, (c.job).last_error,
+       (c.job).run_after, (c.job).locked_by, (c.job).completed_at, (c.job).updated_at
+FROM complete_job(%(job_ids)b::uuid[], %(leases)b::bigint[], %(outputs)b::text[]::jsonb[]) c;
 
 -- name: fail
-SELECT f.job_id AS entry_job_id, f.outcome, (f.job).*
-FROM fail_job(%(job_ids)s::uuid[], %(leases)s::bigint[], %(codes)s::text[], %(messages)s::text[],
-              %(retryable)s::boolean[], %(retry_after)s::double precision[],
+SELECT f.job_id, f.outcome, f.status, (f.job).queue, (f.job).attempts, (f.job).max_attempts,
+       (f.job).lease, (f.job).stage, (f.job).progress, (f.job).error_code, (f.job).last_error,
+       (f.job).run_after, (f.job).locked_by, (f.job).completed_at, (f.job).updated_at
+FROM fail_job(%(job_ids)b::uuid[], %(leases)b::bigint[], %(codes)b::text[], %(messages)b::text[],
+              %(retryable)b::boolean[], %(retry_after)b::double precision[],
               %(backoff_base)s, %(backoff_max)s) f;
 
 -- name: release
-SELECT r.job_id AS entry_job_id, r.outcome, (r.job).*
-FROM release_job(%(job_ids)s::uuid[], %(leases)s::bigint[], %(reasons)s::text[]) r;
+SELECT r.job_id, r.outcome, r.status, (r.job).queue, (r.job).attempts, (r.job).max_attempts,
+       (r.job).lease, (r.job).stage, (r.job).progress, (r.job).error_code, (r.job).last_error,
+       (r.job).run_after, (r.job).locked_by, (r.job).completed_at, (r.job).updated_at
+FROM release_job(%(job_ids)b::uuid[], %(leases)b::bigint[], %(reasons)b::text[]) r;
+
+-- name: next_due
+-- When the next job of each queue comes due, in seconds from now (by the database's clock): a
+-- waiting claim's timer (queue_service/claims.py). One descent of 006's ingestion_jobs_due_idx
+-- per queue named.
+SELECT q.queue, extract(epoch FROM d.run_after - clock_timestamp())::double precision AS due_in
+FROM unnest(%(queues)s::text[]) AS q(queue)
+CROSS JOIN LATERAL (
+    SELECT j.run_after
+    FROM ingestion_jobs j
+    WHERE j.queue = q.queue AND j.status IN ('QUEUED', 'RETRY') AND j.run_after > clock_timestamp()
+    ORDER BY j.run_after
+    LIMIT 1
+) d;
 
 -- name: cancel
 SELECT r.outcome, (r.job).* FROM cancel_job(%(job_id)s) r;

@@ -1,21 +1,25 @@
-"""Waiting claims are woken by NOTIFY, not by their re-poll.
+"""Waiting claims are woken by NOTIFY and by their queue's due timer, not by a re-poll.
 
-Every transition that leaves a job runnable at once calls notify_queue (migrations/job_queue/
-notify.sql), and queue_service/notify.py LISTENs. A notification is only sent if the statement
-that sends it really runs: these tests listen on the channel themselves, so a NOTIFY that the
-planner optimised away (a CTE joined but never scanned) fails them instead of hiding behind the
-claim's one-second re-check.
+Every transition that leaves a job QUEUED or RETRY announces it through notify_queue
+(migrations/job_queue/notify.sql): how many jobs of the queue may run now, and when the earliest
+of the others comes due. queue_service/notify.py LISTENs, and queue_service/claims.py wakes as
+many waiters as there are new jobs and arms a timer for the due ones. A notification is only sent
+if the statement that sends it really runs: these tests listen on the channel themselves, so a
+NOTIFY that the planner optimised away (a CTE joined but never scanned) fails them instead of
+hiding behind the claim's safety re-check, which the service tests push out to a minute.
 
 A transition that must *not* wake anyone is checked by ordering: notifications are delivered in
 commit order, so when the silent transition is followed by one on another queue, the first
-notification to arrive must be the second one's.
+notification that wakes anyone must be the second one's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, closing
 from typing import Any
 
 import psycopg
@@ -26,7 +30,8 @@ from psycopg.types.json import Jsonb
 from jobqueue.v1 import admin_service_pb2 as admin_pb
 from jobqueue.v1 import queue_service_pb2 as queue_pb
 from queue_service import claims
-from tests.support.grpc_server import running_queue, service_config
+from queue_service.notify import Announcement, parse
+from tests.support.grpc_server import RunningQueue, running_queue, service_config
 from tests.support.jobs import insert_job
 
 pytestmark = pytest.mark.integration
@@ -44,11 +49,25 @@ def listener(database_url: str) -> Iterator[Conn]:
         yield conn
 
 
-def next_wakeup(listener: Conn) -> str | None:
-    """The queue named by the next notification, or None if none comes in NOTIFY_TIMEOUT."""
-    for notification in listener.notifies(timeout=NOTIFY_TIMEOUT, stop_after=1):
+def announcements(listener: Conn, timeout: float = NOTIFY_TIMEOUT) -> Iterator[dict[str, Any]]:
+    """The payloads of the notifications that arrive in `timeout`. (One generator for all of
+    them: notifications that arrive together are read together.)"""
+    for notification in listener.notifies(timeout=timeout):
         assert notification.channel == "ingestion_jobs"
-        return notification.payload
+        yield json.loads(notification.payload)
+
+
+def next_announcement(listener: Conn, timeout: float = NOTIFY_TIMEOUT) -> dict[str, Any] | None:
+    with closing(announcements(listener, timeout)) as payloads:
+        return next(payloads, None)
+
+
+def next_wakeup(listener: Conn) -> str | None:
+    """The queue of the next notification that makes jobs runnable now (one that only announces
+    a later due time wakes nobody), or None if none comes in NOTIFY_TIMEOUT."""
+    for payload in announcements(listener):
+        if payload["runnable"]:
+            return str(payload["queue"])
     return None
 
 
@@ -68,6 +87,44 @@ def running(db: Conn, queue: str = "default", **fields: Any) -> dict[str, Any]:
 def test_enqueue_wakes_the_jobs_queue(db: Conn, listener: Conn) -> None:
     enqueue(db, "media")
     assert next_wakeup(listener) == "media"
+
+
+def test_an_announcement_counts_the_jobs_that_may_run_and_names_the_next_due_time(
+    db: Conn, listener: Conn
+) -> None:
+    inputs = [Jsonb({"path": f"/media/{i}.mp4"}) for i in range(4)]
+    db.execute(
+        """
+        SELECT enqueue_jobs(%s::jsonb[], '{media,media,media,media}', '{0,0,0,0}', '{0,0,0,0}',
+                            '{"","","",""}',
+                            ARRAY[NULL, NULL, now() + interval '30 s', now() + interval '90 s'])
+        """,
+        (inputs,),
+    )
+    payload = next_announcement(listener)
+    assert payload is not None
+    assert (payload["queue"], payload["runnable"]) == ("media", 2)
+    assert 25 < payload["due_in"] <= 30
+
+
+def test_a_failure_in_backoff_announces_when_its_retry_comes_due(db: Conn, listener: Conn) -> None:
+    job = running(db, "backoff")
+    db.execute(
+        "SELECT fail_job(%s, %s, 'E', 'boom', p_retry_after => 42)", (job["id"], job["lease"])
+    )
+    payload = next_announcement(listener)
+    assert payload is not None
+    assert (payload["queue"], payload["runnable"]) == ("backoff", 0)
+    assert 40 < payload["due_in"] <= 42
+
+
+def test_a_payload_is_read_as_counted_or_as_a_bare_queue_name() -> None:
+    assert parse('{"queue": "media", "runnable": 3, "due_in": null}') == Announcement("media", 3)
+    assert parse('{"queue": "q", "runnable": 0, "due_in": 9.5}') == Announcement("q", 0, 9.5)
+    # What notify_queue sent before it counted, or an operator's NOTIFY: wakes every waiter.
+    assert parse("media") == Announcement("media", None)
+    assert parse("{not json") == Announcement("{not json", None)
+    assert parse('{"queue": 7, "runnable": 1}') == Announcement('{"queue": 7, "runnable": 1}', None)
 
 
 def test_an_enqueue_of_a_known_key_or_of_a_later_job_wakes_nobody(db: Conn, listener: Conn) -> None:
@@ -146,3 +203,144 @@ async def test_a_waiting_claim_returns_when_a_job_is_enqueued_not_when_it_re_pol
         assert len(response.jobs) == 1
         # Woken: well before the 20 s wait (or a 60 s re-poll) would have ended it.
         assert time.monotonic() - enqueued < 5
+
+
+# -- the service: how many claims a wake-up costs ---------------------------------------------
+
+
+@asynccontextmanager
+async def counted_claims(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[RunningQueue, list[int]]]:
+    """The queue service with its safety re-check pushed out to a minute, and a list that each
+    claim statement appends the number of jobs it claimed to."""
+    monkeypatch.setattr(claims, "RECHECK_SECONDS", 60.0)
+    async with running_queue(service_config(database_url)) as qs:
+        store = qs.service.store
+        claim_once = store.claim
+        statements: list[int] = []
+
+        async def counted_claim(*args: Any) -> Any:
+            rows = await claim_once(*args)
+            statements.append(len(rows))
+            return rows
+
+        monkeypatch.setattr(store, "claim", counted_claim)
+        yield qs, statements
+
+
+def waiting_claims(qs: RunningQueue, n: int, wait: float = 20, queue: str = "") -> list[Any]:
+    request = queue_pb.ClaimRequest(worker_id="w", max_jobs=1, queue=queue)
+    request.wait.FromSeconds(int(wait))
+    return [asyncio.ensure_future(qs.queue.Claim(request)) for _ in range(n)]
+
+
+async def all_asleep(qs: RunningQueue, n: int, queue: str = "default") -> None:
+    """Until `n` Claim calls wait in the queue's line, none of them looking."""
+    claimer = qs.service.claimer
+
+    def asleep() -> bool:
+        line = claimer._lines.get(queue)
+        return line is not None and sum(not w.claiming for w in line.asleep) == n
+
+    deadline = time.monotonic() + 20
+    while not asleep():
+        assert time.monotonic() < deadline, "the claims did not all start waiting"
+        await asyncio.sleep(0.01)
+
+
+def enqueue_request(name: str) -> admin_pb.EnqueueJobRequest:
+    input_ = struct_pb2.Struct()
+    input_.update({"source_type": "local", "path": f"/media/{name}.mp4"})
+    return admin_pb.EnqueueJobRequest(input=input_)
+
+
+async def test_one_new_job_wakes_one_of_five_waiting_claims(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with counted_claims(database_url, monkeypatch) as (qs, statements):
+        calls = waiting_claims(qs, 5)
+        await all_asleep(qs, 5)
+        statements.clear()
+
+        await qs.admin.EnqueueJob(enqueue_request("one"))
+        done, pending = await asyncio.wait(calls, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        assert [len(call.result().jobs) for call in done] == [1]
+        await asyncio.sleep(0.5)  # room for any other claim to run: none may
+        assert statements == [1]
+        assert not any(call.done() for call in pending)
+        for call in pending:
+            call.cancel()
+
+
+async def test_a_batch_of_jobs_wakes_as_many_waiting_claims_as_it_has_jobs(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with counted_claims(database_url, monkeypatch) as (qs, statements):
+        calls = waiting_claims(qs, 5)
+        await all_asleep(qs, 5)
+        statements.clear()
+
+        await qs.admin.EnqueueJobs(
+            admin_pb.EnqueueJobsRequest(jobs=[enqueue_request(f"batch-{i}") for i in range(3)])
+        )
+        claimed = 0
+        while claimed < 3:
+            done, _ = await asyncio.wait(calls, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+            assert done, "a woken claim did not return"
+            claimed += sum(len(call.result().jobs) for call in done)
+            calls = [call for call in calls if call not in done]
+        await asyncio.sleep(0.5)
+        assert sorted(statements) == [1, 1, 1]
+        assert len(calls) == 2 and not any(call.done() for call in calls)
+        for call in calls:
+            call.cancel()
+
+
+async def test_a_hundred_idle_waiting_claims_run_no_statement(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with counted_claims(database_url, monkeypatch) as (qs, statements):
+        calls = waiting_claims(qs, 100)
+        await all_asleep(qs, 100)
+        statements.clear()
+        # A new Claim that finds others asleep in its line does not look either.
+        calls += waiting_claims(qs, 1)
+        await all_asleep(qs, 101)
+
+        await asyncio.sleep(3)
+        assert statements == []
+        for call in calls:
+            call.cancel()
+
+
+async def test_a_waiting_claim_takes_a_retry_job_when_its_backoff_runs_out_unannounced(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, db: Conn, listener: Conn
+) -> None:
+    # Written by hand, as an operator would: no NOTIFY tells anyone when it comes due, so only
+    # the due time the service looks up when a line forms can.
+    job = insert_job(db, status="RETRY", attempts=1, lease=1, seconds_ago={"run_after": -1.5})
+    async with counted_claims(database_url, monkeypatch) as (qs, statements):
+        started = time.monotonic()
+        [call] = waiting_claims(qs, 1)
+        response = await asyncio.wait_for(call, 15)
+        assert [j.id for j in response.jobs] == [str(job["id"])]
+        assert 1.0 < time.monotonic() - started < 10
+        assert statements[-1] == 1
+    assert next_announcement(listener, timeout=0.1) is None
+
+
+async def test_a_waiting_claim_takes_a_failed_job_when_its_announced_backoff_runs_out(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, db: Conn
+) -> None:
+    async with counted_claims(database_url, monkeypatch) as (qs, _):
+        [call] = waiting_claims(qs, 1)
+        await all_asleep(qs, 1)
+        job = running(db)
+        started = time.monotonic()
+        db.execute(
+            "SELECT fail_job(%s, %s, 'E', 'boom', p_retry_after => 1.5)", (job["id"], job["lease"])
+        )
+        response = await asyncio.wait_for(call, 15)
+        assert [j.id for j in response.jobs] == [str(job["id"])]
+        assert 1.0 < time.monotonic() - started < 10
