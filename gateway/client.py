@@ -1,5 +1,5 @@
-"""The gateway's only way to the queue service: AdminService and grpc.health.v1 calls, each with
-the bearer token and a deadline.
+"""The gateway's only way to the queue service: AdminService, AdvertService (reads) and
+grpc.health.v1 calls, each with the bearer token and a deadline.
 
 Putting every call behind this class is what guarantees "every gRPC call has a deadline": a hung
 queue service costs a request at most GATEWAY_GRPC_TIMEOUT_SECONDS (then 504), never a stuck
@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from jobqueue.rpc import bearer_metadata
 from jobqueue.v1 import admin_service_pb2 as pb
-from jobqueue.v1 import admin_service_pb2_grpc, job_pb2
+from jobqueue.v1 import admin_service_pb2_grpc, advert_service_pb2, advert_service_pb2_grpc, job_pb2
 
 ADMIN_SERVICE = pb.DESCRIPTOR.services_by_name["AdminService"].full_name
 # /healthz answers probes that have short timeouts of their own.
@@ -24,6 +24,7 @@ HEALTH_TIMEOUT_SECONDS = 3.0
 class QueueClient:
     def __init__(self, channel: grpc.aio.Channel, *, token: str | None, timeout: float) -> None:
         self._admin = admin_service_pb2_grpc.AdminServiceStub(channel)
+        self._adverts = advert_service_pb2_grpc.AdvertServiceStub(channel)
         self._health = health_pb2_grpc.HealthStub(channel)
         self._metadata = bearer_metadata(token)
         self._timeout = timeout
@@ -52,6 +53,21 @@ class QueueClient:
     async def stats(self) -> pb.QueueStats:
         return await self._admin.GetQueueStats(
             pb.GetQueueStatsRequest(), metadata=self._metadata, timeout=self._timeout
+        )
+
+    async def running_jobs(self, queue: str | None) -> list[job_pb2.RunningJob]:
+        answer = await self._admin.ListRunningJobs(
+            pb.ListRunningJobsRequest(queue=queue or ""),
+            metadata=self._metadata,
+            timeout=self._timeout,
+        )
+        return list(answer.jobs)
+
+    async def get_advert(self, ad_id: str) -> advert_service_pb2.Advert:
+        return await self._adverts.GetAdvert(
+            advert_service_pb2.GetAdvertRequest(ad_id=ad_id),
+            metadata=self._metadata,
+            timeout=self._timeout,
         )
 
     async def serving_status(self) -> str:

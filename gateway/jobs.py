@@ -3,15 +3,28 @@
 A `Job` mirrors a row of `ingestion_jobs`, so the JSON uses the column names. proto3 cannot tell
 an empty string or an unset timestamp from an absent one; the database has NULL there, so absent
 values become null. The health rule lives here too, next to the stats it is computed from.
+An `Advert` (AdvertService) converts the same way, without its embedding vectors.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from gateway.schemas import STATUSES, Health, Job, JobError, Stats, StatusCounts, Summary
+from gateway.schemas import (
+    STATUSES,
+    Advert,
+    AdvertChunk,
+    Health,
+    Job,
+    JobError,
+    Keyframe,
+    RunningJob,
+    Stats,
+    StatusCounts,
+    Summary,
+)
 from jobqueue.rpc import struct_to_dict, to_datetime
-from jobqueue.v1 import admin_service_pb2, job_pb2
+from jobqueue.v1 import admin_service_pb2, advert_service_pb2, job_pb2
 
 STATUS_PREFIX = "JOB_STATUS_"
 
@@ -59,6 +72,47 @@ def job(message: job_pb2.Job) -> Job:
         updated_at=to_datetime(message, "updated_at"),
         lease=message.lease,
         cancel_requested=message.cancel_requested,
+    )
+
+
+def running(message: job_pb2.RunningJob) -> RunningJob:
+    return RunningJob(
+        job=job(message.job),
+        running_seconds=round(message.running.ToTimedelta().total_seconds(), 3),
+        heartbeat_age_seconds=round(message.heartbeat_age.ToTimedelta().total_seconds(), 3),
+    )
+
+
+def advert(message: advert_service_pb2.Advert) -> Advert:
+    return Advert(
+        id=message.id,
+        source_key=message.source_key,
+        job_id=message.job_id or None,
+        media=_struct(message, "media"),
+        transcript=message.transcript or None,
+        analysis=_struct(message, "analysis"),
+        keyframes=[
+            Keyframe(
+                timestamp_seconds=frame.timestamp_seconds,
+                uri=frame.uri,
+                width=frame.width,
+                height=frame.height,
+            )
+            for frame in message.keyframes
+        ],
+        chunks=[
+            AdvertChunk(
+                index=chunk.index,
+                kind=chunk.kind,
+                text=chunk.text,
+                embedding_model=chunk.embedding_model or None,
+                embedding_dimension=len(chunk.embedding),
+            )
+            for chunk in message.chunks
+        ],
+        provenance=_struct(message, "provenance"),
+        created_at=to_datetime(message, "created_at"),
+        updated_at=to_datetime(message, "updated_at"),
     )
 
 

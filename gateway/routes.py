@@ -18,12 +18,15 @@ from gateway.client import QueueClient
 from gateway.errors import ErrorResponse, documented
 from gateway.guard import require_admin_key
 from gateway.schemas import (
+    AdvertResponse,
     EnqueueRequest,
     EnqueueResponse,
     JobActionRequest,
     JobActionResponse,
     JobListResponse,
     JobResponse,
+    QueueName,
+    RunningJobsResponse,
     StatsResponse,
     Status,
 )
@@ -46,6 +49,8 @@ CANCEL_PENDING_MESSAGE = (
 RETRIED_MESSAGE = "Job queued for retry"
 
 JobId = Annotated[UUID, Path(description="The job's UUID.")]
+AdId = Annotated[UUID, Path(description="The advert's UUID (a succeeded job's output.ad_id).")]
+QueueFilter = Annotated[QueueName | None, Query(description="Only jobs of this queue.")]
 
 
 def queue_client(request: Request) -> QueueClient:
@@ -109,11 +114,12 @@ async def enqueue(
     response_model=JobListResponse,
     response_model_exclude_unset=True,
     summary="List jobs, newest first",
-    dependencies=[allow_query("status", "limit", "stats", "cursor")],
+    dependencies=[allow_query("status", "queue", "limit", "stats", "cursor")],
 )
 async def list_jobs(
     client: Client,
     status: Annotated[Status | None, Query(description="Only jobs in this status.")] = None,
+    queue: QueueFilter = None,
     limit: Annotated[int, Query(ge=1, le=500, description="Page size.")] = 50,
     stats: Annotated[bool, Query(description="Also return the counts by status.")] = False,
     cursor: Annotated[
@@ -123,6 +129,7 @@ async def list_jobs(
 ) -> JobListResponse:
     request = pb.ListJobsRequest(
         status=jobs.status_value(status) if status else None,
+        queue=queue or "",
         page_size=limit,
         page_token=cursor or "",
     )
@@ -189,3 +196,30 @@ async def queue_stats(request: Request, client: Client) -> StatsResponse:
         health=jobs.health(summary, request.app.state.config.health_max_wait_seconds),
         summary=summary,
     )
+
+
+@router.get(
+    "/running",
+    response_model=RunningJobsResponse,
+    summary="The RUNNING jobs, with stage, progress, run time and heartbeat age",
+    dependencies=[allow_query("queue")],
+)
+async def running_jobs(client: Client, queue: QueueFilter = None) -> RunningJobsResponse:
+    """What `python -m worker_service --show-running` prints, as JSON: each RUNNING job with
+    `running_seconds` (since its claim) and `heartbeat_age_seconds`. A heartbeat age past the
+    queue service's HEARTBEAT_TIMEOUT_SECONDS means the worker is gone and the job will be
+    released. `job.locked_by` names the worker."""
+    return RunningJobsResponse(jobs=[jobs.running(job) for job in await client.running_jobs(queue)])
+
+
+@router.get(
+    "/adverts/{ad_id}",
+    response_model=AdvertResponse,
+    responses={404: {"model": ErrorResponse, "description": "No such advert."}},
+    summary="The advert a job produced: media facts, keyframes, transcript, analysis",
+    dependencies=[allow_query()],
+)
+async def get_advert(ad_id: AdId, client: Client) -> AdvertResponse:
+    """The record the pipeline stored (AdvertService.GetAdvert), found by a SUCCEEDED job's
+    `output.ad_id`. Chunks come without their embedding vectors."""
+    return AdvertResponse(advert=jobs.advert(await client.get_advert(str(ad_id))))

@@ -80,6 +80,8 @@ LocalPath = Annotated[
     AfterValidator(_local_path),
 ]
 IdempotencyKey = Annotated[str, Field(min_length=1, max_length=500), AfterValidator(_storable)]
+# A queue name as a filter: what the queue service could have stored as one.
+QueueName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_storable)]
 
 
 class _EnqueueOptions(BaseModel):
@@ -218,6 +220,60 @@ class StatsResponse(BaseModel):
     stats: Stats
     health: Health
     summary: Summary
+
+
+class RunningJob(BaseModel):
+    job: Job
+    running_seconds: float = Field(description="Since the current claim started.")
+    heartbeat_age_seconds: float = Field(
+        description="Since the last heartbeat (or the claim, before the first heartbeat)."
+    )
+
+
+class RunningJobsResponse(BaseModel):
+    jobs: list[RunningJob] = Field(description="Every RUNNING job, the earliest claimed first.")
+
+
+class Keyframe(BaseModel):
+    timestamp_seconds: float
+    uri: str = Field(description="Where the frame is stored (s3://bucket/key or a local path).")
+    width: int
+    height: int
+
+
+class AdvertChunk(BaseModel):
+    """A searchable piece of the advert. The vector itself is left out (it is large and of no
+    use on a page); `embedding_dimension` says how long it is, 0 when none was made."""
+
+    index: int
+    kind: str = Field(description="transcript, analysis, ...")
+    text: str
+    embedding_model: str | None
+    embedding_dimension: int
+
+
+class Advert(BaseModel):
+    """What the pipeline made of one TV advert (the `adverts` table)."""
+
+    id: str
+    source_key: str = Field(examples=["s3:videos/test-ad.mp4"])
+    job_id: str | None = Field(description="The job that stored it last.")
+    media: dict[str, Any] | None = Field(description="Probe results: duration, size, codecs...")
+    transcript: str | None
+    analysis: dict[str, Any] | None = Field(
+        description="brand, product, category, tone, claims, call_to_action, ..."
+    )
+    keyframes: list[Keyframe]
+    chunks: list[AdvertChunk]
+    provenance: dict[str, Any] | None = Field(
+        description="Providers used per stage, and what was skipped and why."
+    )
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+class AdvertResponse(BaseModel):
+    advert: Advert
 
 
 class HealthzResponse(BaseModel):

@@ -138,6 +138,8 @@ def test_openapi_document_declares_the_key_and_the_errors(shared_stack: Stack) -
         ("get", "/api/ingest/jobs/{job_id}"),
         ("post", "/api/ingest/jobs/{job_id}"),
         ("get", "/api/ingest/stats"),
+        ("get", "/api/ingest/running"),
+        ("get", "/api/ingest/adverts/{ad_id}"),
     }
     operations = {
         (method, path): operation
@@ -158,4 +160,5 @@ def test_openapi_document_declares_the_key_and_the_errors(shared_stack: Stack) -
         operations[("post", "/api/ingest/enqueue")]["responses"]
     )
     assert {"404", "409"} <= set(operations[("post", "/api/ingest/jobs/{job_id}")]["responses"])
+    assert "404" in operations[("get", "/api/ingest/adverts/{ad_id}")]["responses"]
     assert "security" not in operations[("get", "/healthz")]

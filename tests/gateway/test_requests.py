@@ -25,6 +25,8 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("POST", f"/api/ingest/jobs/{JOB}", {"action": "cancel"}),
     ("POST", f"/api/ingest/jobs/{JOB}", {"action": "retry"}),
     ("GET", "/api/ingest/stats", None),
+    ("GET", "/api/ingest/running", None),
+    ("GET", f"/api/ingest/adverts/{JOB}", None),
     ("GET", "/api/no-such-route", None),
 ]
 WRONG_KEYS: list[dict[str, str]] = [
