@@ -1,4 +1,5 @@
-"""Builds the gateway's FastAPI application: routes, the request guard, the error shape, /healthz.
+"""Builds the gateway's FastAPI application: routes, the request guard, the error shape, /healthz,
+the dashboard's pages and the docs page (gateway.ui.pages), and the security headers.
 
 The app holds no state but a gRPC channel to the queue service; any number of gateways can run
 side by side behind a load balancer.
@@ -17,8 +18,10 @@ from gateway import errors
 from gateway.client import QueueClient
 from gateway.config import Config
 from gateway.guard import RequestGuard
+from gateway.headers import SecurityHeaders
 from gateway.routes import router
 from gateway.schemas import HealthzResponse
+from gateway.ui import pages
 from jobqueue.rpc import open_channel
 
 DESCRIPTION = """\
@@ -27,6 +30,10 @@ Admin REST API of the ingestion job queue: a stateless translation of the queue 
 
 **Authentication.** Every `/api` route requires the `X-Admin-Key` header (the gateway's
 `ADMIN_API_KEY`); a missing or wrong key gets 401. `/healthz` and this document are open.
+
+**Dashboard.** The operators' dashboard is at `/ui/` (a job's page at `/ui/jobs/{job_id}`). Its
+pages hold no data: they ask this API for it with the key the operator types in, kept for the
+browser tab's session only and sent as `X-Admin-Key`.
 
 **Errors.** Every error has one shape:
 `{"error": {"code", "message", "field", "reason"}}`. Any request the gateway cannot accept as
@@ -71,6 +78,10 @@ def create_app(config: Config, channel: grpc.aio.Channel | None = None) -> FastA
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # FastAPI's own pages load their scripts from a CDN; ours are served from here.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.config = config
     app.state.admin_key = config.admin_api_key.encode("utf-8")
@@ -78,7 +89,10 @@ def create_app(config: Config, channel: grpc.aio.Channel | None = None) -> FastA
     app.add_middleware(
         RequestGuard, admin_key=config.admin_api_key, max_body_bytes=config.max_body_bytes
     )
+    # Added last, so outermost: the guard's own 401/413/415 answers get the headers too.
+    app.add_middleware(SecurityHeaders)
     app.include_router(router)
+    pages.install(app)
 
     @app.get(
         "/healthz",
