@@ -43,8 +43,8 @@ that is not a UUID, an unknown action, `limit` out of 1..500, an unknown `status
 bodies that are not `application/json` 415. Queue-service errors map as: INVALID_ARGUMENT 400,
 NOT_FOUND 404, FAILED_PRECONDITION / ALREADY_EXISTS / ABORTED 409, PERMISSION_DENIED 403,
 UNAUTHENTICATED **502** (the caller's key was accepted; the queue service refused the gateway's
-own QUEUE_AUTH_TOKEN, a deployment fault), UNAVAILABLE 503, DEADLINE_EXCEEDED 504, anything else
-502.
+own QUEUE_AUTH_TOKEN, a deployment fault), UNAVAILABLE 503, DEADLINE_EXCEEDED 504, anything
+else 502.
 
 **Enqueue** answers 201 for a new job and 200 (`already_existed: true`) for a known one.
 **One job** is returned as `{"job": {...}}`, with the `ingestion_jobs` column names.

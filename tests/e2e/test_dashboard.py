@@ -31,6 +31,7 @@ from google.protobuf import struct_pb2
 from playwright.sync_api import (
     Browser,
     BrowserContext,
+    Locator,
     Page,
     Route,
     ViewportSize,
@@ -149,8 +150,12 @@ def screenshot(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., None]:
     folder = Path(os.environ.get("DASHBOARD_SCREENSHOTS") or tmp_path_factory.mktemp("shots"))
     folder.mkdir(parents=True, exist_ok=True)
 
-    def take(page: Page, name: str, *, full_page: bool = False) -> None:
-        page.screenshot(path=str(folder / f"{name}.png"), full_page=full_page)
+    def take(what: Page | Locator, name: str, *, full_page: bool = False) -> None:
+        path = str(folder / f"{name}.png")
+        if isinstance(what, Page):
+            what.screenshot(path=path, full_page=full_page)
+        else:
+            what.screenshot(path=path)
 
     return take
 
@@ -303,6 +308,9 @@ def test_the_running_list_follows_a_job_through_its_stages(
     first = heartbeat.inner_text()
     expect(heartbeat).not_to_have_text(first)
     screenshot(page, "overview-desktop", full_page=True)
+    page.set_viewport_size(PHONE)
+    screenshot(page, "overview-phone", full_page=True)
+    page.set_viewport_size(DESKTOP)
 
     gate.touch()
     expect(row).to_have_count(0)
@@ -310,6 +318,7 @@ def test_the_running_list_follows_a_job_through_its_stages(
     expect(succeeded).to_have_text(str(before + 3))
     expect(page.locator("#throughput-summary")).to_contain_text(re.compile(r"\b[1-9]\d* completed"))
     expect(page.locator("#running-empty")).to_be_visible()
+    screenshot(page.locator("#throughput-title").locator(".."), "throughput-desktop")
 
     assert page.evaluate("window.sameDocument") is True, "the page was reloaded"
     # Polled every 2 s, the page sees some of the stages, always in the order they ran.
@@ -473,15 +482,13 @@ def test_the_pages_fit_a_phone(
     phone = Tab(browser, f"http://127.0.0.1:{stack.gateway_port}", PHONE)
     try:
         page = phone.sign_in()
-        for path, name in (("/ui/", "overview-phone"), ("/ui/jobs", "jobs-phone")):
+        for path in ("/ui/", "/ui/dead-letter", "/ui/jobs"):
             page.goto(phone.base_url + path)
             expect(page.locator("#content")).to_be_visible()
-            if path == "/ui/":
-                expect(page.locator("#throughput-summary")).to_contain_text("completed")
-            else:
-                expect(page.locator("#jobs tbody tr").first).to_be_visible()
+            expect(page.locator("#live")).to_contain_text(re.compile("updated", re.IGNORECASE))
             assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), path
-            screenshot(page, name)
+        expect(page.locator("#jobs tbody tr").first).to_be_visible()
+        screenshot(page, "jobs-phone")
         # At this width each table row is a card whose cells are labelled.
         cell = page.locator("#jobs tbody tr").first.locator('td[data-label="Status"]')
         label = cell.evaluate("td => getComputedStyle(td, '::before').content")
