@@ -239,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             wait_until("gateway", lambda: gateway_healthy(gateway_url), process, log)
             print(f"Gateway: {gateway_url} (REST; X-Admin-Key in {key_file})")
+            print(f"Dashboard: {gateway_url}/ui/ (sign in with the key in {key_file})")
             for n in range(1, args.workers + 1):
                 worker, log = stack.start(
                     f"worker-{n}",

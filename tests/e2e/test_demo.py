@@ -57,6 +57,7 @@ def test_the_demo_ingests_the_sample_advert_on_an_embedded_database(
     )
     assert re.search(r"Job SUCCEEDED in 1 attempt\(s\): ad_id=[0-9a-f-]{36}", output), output
     assert "8.0 s 320x240" in output
+    assert re.search(r"Dashboard: http://127\.0\.0\.1:\d+/ui/ \(sign in with the key in ", output)
     assert "Stopping the stack..." in output
     # Everything it started has stopped: the private server's socket is gone.
     assert not list((data_dir / "postgres" / "socket").glob(".s.PGSQL.*"))
