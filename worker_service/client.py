@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import grpc
@@ -57,9 +57,18 @@ class QueueCalls(Protocol):
 
     async def complete(self, job_id: str, lease: int, output: Mapping[str, Any]) -> job_pb2.Job: ...
 
+    # Each entry's own outcome, in the order of the entries.
+    async def complete_batch(
+        self, entries: Sequence[queue_service_pb2.CompleteRequest]
+    ) -> list[queue_service_pb2.EntryResult]: ...
+
     async def fail(
         self, job_id: str, lease: int, *, code: str, message: str, retryable: bool
     ) -> job_pb2.Job: ...
+
+    async def fail_batch(
+        self, entries: Sequence[queue_service_pb2.FailRequest]
+    ) -> list[queue_service_pb2.EntryResult]: ...
 
     async def release(self, job_id: str, lease: int, reason: str) -> job_pb2.Job: ...
 
@@ -132,6 +141,26 @@ class QueueClient:
             metadata=self._metadata,
         )
         return response.job
+
+    async def complete_batch(
+        self, entries: Sequence[queue_service_pb2.CompleteRequest]
+    ) -> list[queue_service_pb2.EntryResult]:
+        response = await self._queue.CompleteBatch(
+            queue_service_pb2.CompleteBatchRequest(entries=entries),
+            timeout=self._timeout,
+            metadata=self._metadata,
+        )
+        return list(response.results)
+
+    async def fail_batch(
+        self, entries: Sequence[queue_service_pb2.FailRequest]
+    ) -> list[queue_service_pb2.EntryResult]:
+        response = await self._queue.FailBatch(
+            queue_service_pb2.FailBatchRequest(entries=entries),
+            timeout=self._timeout,
+            metadata=self._metadata,
+        )
+        return list(response.results)
 
     async def fail(
         self,

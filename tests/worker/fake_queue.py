@@ -5,6 +5,11 @@ over a few jobs held in memory, with the rules a worker relies on.
   its `wait` for one to be added, as the real Claim does.
 - Complete / Fail / Release change a RUNNING job whose lease matches; a stale lease is ABORTED
   and a job that is no longer RUNNING is FAILED_PRECONDITION, as the real service answers.
+- CompleteBatch / FailBatch apply the same rules to each entry, which is recorded as a call of
+  its own (`complete`, `fail`) and answered with its own outcome (LEASE_LOST for a stale lease or
+  a job no longer RUNNING, NOT_FOUND); each batch call is also recorded in `batches`. `refuse`
+  and `drop_answer` count batch calls of the method (a whole batch is refused, or its answer
+  lost).
 - Fail of a job an operator cancelled ends CANCELLED; a retryable Fail ends RETRY (10 s later),
   a permanent one FAILED.
 - Heartbeats are answered with `answers[job_id]` (CONTINUE unless a test sets CANCEL or
@@ -21,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -48,6 +53,8 @@ class FakeQueue:
         # (method, job_id or "", details): every call, in order.
         self.calls: list[tuple[str, str, Any]] = []
         self.claims: list[int] = []
+        # (method, entries): every batch call, in order.
+        self.batches: list[tuple[str, int]] = []
         self.beats: list[pb.HeartbeatRequest] = []
         self.answers: dict[str, int] = {}
         self.refuse: dict[str, int] = {}
@@ -119,15 +126,44 @@ class FakeQueue:
         return FakeHeartbeatCall(self, requests)
 
     async def complete(self, job_id: str, lease: int, output: Mapping[str, Any]) -> job_pb2.Job:
+        return await self._settle("complete", job_id, lease, dict(output), self._completing(output))
+
+    async def complete_batch(self, entries: Sequence[pb.CompleteRequest]) -> list[pb.EntryResult]:
+        changes = [
+            (entry.job_id, entry.lease, rpc.struct_to_dict(entry.output), None) for entry in entries
+        ]
+        return await self._settle_batch("complete", changes)
+
+    def _completing(self, output: Mapping[str, Any]) -> Callable[[job_pb2.Job], None]:
         def change(job: job_pb2.Job) -> None:
             job.status, job.stage = Status.JOB_STATUS_SUCCEEDED, "succeeded"
             job.output.CopyFrom(rpc.struct(output))
 
-        return await self._settle("complete", job_id, lease, dict(output), change)
+        return change
 
     async def fail(
         self, job_id: str, lease: int, *, code: str, message: str, retryable: bool
     ) -> job_pb2.Job:
+        details = {"code": code, "message": message, "retryable": retryable}
+        return await self._settle(
+            "fail", job_id, lease, details, self._failing(job_id, code, message, retryable)
+        )
+
+    async def fail_batch(self, entries: Sequence[pb.FailRequest]) -> list[pb.EntryResult]:
+        changes = [
+            (
+                entry.job_id,
+                entry.lease,
+                {"code": entry.error_code, "message": entry.message, "retryable": entry.retryable},
+                (entry.error_code, entry.message, entry.retryable),
+            )
+            for entry in entries
+        ]
+        return await self._settle_batch("fail", changes)
+
+    def _failing(
+        self, job_id: str, code: str, message: str, retryable: bool
+    ) -> Callable[[job_pb2.Job], None]:
         def change(job: job_pb2.Job) -> None:
             job.error_code, job.last_error = code, message
             now = datetime.now(UTC)
@@ -140,8 +176,7 @@ class FakeQueue:
             else:
                 job.status, job.stage = Status.JOB_STATUS_FAILED, "failed"
 
-        details = {"code": code, "message": message, "retryable": retryable}
-        return await self._settle("fail", job_id, lease, details, change)
+        return change
 
     async def release(self, job_id: str, lease: int, reason: str) -> job_pb2.Job:
         def change(job: job_pb2.Job) -> None:
@@ -176,6 +211,39 @@ class FakeQueue:
             self.drop_answer[method] -= 1
             raise rpc_error(grpc.StatusCode.UNAVAILABLE, "the answer was lost")
         return _copy(job)
+
+    async def _settle_batch(
+        self, method: str, changes: list[tuple[str, int, Any, tuple[str, str, bool] | None]]
+    ) -> list[pb.EntryResult]:
+        """Each entry as its own call would be, answered with its outcome; `refuse` and
+        `drop_answer` count whole batches."""
+        self.batches.append((method, len(changes)))
+        for job_id, _lease, details, _failure in changes:
+            await self._record(method, job_id, details)
+        if self.refuse.get(method, 0) > 0:
+            self.refuse[method] -= 1
+            raise rpc_error(grpc.StatusCode.UNAVAILABLE, "the queue service is restarting")
+        results = []
+        for job_id, lease, details, failure in changes:
+            job = self.jobs.get(job_id)
+            if job is None:
+                results.append(pb.EntryResult(job_id=job_id, outcome=pb.OUTCOME_NOT_FOUND))
+                continue
+            if job.lease != lease or job.status != Status.JOB_STATUS_RUNNING:
+                outcome = pb.OUTCOME_LEASE_LOST
+            else:
+                change = (
+                    self._completing(details)
+                    if failure is None
+                    else self._failing(job_id, *failure)
+                )
+                change(job)
+                outcome = pb.OUTCOME_OK
+            results.append(pb.EntryResult(job_id=job_id, outcome=outcome, status=job.status))
+        if self.drop_answer.get(method, 0) > 0:
+            self.drop_answer[method] -= 1
+            raise rpc_error(grpc.StatusCode.UNAVAILABLE, "the answer was lost")
+        return results
 
 
 class FakeHeartbeatCall:
