@@ -1,10 +1,12 @@
-"""One heartbeat stream per worker process, carrying every job it runs.
+"""One heartbeat stream per worker process, carrying every job it holds.
 
-Each running job beats every HEARTBEAT_INTERVAL_SECONDS, and at once when its stage changes;
-the queue service answers each beat with CONTINUE, CANCEL or LEASE_LOST, and the answer is
-handed to the job that sent it. A job whose worker stops beating (a crash, a paused process) is
-released after the service's HEARTBEAT_TIMEOUT_SECONDS and retried elsewhere, which is why the
-interval must stay well under that timeout.
+Each job the worker holds (running, or claimed ahead and waiting for a slot) beats once every
+HEARTBEAT_INTERVAL_SECONDS counted from its claim, so a job that ends within one interval costs
+no beat at all; a stage change is sent at once when the job run asks for it (`beat_now`). The
+queue service answers each beat with CONTINUE, CANCEL or LEASE_LOST, and the answer is handed to
+the job that sent it. A job whose worker stops beating (a crash, a paused process) is released
+after the service's HEARTBEAT_TIMEOUT_SECONDS and retried elsewhere, which is why the interval
+must stay well under that timeout.
 
 When the stream breaks (the queue service restarted, the network blinked) it is reopened with
 capped exponential backoff. Leases are not touched: jobs keep running, their next beats go out
@@ -28,18 +30,25 @@ log = logging.getLogger(__name__)
 
 RECONNECT_INITIAL_SECONDS = 0.1
 RECONNECT_MAX_SECONDS = 5.0
+# Beats falling due within this share of an interval of each other go out together, so that the
+# ticker wakes a few times an interval however many jobs there are (a beat may go out that much
+# early, never late).
+GATHER_SHARE = 0.1
 
 
-@dataclass
+@dataclass(eq=False)
 class Beating:
     """One job's entry in the stream: what its next beat says, and who hears the answer."""
 
     job_id: str
     lease: int
     on_action: Callable[[int], None]
+    # Empty: the job's stage is left as the claim set it ("claimed").
     stage: str = ""
     # Written by the stage thread (a float assignment is atomic under the GIL), read by the ticker.
     progress: float = 0.0
+    # When the next regular beat is due (event loop time).
+    due: float = 0.0
 
     def request(self) -> pb.HeartbeatRequest:
         return pb.HeartbeatRequest(
@@ -55,7 +64,9 @@ class HeartbeatStream:
         self._client = client
         self._interval = interval_seconds
         self._worker_id = worker_id
+        # In the order their beats fall due: each beat moves its entry to the end.
         self._jobs: dict[tuple[str, int], Beating] = {}
+        self._registered = asyncio.Event()
         # One queue per stream: beats queued for a stream that broke are not replayed into the
         # next, and ending a stream's queue (None) ends its request generator.
         self._outgoing: asyncio.Queue[pb.HeartbeatRequest | None] = asyncio.Queue()
@@ -75,7 +86,11 @@ class HeartbeatStream:
         self._tasks = []
 
     def register(self, job_id: str, lease: int, on_action: Callable[[int], None]) -> Beating:
-        entry = Beating(job_id=job_id, lease=lease, on_action=on_action)
+        """Beat for this job from now on, the first time one interval after its claim."""
+        entry = Beating(job_id, lease, on_action)
+        entry.due = asyncio.get_running_loop().time() + self._interval
+        if not self._jobs:
+            self._registered.set()
         self._jobs[(job_id, lease)] = entry
         return entry
 
@@ -85,19 +100,41 @@ class HeartbeatStream:
     def beat_now(
         self, entry: Beating, stage: str | None = None, progress: float | None = None
     ) -> None:
-        """Send this job's beat at once (a stage change), rather than at the next tick."""
+        """Send this job's beat at once (a stage change), rather than when it falls due."""
         if stage is not None:
             entry.stage = stage
         if progress is not None:
             entry.progress = progress
-        if (entry.job_id, entry.lease) in self._jobs:
-            self._outgoing.put_nowait(entry.request())
+        key = (entry.job_id, entry.lease)
+        if key in self._jobs:
+            self._send(key, entry, asyncio.get_running_loop().time())
+
+    def _send(self, key: tuple[str, int], entry: Beating, now: float) -> None:
+        self._outgoing.put_nowait(entry.request())
+        entry.due = now + self._interval
+        del self._jobs[key]
+        self._jobs[key] = entry
 
     async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        gather = self._interval * GATHER_SHARE
         while True:
-            await asyncio.sleep(self._interval)
-            for entry in list(self._jobs.values()):
-                self._outgoing.put_nowait(entry.request())
+            if not self._jobs:
+                self._registered.clear()
+                await self._registered.wait()
+                continue
+            first = next(iter(self._jobs.values()))
+            wait = first.due - gather - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            now = loop.time()
+            due = []
+            for key, entry in self._jobs.items():
+                if entry.due - gather > now:
+                    break
+                due.append((key, entry))
+            for key, entry in due:
+                self._send(key, entry, now)
 
     async def _requests(
         self, outgoing: asyncio.Queue[pb.HeartbeatRequest | None]
