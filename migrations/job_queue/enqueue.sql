@@ -9,18 +9,23 @@
 -- nothing and wakes no one.
 --
 -- The answer is lean, one row per entry in request order: the job's id, whether it already
--- existed, its status, max_attempts, key, run_after and created_at. The caller sent everything else of a new
--- job; an existing one is read in full by id (get_jobs in queue_service/sql/queries.sql).
+-- existed, its status, max_attempts, key, run_after and created_at. The caller sent everything
+-- else of a new job; an existing one is read in full by id (get_jobs in
+-- queue_service/sql/queries.sql).
 --
--- No statement here scans the job table, so no cached plan can grow with it: the INSERT's
--- RETURNING names the new jobs, and only known keys (none, on the common path) are looked up
--- again, by an EXECUTE planned at that call for the table as it is (claim.sql says why a cached
--- plan would not do): one probe of the key index per key.
+-- Each entry's id is chosen before the INSERT, so when the INSERT took every entry (the common
+-- call) the answer is the entries themselves: no statement here then reads the job table, and
+-- no cached plan can come to scan it as it grows. Known keys (or a key repeated within the call)
+-- are looked up by an EXECUTE, planned at that call for the table as it is (claim.sql says why a
+-- cached plan would not do): one probe of the key index per entry.
 -- ---------------------------------------------------------------------------------------------
 
+-- STABLE, as convert_to is: so that it is inlined into the statement that calls it (an
+-- IMMUTABLE function with a STABLE body is called once per row instead, at several times the
+-- cost). The key it makes is the same.
 CREATE OR REPLACE FUNCTION ingestion_job_key(p_queue text, p_input jsonb, p_key text)
 RETURNS text
-LANGUAGE sql IMMUTABLE
+LANGUAGE sql STABLE
 AS $$
     SELECT coalesce(
         nullif(p_key, ''),
@@ -61,77 +66,74 @@ AS $$
 #variable_conflict use_column
 DECLARE
     v_now        timestamptz := clock_timestamp();
+    v_ids        uuid[];
+    v_queues     text[];
+    v_tries      integer[];
     v_keys       text[];
+    v_due        timestamptz[];
     v_new_ids    uuid[];
-    v_new_keys   text[];
-    v_new_tries  integer[];
     v_new_queues text[];
     v_new_due    timestamptz[];
-    v_known      text[];
-    v_old_ids    uuid[];
-    v_old_keys   text[];
-    v_old_status text[];
-    v_old_tries  integer[];
-    v_old_due    timestamptz[];
-    v_old_made   timestamptz[];
 BEGIN
-    v_keys := ARRAY(
-        SELECT ingestion_job_key(coalesce(nullif(r.queue, ''), 'default'), r.input, r.key)
-        FROM unnest(p_queues, p_inputs, p_keys) WITH ORDINALITY AS r(queue, input, key, ord)
-        ORDER BY r.ord);
+    -- Each entry as it is to be stored, in request order.
+    SELECT array_agg(e.id), array_agg(e.queue), array_agg(e.max_attempts), array_agg(e.key),
+           array_agg(e.run_after)
+    INTO v_ids, v_queues, v_tries, v_keys, v_due
+    FROM (
+        SELECT gen_random_uuid() AS id, q.queue,
+               coalesce(nullif(r.max_attempts, 0), 5) AS max_attempts,
+               ingestion_job_key(q.queue, r.input, r.key) AS key,
+               coalesce(r.run_after, v_now) AS run_after
+        FROM unnest(p_queues, p_inputs, p_max_attempts, p_keys, p_run_afters) WITH ORDINALITY
+             AS r(queue, input, max_attempts, key, run_after, ord)
+        CROSS JOIN LATERAL (SELECT coalesce(nullif(r.queue, ''), 'default') AS queue) q
+        ORDER BY r.ord
+    ) e;
 
     -- In request order, so that of two entries with one key in a call, the first is the job.
     WITH ins AS (
         INSERT INTO ingestion_jobs AS j
-            (queue, priority, max_attempts, input, idempotency_key, run_after, created_at, updated_at)
-        SELECT coalesce(nullif(r.queue, ''), 'default'), coalesce(r.priority, 0),
-               coalesce(nullif(r.max_attempts, 0), 5), r.input, r.key,
-               coalesce(r.run_after, v_now), v_now, v_now
-        FROM unnest(p_inputs, p_queues, p_priorities, p_max_attempts, v_keys, p_run_afters)
-             WITH ORDINALITY AS r(input, queue, priority, max_attempts, key, run_after, ord)
+            (id, queue, priority, max_attempts, input, idempotency_key, run_after, created_at,
+             updated_at)
+        SELECT r.id, r.queue, coalesce(r.priority, 0), r.max_attempts, r.input, r.key,
+               r.run_after, v_now, v_now
+        FROM unnest(v_ids, v_queues, p_priorities, v_tries, p_inputs, v_keys, v_due)
+             WITH ORDINALITY AS r(id, queue, priority, max_attempts, input, key, run_after, ord)
         ORDER BY r.ord
         ON CONFLICT (idempotency_key) DO NOTHING
-        RETURNING j.id, j.idempotency_key, j.max_attempts, j.queue, j.run_after
+        RETURNING j.id, j.queue, j.run_after
     )
-    SELECT array_agg(ins.id), array_agg(ins.idempotency_key), array_agg(ins.max_attempts),
-           array_agg(ins.queue), array_agg(ins.run_after)
-    INTO v_new_ids, v_new_keys, v_new_tries, v_new_queues, v_new_due
+    SELECT array_agg(ins.id), array_agg(ins.queue), array_agg(ins.run_after)
+    INTO v_new_ids, v_new_queues, v_new_due
     FROM ins;
 
     PERFORM notify_queue(v_new_queues, v_new_due, v_now);
 
-    v_known := ARRAY(SELECT unnest(v_keys) EXCEPT SELECT unnest(v_new_keys));
-    IF v_known <> '{}' THEN
-        -- A new statement, so a new snapshot: it sees rows that a concurrent enqueue of the same
-        -- key committed while the INSERT above waited on it.
-        EXECUTE 'SELECT array_agg(e.id), array_agg(e.idempotency_key), array_agg(e.status),
-                        array_agg(e.max_attempts), array_agg(e.run_after), array_agg(e.created_at)
-                 FROM ingestion_jobs e
-                 WHERE e.idempotency_key = ANY ($1)'
-        INTO v_old_ids, v_old_keys, v_old_status, v_old_tries, v_old_due, v_old_made
-        USING v_known;
+    IF cardinality(v_new_ids) = cardinality(v_ids) THEN
+        RETURN QUERY
+        SELECT e.id, false, 'QUEUED'::text, e.max_attempts, e.key, e.run_after, v_now
+        FROM unnest(v_ids, v_tries, v_keys, v_due) WITH ORDINALITY
+             AS e(id, max_attempts, key, run_after, ord)
+        ORDER BY e.ord;
+        RETURN;
     END IF;
 
-    RETURN QUERY
-    SELECT coalesce(n.id, o.id),
-           n.id IS NULL OR k.ord > k.first_ord,
-           coalesce(n.status, o.status),
-           coalesce(n.max_attempts, o.max_attempts),
-           k.key,
-           coalesce(n.run_after, o.run_after),
-           coalesce(n.created_at, o.created_at)
-    FROM (
-        SELECT t.key, t.ord, min(t.ord) OVER (PARTITION BY t.key) AS first_ord
-        FROM unnest(v_keys) WITH ORDINALITY AS t(key, ord)
-    ) k
-    LEFT JOIN (SELECT u.*, 'QUEUED' AS status, v_now AS created_at
-               FROM unnest(v_new_ids, v_new_keys, v_new_tries, v_new_due)
-                    AS u(id, key, max_attempts, run_after)) n
-           ON n.key = k.key
-    LEFT JOIN unnest(v_old_ids, v_old_keys, v_old_status, v_old_tries, v_old_due, v_old_made)
-              AS o(id, key, status, max_attempts, run_after, created_at)
-           ON o.key = k.key
-    ORDER BY k.ord;
+    -- A new statement, so a new snapshot: it sees rows that a concurrent enqueue of the same
+    -- key committed while the INSERT above waited on it.
+    RETURN QUERY EXECUTE
+        'SELECT CASE WHEN n.id IS NULL THEN j.id ELSE e.id END,
+                n.id IS NULL,
+                CASE WHEN n.id IS NULL THEN j.status ELSE ''QUEUED'' END,
+                CASE WHEN n.id IS NULL THEN j.max_attempts ELSE e.max_attempts END,
+                e.key,
+                CASE WHEN n.id IS NULL THEN j.run_after ELSE e.run_after END,
+                CASE WHEN n.id IS NULL THEN j.created_at ELSE $5 END
+         FROM unnest($1::uuid[], $2::integer[], $3::text[], $4::timestamptz[]) WITH ORDINALITY
+              AS e(id, max_attempts, key, run_after, ord)
+         LEFT JOIN unnest($6::uuid[]) AS n(id) ON n.id = e.id
+         LEFT JOIN ingestion_jobs j ON j.idempotency_key = e.key AND n.id IS NULL
+         ORDER BY e.ord'
+        USING v_ids, v_tries, v_keys, v_due, v_now, coalesce(v_new_ids, '{}');
 END
 $$;
 

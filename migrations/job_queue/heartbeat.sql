@@ -20,9 +20,11 @@ SET plan_cache_mode = force_custom_plan
 AS $$
 #variable_conflict use_column
 DECLARE
-    v_now timestamptz := clock_timestamp();
+    v_now    timestamptz := clock_timestamp();
+    v_ids    uuid[];
+    v_leases bigint[];
+    v_cancel boolean[];
 BEGIN
-    RETURN QUERY
     WITH beat AS (
         -- The latest beat of each claim wins when one batch carries several.
         SELECT DISTINCT ON (b.id, b.lease) b.id, b.lease, b.stage, b.progress
@@ -39,12 +41,20 @@ BEGIN
         WHERE j.id = beat.id AND j.lease = beat.lease AND j.status = 'RUNNING'
         RETURNING j.id, j.lease, j.cancel_requested_at IS NOT NULL AS cancel
     )
+    SELECT array_agg(upd.id), array_agg(upd.lease), array_agg(upd.cancel)
+    INTO v_ids, v_leases, v_cancel
+    FROM upd;
+
+    -- Joined as arrays, whose size the plan knows, not as the UPDATE's result, which it takes
+    -- for one row: a nested loop over it costs a batch of 1,000 beats a million comparisons.
+    RETURN QUERY
     SELECT r.id,
            CASE WHEN u.id IS NULL THEN 'lease_lost'
                 WHEN u.cancel THEN 'cancel'
                 ELSE 'continue' END
     FROM unnest(p_job_ids, p_leases) WITH ORDINALITY AS r(id, lease, ord)
-    LEFT JOIN upd u ON u.id = r.id AND u.lease = r.lease
+    LEFT JOIN unnest(v_ids, v_leases, v_cancel) AS u(id, lease, cancel)
+           ON u.id = r.id AND u.lease = r.lease
     ORDER BY r.ord;
 END
 $$;
