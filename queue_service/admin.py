@@ -46,7 +46,9 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         self, request: pb.EnqueueJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.EnqueueJobResponse:
         new_job = _new_job(request)
-        return _enqueued(new_job, request, await self.enqueues.submit(new_job))
+        response = pb.EnqueueJobResponse()
+        _answer(response, new_job, request, await self.enqueues.submit(new_job))
+        return response
 
     @grpc_errors
     async def EnqueueJobs(
@@ -56,12 +58,11 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             raise InvalidArgument(f"jobs must hold 1..{MAX_ENQUEUE_BATCH} entries", field="jobs")
         new_jobs = [_new_job(job) for job in request.jobs]
         results = await self._store.enqueue(new_jobs)
-        return pb.EnqueueJobsResponse(
-            results=[
-                _enqueued(new_job, job, result)
-                for new_job, job, result in zip(new_jobs, request.jobs, results, strict=True)
-            ]
-        )
+        response = pb.EnqueueJobsResponse()
+        answers = response.results
+        for new_job, job, result in zip(new_jobs, request.jobs, results, strict=True):
+            _answer(answers.add(), new_job, job, result)
+        return response
 
     @grpc_errors
     async def GetJob(
@@ -159,21 +160,28 @@ def released_response(rows: Sequence[dict[str, object]]) -> pb.ReleaseStaleJobsR
     )
 
 
-def _enqueued(
-    new_job: NewJob, request: pb.EnqueueJobRequest, result: tuple[Enqueued, Row | None]
-) -> pb.EnqueueJobResponse:
+def _answer(
+    response: pb.EnqueueJobResponse,
+    new_job: NewJob,
+    request: pb.EnqueueJobRequest,
+    result: tuple[Enqueued, Row | None],
+) -> None:
     enqueued, existing = result
     if existing is not None:
-        return pb.EnqueueJobResponse(job=convert.job(existing), already_existed=True)
-    job = convert.enqueued_job(enqueued, new_job.queue, new_job.priority, request.input)
-    return pb.EnqueueJobResponse(job=job, already_existed=enqueued.already_existed)
+        response.job.CopyFrom(convert.job(existing))
+        response.already_existed = True
+    else:
+        convert.fill_enqueued(
+            response.job, enqueued, new_job.queue, new_job.priority, request.input
+        )
 
 
 def _new_job(request: pb.EnqueueJobRequest) -> NewJob:
-    if not request.HasField("input") or not request.input.fields:
+    input_ = request.input
+    if not input_.fields:
         raise InvalidArgument("input is required: a non-empty JSON object", field="input")
     # ASCII JSON, so its length is its size in bytes.
-    input_json = convert.struct_json(request.input, "input")
+    input_json = convert.struct_json(input_, "input")
     if len(input_json) > MAX_INPUT_BYTES:
         raise InvalidArgument(f"input is larger than {MAX_INPUT_BYTES} bytes", field="input")
     if "\\u0000" in input_json:
@@ -183,21 +191,16 @@ def _new_job(request: pb.EnqueueJobRequest) -> NewJob:
     queue = request.queue or "default"
     if len(queue) > 100:
         raise InvalidArgument("queue is at most 100 characters", field="queue")
-    if not 0 <= request.max_attempts <= 100:
+    max_attempts = request.max_attempts
+    if not 0 <= max_attempts <= 100:
         raise InvalidArgument(
             "max_attempts must be 1..100 (0 for the default)", field="max_attempts"
         )
-    if not -1000 <= request.priority <= 1000:
+    priority = request.priority
+    if not -1000 <= priority <= 1000:
         raise InvalidArgument("priority must be -1000..1000", field="priority")
-    if len(request.idempotency_key) > 500:
+    key = request.idempotency_key
+    if len(key) > 500:
         raise InvalidArgument("idempotency_key is at most 500 characters", field="idempotency_key")
-    return NewJob(
-        input_json=input_json,
-        queue=queue,
-        priority=request.priority,
-        max_attempts=request.max_attempts,
-        idempotency_key=request.idempotency_key,
-        run_after=request.run_after.ToDatetime(tzinfo=UTC)
-        if request.HasField("run_after")
-        else None,
-    )
+    run_after = request.run_after.ToDatetime(tzinfo=UTC) if request.HasField("run_after") else None
+    return NewJob(input_json, queue, priority, max_attempts, key, run_after)

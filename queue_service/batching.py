@@ -53,12 +53,17 @@ class Coalescer(Generic[T, R]):
         self._pending.clear()
 
     async def submit(self, item: T) -> R:
+        return await self.submit_nowait(item)
+
+    def submit_nowait(self, item: T) -> asyncio.Future[R]:
+        """The future of this item's result, for a caller that has other items to hand in
+        before it waits (a cancelled future drops the item if its batch has not started)."""
         if self._task is None:
             raise RuntimeError("coalescer not started")
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         self._wake.set()
-        return await future
+        return future
 
     async def _run(self) -> None:
         while True:

@@ -1,10 +1,12 @@
 """Rows to protobuf messages and back: the only place that knows both shapes.
 
 The hot path converts with as little Python as it can: a request's Struct becomes the JSON text
-the database parses (struct_json, a direct walk of the message), a response's Job is built from
-the lean rows of store.py and from what the caller sent, and timestamps are converted by integer
-arithmetic. Each fast conversion reads and writes the same values as the contract's helpers in
-jobqueue.rpc, which every client uses (tests/queue/test_convert.py holds them to it).
+the database parses (struct_json, a direct walk of the message), and a response's Job is filled
+in place (a message passed to a constructor is copied, and a Job inside a response inside a
+batch would be copied three times) from the lean rows of store.py and from what the caller sent,
+timestamps by integer arithmetic. Each fast conversion reads and writes the same values as the
+contract's helpers in jobqueue.rpc, which every client uses (tests/queue/test_convert.py holds
+them to it).
 """
 
 from __future__ import annotations
@@ -27,14 +29,14 @@ from queue_service.store import Claimed, Enqueued, Row, Settled
 __all__ = [
     "PROTO_TO_STATUS",
     "STATUS_TO_PROTO",
-    "claimed_job",
     "decode_page_token",
     "duration",
     "encode_page_token",
-    "enqueued_job",
+    "fill_claimed",
+    "fill_enqueued",
+    "fill_settled",
     "job",
     "parse_uuid",
-    "settled_job",
     "struct",
     "struct_json",
     "timestamp",
@@ -51,6 +53,8 @@ STATUS_TO_PROTO: dict[str, job_pb2.JobStatus] = {
 PROTO_TO_STATUS = {value: name for name, value in STATUS_TO_PROTO.items()}
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Made once: json.dumps with options other than the defaults builds an encoder at every call.
+_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 # Doubles represent every integer below 2**53 exactly; past it a "whole" double is a rounding.
 _MAX_EXACT_INTEGER = 2**53
 
@@ -66,19 +70,24 @@ def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     """jobqueue.rpc.timestamp, a third of the cost: no float on the way."""
     if value is None:
         return None
+    message = timestamp_pb2.Timestamp()
+    _set_time(message, value)
+    return message
+
+
+def _set_time(field: timestamp_pb2.Timestamp, value: datetime) -> None:
     delta = value - _EPOCH
-    return timestamp_pb2.Timestamp(
-        seconds=delta.days * 86_400 + delta.seconds, nanos=delta.microseconds * 1_000
-    )
+    field.seconds = delta.days * 86_400 + delta.seconds
+    field.nanos = delta.microseconds * 1_000
 
 
 def struct_json(message: struct_pb2.Struct, field: str) -> str:
     """The Struct as the JSON text the database stores: what json.dumps makes of
     jobqueue.rpc.struct_to_dict (whole numbers as integers, so {"n": 3} stores as 3 and hashes
     to the same idempotency key as the same input enqueued from psql), without its detour
-    through json_format."""
+    through json_format, and in ASCII (\\u escapes), so its length is its size in bytes."""
     try:
-        return json.dumps(_object(message), separators=(",", ":"), allow_nan=False)
+        return _JSON.encode(_object(message))
     except ValueError:
         raise InvalidArgument(
             f"{field} holds a number JSON cannot (NaN, Infinity)", field=field
@@ -86,7 +95,8 @@ def struct_json(message: struct_pb2.Struct, field: str) -> str:
 
 
 def _object(message: struct_pb2.Struct) -> dict[str, Any]:
-    return {key: _value(value) for key, value in message.fields.items()}
+    fields = message.fields  # (by key: a little cheaper than .items() on this map)
+    return {key: _value(fields[key]) for key in fields}
 
 
 def _value(value: struct_pb2.Value) -> Any:
@@ -147,75 +157,74 @@ def job(row: Row) -> job_pb2.Job:
     )
 
 
-def enqueued_job(
-    enqueued: Enqueued, queue: str, priority: int, input_: struct_pb2.Struct
-) -> job_pb2.Job:
+def fill_enqueued(
+    job: job_pb2.Job, enqueued: Enqueued, queue: str, priority: int, input_: struct_pb2.Struct
+) -> None:
     """A job this call created, whole: the database's answer, and what the caller sent (its
     input, as sent; the rest of a new row is empty or zero)."""
-    created_at = timestamp(enqueued.created_at)
-    return job_pb2.Job(
-        id=str(enqueued.job_id),
-        queue=queue,
-        status=STATUS_TO_PROTO[enqueued.status],
-        priority=priority,
-        max_attempts=enqueued.max_attempts,
-        run_after=timestamp(enqueued.run_after),
-        input=input_,
-        idempotency_key=enqueued.idempotency_key,
-        created_at=created_at,
-        updated_at=created_at,
-    )
+    job.id = enqueued.job_id
+    job.queue = queue
+    job.status = STATUS_TO_PROTO[enqueued.status]
+    job.priority = priority
+    job.max_attempts = enqueued.max_attempts
+    _set_time(job.run_after, enqueued.run_after)
+    job.input.CopyFrom(input_)
+    job.idempotency_key = enqueued.idempotency_key
+    _set_time(job.created_at, enqueued.created_at)
+    job.updated_at.CopyFrom(job.created_at)
 
 
-def claimed_job(claimed: Claimed) -> job_pb2.Job:
+def fill_claimed(job: job_pb2.Job, claimed: Claimed) -> None:
     """A claimed job: every field but output and errors (ClaimResponse says so)."""
-    claimed_at = timestamp(claimed.locked_at)
-    return job_pb2.Job(
-        id=str(claimed.id),
-        queue=claimed.queue,
-        status=STATUS_TO_PROTO[claimed.status],
-        priority=claimed.priority,
-        attempts=claimed.attempts,
-        max_attempts=claimed.max_attempts,
-        run_after=timestamp(claimed.run_after),
-        locked_at=claimed_at,
-        locked_by=claimed.locked_by,
-        input=struct(claimed.input),
-        idempotency_key=claimed.idempotency_key,
-        last_error=claimed.last_error or "",
-        error_code=claimed.error_code or "",
-        stage=claimed.stage,
-        progress=claimed.progress,
-        # The claim writes its own time to all of these (migrations/job_queue/claim.sql).
-        last_heartbeat_at=claimed_at,
-        processing_started_at=claimed_at,
-        updated_at=claimed_at,
-        created_at=timestamp(claimed.created_at),
-        lease=claimed.lease,
-    )
+    job.id = str(claimed.id)
+    job.queue = claimed.queue
+    job.status = STATUS_TO_PROTO[claimed.status]
+    job.priority = claimed.priority
+    job.attempts = claimed.attempts
+    job.max_attempts = claimed.max_attempts
+    _set_time(job.run_after, claimed.run_after)
+    _set_time(job.locked_at, claimed.locked_at)
+    job.locked_by = claimed.locked_by
+    job.input.update(claimed.input)
+    job.idempotency_key = claimed.idempotency_key
+    job.last_error = claimed.last_error or ""
+    job.error_code = claimed.error_code or ""
+    job.stage = claimed.stage
+    job.progress = claimed.progress
+    # The claim writes its own time to all of these (migrations/job_queue/claim.sql).
+    job.last_heartbeat_at.CopyFrom(job.locked_at)
+    job.processing_started_at.CopyFrom(job.locked_at)
+    job.updated_at.CopyFrom(job.locked_at)
+    _set_time(job.created_at, claimed.created_at)
+    job.lease = claimed.lease
 
 
-def settled_job(settled: Settled, output: struct_pb2.Struct | None = None) -> job_pb2.Job:
+def fill_settled(
+    job: job_pb2.Job, settled: Settled, output: struct_pb2.Struct | None = None
+) -> None:
     """A job after a Complete, Fail or Release: the fields a settle changes or that name the job
     (CompleteResponse says which); a Complete's own output, as sent."""
     assert settled.status is not None, "a settled entry that was found"
-    return job_pb2.Job(
-        id=str(settled.job_id),
-        queue=settled.queue,
-        status=STATUS_TO_PROTO[settled.status],
-        attempts=settled.attempts,
-        max_attempts=settled.max_attempts,
-        lease=settled.lease,
-        stage=settled.stage or "",
-        progress=settled.progress,
-        error_code=settled.error_code or "",
-        last_error=settled.last_error or "",
-        run_after=timestamp(settled.run_after),
-        locked_by=settled.locked_by or "",
-        completed_at=timestamp(settled.completed_at),
-        updated_at=timestamp(settled.updated_at),
-        output=output,
-    )
+    job.id = str(settled.job_id)
+    job.queue = settled.queue or ""
+    job.status = STATUS_TO_PROTO[settled.status]
+    job.attempts = settled.attempts or 0
+    job.max_attempts = settled.max_attempts or 0
+    job.lease = settled.lease or 0
+    job.stage = settled.stage or ""
+    job.progress = settled.progress or 0.0
+    job.error_code = settled.error_code or ""
+    job.last_error = settled.last_error or ""
+    job.locked_by = settled.locked_by or ""
+    for field, value in (
+        (job.run_after, settled.run_after),
+        (job.completed_at, settled.completed_at),
+        (job.updated_at, settled.updated_at),
+    ):
+        if value is not None:
+            _set_time(field, value)
+    if output is not None:
+        job.output.CopyFrom(output)
 
 
 def encode_page_token(row: Row) -> str:

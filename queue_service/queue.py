@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import TypeVar
 
@@ -33,6 +34,7 @@ EntryT = TypeVar("EntryT")
 MAX_CLAIM = 1000
 MAX_CLAIM_WAIT_SECONDS = 60.0
 MAX_BATCH = 1000
+MAX_BEATS = 10_000
 MAX_TEXT = 10_000
 
 ACTIONS = {
@@ -53,7 +55,10 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         # Single-job calls from many workers meet here and reach the database together.
         # One caller's bad value must not fail the others it shares a statement with.
         bad_input = (InvalidArgument,)
-        self.heartbeats: Coalescer[Beat, str] = Coalescer(store.heartbeat, isolate=bad_input)
+        # An item is one message's beats (one, or a batch): every message is one future.
+        self.heartbeats: Coalescer[Sequence[Beat], list[str]] = Coalescer(
+            self._write_beats, isolate=bad_input
+        )
         self.completions: Coalescer[Completion, Settled] = Coalescer(
             store.complete, isolate=bad_input
         )
@@ -61,16 +66,22 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         self.releases: Coalescer[Release, Settled] = Coalescer(store.release, isolate=bad_input)
         self._coalescers = (self.heartbeats, self.completions, self.failures, self.releases)
         self._store = store
-        # Set when the service stops: heartbeat streams end at once (the workers reconnect,
-        # to this service's successor) instead of holding the shutdown for its whole grace.
-        self._closing = asyncio.Event()
+        # The open heartbeat streams: they end at once when the service stops (the workers
+        # reconnect, to this service's successor) instead of holding the shutdown for its grace.
+        self._streams: set[_Answers] = set()
 
     def start(self) -> None:
         for coalescer in self._coalescers:
             coalescer.start()
 
+    async def _write_beats(self, messages: Sequence[Sequence[Beat]]) -> list[list[str]]:
+        """The beats of every message, in one statement; each message's actions."""
+        actions = iter(await self._store.heartbeat([beat for beats in messages for beat in beats]))
+        return [[next(actions) for _ in beats] for beats in messages]
+
     def close_streams(self) -> None:
-        self._closing.set()
+        for answers in list(self._streams):
+            answers.close()
 
     async def stop(self) -> None:
         for coalescer in self._coalescers:
@@ -97,7 +108,11 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         rows = await self._claimer.claim(
             worker_id, request.max_jobs, request.queue or "default", wait
         )
-        return pb.ClaimResponse(jobs=[convert.claimed_job(row) for row in rows])
+        response = pb.ClaimResponse()
+        jobs = response.jobs
+        for row in rows:
+            convert.fill_claimed(jobs.add(), row)
+        return response
 
     @grpc_stream_errors
     async def Heartbeat(
@@ -105,54 +120,42 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         request_iterator: AsyncIterator[pb.HeartbeatRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.HeartbeatResponse]:
-        # Beats are answered as they are written, not one at a time: a worker's beats for its
-        # several jobs travel to the database in one statement.
-        answers: asyncio.Queue[pb.HeartbeatResponse | BaseException | None] = asyncio.Queue()
-        pending: set[asyncio.Task[None]] = set()
-
-        async def answer(beat: Beat) -> None:
-            try:
-                action = await self.heartbeats.submit(beat)
-                await answers.put(
-                    pb.HeartbeatResponse(
-                        job_id=str(beat.job_id), lease=beat.lease, action=ACTIONS[action]
-                    )
-                )
-            except BaseException as error:  # DomainError, or cancellation when the stream ends
-                await answers.put(error)
+        # Beats are answered as they are written, not one at a time: the beats of all streams
+        # that arrive together travel to the database in one statement, and each beat costs a
+        # future, not a task.
+        answers = _Answers()
+        self._streams.add(answers)
 
         async def read() -> None:
             try:
                 async for request in request_iterator:
-                    task = asyncio.create_task(answer(_beat(request)))
-                    pending.add(task)
-                    task.add_done_callback(pending.discard)
-                if pending:
-                    await asyncio.gather(*pending, return_exceptions=True)
-                await answers.put(None)
-            except BaseException as error:
-                await answers.put(error)
+                    answers.add((request, self.heartbeats.submit_nowait(_beats(request))))
+            except Exception as error:  # a malformed beat: answered after those before it
+                answers.add(error)
+            finally:
+                answers.end()
 
         reader = asyncio.create_task(read())
-        closing = asyncio.create_task(self._closing.wait())
         try:
-            while True:
-                next_answer = asyncio.ensure_future(answers.get())
-                await asyncio.wait({next_answer, closing}, return_when=asyncio.FIRST_COMPLETED)
-                if not next_answer.done():
-                    next_answer.cancel()
-                    return
-                item = next_answer.result()
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
+            while (item := await answers.next()) is not None:
+                if isinstance(item, Exception):
                     raise item
-                yield item
+                request, written = item
+                actions = await written
+                if not request.beats:
+                    yield pb.HeartbeatResponse(
+                        job_id=request.job_id, lease=request.lease, action=ACTIONS[actions[0]]
+                    )
+                    continue
+                response = pb.HeartbeatResponse()
+                answered = response.beats
+                for beat, action in zip(request.beats, actions, strict=True):
+                    answered.add(job_id=beat.job_id, lease=beat.lease, action=ACTIONS[action])
+                yield response
         finally:
-            closing.cancel()
+            self._streams.discard(answers)
+            answers.close()
             reader.cancel()
-            for task in list(pending):
-                task.cancel()
             with contextlib.suppress(BaseException):
                 await reader
 
@@ -161,7 +164,9 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext
     ) -> pb.CompleteResponse:
         settled = await _settled(self.completions, _completion(request))
-        return pb.CompleteResponse(job=convert.settled_job(settled, request.output))
+        response = pb.CompleteResponse()
+        convert.fill_settled(response.job, settled, request.output)
+        return response
 
     @grpc_errors
     async def CompleteBatch(
@@ -174,8 +179,9 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
     async def Fail(
         self, request: pb.FailRequest, context: grpc.aio.ServicerContext
     ) -> pb.FailResponse:
-        settled = await _settled(self.failures, _failure(request))
-        return pb.FailResponse(job=convert.settled_job(settled))
+        response = pb.FailResponse()
+        convert.fill_settled(response.job, await _settled(self.failures, _failure(request)))
+        return response
 
     @grpc_errors
     async def Release(
@@ -186,7 +192,9 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
             lease=_lease(request.lease),
             reason=_printable(request.reason[:MAX_TEXT]),
         )
-        return pb.ReleaseResponse(job=convert.settled_job(await _settled(self.releases, release)))
+        response = pb.ReleaseResponse()
+        convert.fill_settled(response.job, await _settled(self.releases, release))
+        return response
 
     @grpc_errors
     async def FailBatch(
@@ -194,6 +202,45 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
     ) -> pb.FailBatchResponse:
         entries = [_failure(entry) for entry in _batch(request.entries)]
         return pb.FailBatchResponse(results=_results(await self._store.fail(entries)))
+
+
+# A Heartbeat request, and the future of its beats' actions.
+_Answer = tuple[pb.HeartbeatRequest, asyncio.Future[list[str]]]
+
+
+class _Answers:
+    """What one Heartbeat stream answers, in the order its beats came: each beat with the future
+    of the statement that writes it, or the error that ends the stream."""
+
+    def __init__(self) -> None:
+        self._items: deque[_Answer | Exception] = deque()
+        self._ready = asyncio.Event()
+        self._ended = False
+
+    def add(self, item: _Answer | Exception) -> None:
+        self._items.append(item)
+        self._ready.set()
+
+    def end(self) -> None:
+        """No more beats: answer those that came, then end the stream."""
+        self._ended = True
+        self._ready.set()
+
+    def close(self) -> None:
+        """End the stream now, unanswered beats and all (they are written all the same)."""
+        for item in self._items:
+            if isinstance(item, tuple):
+                item[1].cancel()
+        self._items.clear()
+        self.end()
+
+    async def next(self) -> _Answer | Exception | None:
+        while not self._items:
+            if self._ended:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()
 
 
 async def _settled(coalescer: Coalescer[EntryT, Settled], entry: EntryT) -> Settled:
@@ -220,7 +267,19 @@ def _printable(text: str) -> str:
     return text.replace("\x00", "\ufffd")
 
 
-def _beat(request: pb.HeartbeatRequest) -> Beat:
+def _beats(request: pb.HeartbeatRequest) -> list[Beat]:
+    if not request.beats:
+        return [_beat(request)]
+    if request.job_id:
+        raise InvalidArgument(
+            "a heartbeat carries one beat (job_id) or several (beats), not both", field="beats"
+        )
+    if len(request.beats) > MAX_BEATS:
+        raise InvalidArgument(f"a heartbeat carries at most {MAX_BEATS} beats", field="beats")
+    return [_beat(beat) for beat in request.beats]
+
+
+def _beat(request: pb.HeartbeatRequest | pb.JobBeat) -> Beat:
     if not 0.0 <= request.progress <= 1.0:
         raise InvalidArgument("progress must be 0..1", field="progress")
     if len(request.stage) > 100 or "\x00" in request.stage:

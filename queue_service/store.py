@@ -59,8 +59,7 @@ def queries() -> dict[str, str]:
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
-@dataclass(frozen=True)
-class NewJob:
+class NewJob(NamedTuple):
     # The JSON text of the input object, whole numbers written as integers (convert.struct_json).
     input_json: str
     queue: str = "default"
@@ -105,7 +104,7 @@ class Release:
 class Enqueued(NamedTuple):
     """An enqueued entry: the caller sent everything else of a new job."""
 
-    job_id: UUID
+    job_id: str
     already_existed: bool
     status: str
     max_attempts: int
@@ -219,9 +218,11 @@ class Store:
             },
             args_row(Enqueued),
         )
-        known = {row.job_id for row in rows if row.already_existed}
-        existing = await self.get_jobs(list(known)) if known else {}
-        if any(row.job_id is None for row in rows) or len(existing) < len(known):
+        known = {UUID(row.job_id) for row in rows if row.already_existed and row.job_id}
+        existing = (
+            {str(k): v for k, v in (await self.get_jobs(list(known))).items()} if known else {}
+        )
+        if any(row.job_id is None for row in rows) or len(existing) < len(set(known)):
             # Only when a job was deleted between the insert and the read-back of its key.
             raise StoreUnavailable("enqueue raced with a deletion; retry")
         return [(row, existing.get(row.job_id) if row.already_existed else None) for row in rows]

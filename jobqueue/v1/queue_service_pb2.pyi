@@ -53,6 +53,20 @@ class ClaimResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[_job_pb2.Job, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
+    __slots__ = ("job_id", "lease", "stage", "progress", "beats")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    BEATS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    lease: int
+    stage: str
+    progress: float
+    beats: _containers.RepeatedCompositeFieldContainer[JobBeat]
+    def __init__(self, job_id: _Optional[str] = ..., lease: _Optional[int] = ..., stage: _Optional[str] = ..., progress: _Optional[float] = ..., beats: _Optional[_Iterable[_Union[JobBeat, _Mapping]]] = ...) -> None: ...
+
+class JobBeat(_message.Message):
     __slots__ = ("job_id", "lease", "stage", "progress")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +79,18 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., lease: _Optional[int] = ..., stage: _Optional[str] = ..., progress: _Optional[float] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
+    __slots__ = ("job_id", "lease", "action", "beats")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    BEATS_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    lease: int
+    action: HeartbeatAction
+    beats: _containers.RepeatedCompositeFieldContainer[JobBeatAnswer]
+    def __init__(self, job_id: _Optional[str] = ..., lease: _Optional[int] = ..., action: _Optional[_Union[HeartbeatAction, str]] = ..., beats: _Optional[_Iterable[_Union[JobBeatAnswer, _Mapping]]] = ...) -> None: ...
+
+class JobBeatAnswer(_message.Message):
     __slots__ = ("job_id", "lease", "action")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_FIELD_NUMBER: _ClassVar[int]

@@ -79,10 +79,12 @@ class QueueServiceServicer:
         has passed), highest priority first, then oldest. Each claimed job is
         RUNNING with `attempts` incremented, stage `claimed` and a new `lease`.
         With `wait` set and nothing runnable, the call waits up to that long for
-        work to arrive before answering: a new or retried job wakes it at once
-        (LISTEN/NOTIFY), and it looks again every second for RETRY jobs coming due.
-        A caller that goes away mid-claim has its jobs handed back (see Release).
-        An empty answer is a success.
+        work to arrive before answering: a new, retried or released job wakes it at
+        once (LISTEN/NOTIFY; one new job wakes one waiting claim), and so does a
+        RETRY job whose backoff runs out or a job whose run_after comes (a timer
+        per queue); waiting costs the database nothing. A caller that goes away
+        mid-claim has its jobs handed back (see Release). An empty answer is a
+        success.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -95,9 +97,14 @@ class QueueServiceServicer:
         CONTINUE, CANCEL (an operator cancelled the job: stop it and call Fail;
         the job ends CANCELLED) or LEASE_LOST (the job was released as stale,
         re-claimed or finished elsewhere: stop it and do not complete it).
-        Heartbeats arriving together are written in one statement. A malformed
-        request (a job_id that is not a UUID, progress outside 0..1) ends the
-        stream with INVALID_ARGUMENT: it is a client bug, not a job's state.
+        A request may instead carry several jobs' beats in `beats` (a worker's
+        every running job at once); its response answers each in `beats`, in
+        order. A message costs the service far more than a beat inside one, so a
+        worker with many jobs should send them together. Heartbeats arriving
+        together, from any stream, are written in one statement. A malformed
+        request (a job_id that is not a UUID, progress outside 0..1, both a
+        job_id and beats) ends the stream with INVALID_ARGUMENT: it is a client
+        bug, not a job's state.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -106,6 +113,7 @@ class QueueServiceServicer:
     def Complete(self, request, context):
         """Marks a RUNNING job SUCCEEDED with its output. Idempotent: repeating it
         with the same lease after it landed (its answer lost) succeeds again.
+        Answers with the job as the settle left it (see CompleteResponse).
         ABORTED (reason LEASE_LOST) when the lease is not current; NOT_FOUND;
         INVALID_ARGUMENT for an output jsonb cannot hold (NUL characters).
         """

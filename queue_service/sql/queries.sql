@@ -11,7 +11,7 @@
 
 -- name: enqueue
 -- Inputs are JSON text, which the cast parses: the service never builds them as objects.
-SELECT job_id, already_existed, status, max_attempts, idempotency_key, run_after, created_at
+SELECT job_id::text, already_existed, status, max_attempts, idempotency_key, run_after, created_at
 FROM enqueue_jobs(%(inputs)b::text[]::jsonb[], %(queues)b::text[], %(priorities)b::integer[],
                   %(max_attempts)b::integer[], %(keys)b::text[], %(run_afters)b::timestamptz[]);
 
