@@ -26,6 +26,7 @@ from worker_service.client import AuthRefused, QueueClient, QueueUnreachable
 from worker_service.config import ENV_MIRRORS, WorkerConfig, resolve
 from worker_service.pipeline.base import Pipeline
 from worker_service.pipeline_loader import PipelineLoadError, load_pipeline, queue_arguments
+from worker_service.printer import Printer
 from worker_service.runner import Worker
 
 EXIT_OK = 0
@@ -144,11 +145,13 @@ def configure(
     return args, resolve(flags, env)
 
 
-def say(line: str) -> None:
-    print(line, flush=True)
+# The checklist's lines, written in bulk under load (printer.py).
+stdout = Printer()
+say = stdout.say
 
 
 def error_line(message: str) -> None:
+    stdout.flush()
     print(f"error: {message}", file=sys.stderr, flush=True)
 
 
@@ -166,11 +169,12 @@ async def run_worker(config: WorkerConfig, pipeline: Pipeline) -> int:
         except QueueUnreachable as error:
             error_line(f"cannot reach the queue service at {config.queue_addr}: {error}")
             return EXIT_UNREACHABLE
-        worker = Worker(config, client, pipeline, say)
+        worker = Worker(config, client, pipeline, say, stdout.flush)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.request_stop)
         say(output.READY)
+        stdout.flush()
         try:
             await worker.run()
         finally:
@@ -179,6 +183,7 @@ async def run_worker(config: WorkerConfig, pipeline: Pipeline) -> int:
         counters = worker.counters
         for line in output.counters(counters.processed, counters.succeeded, counters.failed):
             say(line)
+        stdout.flush()
         if worker.fatal is not None:
             error_line(f"the queue service at {config.queue_addr} refused a claim: {worker.fatal}")
             return EXIT_UNREACHABLE
@@ -212,6 +217,13 @@ async def run_operator_command(config: WorkerConfig, args: argparse.Namespace) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    finally:
+        stdout.flush()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     env = dict(os.environ)
     try:
         args, config = configure(argv, env)

@@ -1,11 +1,14 @@
-"""How a job run settles its job with the queue service: Complete, Fail or Release, made to stick.
+"""How job runs settle their jobs with the queue service: Complete, Fail or Release, made to stick.
 
-Each call is retried while the queue service is unreachable, for as long as the lease holds: a
-queue service restart in the middle of a job costs nothing but a short wait. The lease makes a
-repeat harmless. A repeat refused after an earlier attempt may have landed is settled by reading
-the job back ("landed earlier"). Retrying ends when the lease is lost, when the call is refused
-for good, or when the worker's shutdown runs out of time; then the heartbeat timeout releases
-the job.
+Completes (and most Fails) go out in batches (`Batcher`: CompleteBatch / FailBatch) that add no
+waiting: the first job to finish is sent at once, and whatever finishes while that call is in
+flight goes together in the next. Each job in a batch is settled exactly as a call of its own
+would be (`Settler`, which the single calls still use): retried while the queue service is
+unreachable, for as long as the lease holds, so that a queue service restart in the middle of
+a job costs nothing but a short wait; the lease makes a repeat harmless. A repeat refused after
+an earlier attempt may have landed is settled by reading the job back ("landed earlier").
+Retrying ends when the lease is lost, when the call is refused for good, or when the worker's
+shutdown runs out of time; then the heartbeat timeout releases the job.
 
 Also here: what is sent (`job_output`: plain JSON with the stage timings) and what is said
 after a Fail (`next_step`).
@@ -16,15 +19,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+import math
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import grpc
+from google.protobuf import struct_pb2
 
 from jobqueue import rpc
 from jobqueue.v1 import job_pb2
+from jobqueue.v1 import queue_service_pb2 as pb
 from worker_service.client import QueueCalls
 from worker_service.waiting import Backoff, first_of
+
+log = logging.getLogger(__name__)
 
 Status = job_pb2.JobStatus
 
@@ -32,8 +41,11 @@ Status = job_pb2.JobStatus
 NOT_OURS_CODES = frozenset(
     {grpc.StatusCode.ABORTED, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION}
 )
+CANCELLED_CODE = "CANCELLED"
 CANCELLED_MESSAGE = "cancelled by an operator while running"
 RELEASE_REASON = "the worker shut down before the job finished"
+# The queue service takes at most this many entries in one batch call.
+MAX_BATCH = 1000
 
 
 class Settler:
@@ -59,45 +71,45 @@ class Settler:
         self._give_up = give_up
 
     async def complete(self, result: Mapping[str, Any]) -> job_pb2.Job | None:
-        return await self._settle(
+        return await self.settle(
             "Complete",
             lambda: self._client.complete(self._job_id, self._lease, result),
-            landed=lambda job: job.status == Status.JOB_STATUS_SUCCEEDED,
+            landed=completed,
         )
 
     async def fail(self, code: str, message: str, *, retryable: bool) -> job_pb2.Job | None:
-        return await self._settle(
+        return await self.settle(
             "Fail",
             lambda: self._client.fail(
                 self._job_id, self._lease, code=code, message=message, retryable=retryable
             ),
-            landed=lambda job: job.error_code == code,
+            landed=lambda job: failed_with(job, code),
         )
 
     async def cancelled(self) -> job_pb2.Job | None:
         """Fail the job an operator cancelled: the queue service records it as CANCELLED."""
-        return await self._settle(
+        return await self.settle(
             "Fail",
             lambda: self._client.fail(
                 self._job_id,
                 self._lease,
-                code="CANCELLED",
+                code=CANCELLED_CODE,
                 message=CANCELLED_MESSAGE,
                 retryable=False,
             ),
-            landed=lambda job: job.status == Status.JOB_STATUS_CANCELLED,
+            landed=lambda job: failed_with(job, CANCELLED_CODE),
         )
 
     async def release(self) -> job_pb2.Job | None:
         """Release, not Fail: the job is QUEUED again at once for another worker, and the
         attempt it did not finish is not counted against it."""
-        return await self._settle(
+        return await self.settle(
             "Release",
             lambda: self._client.release(self._job_id, self._lease, RELEASE_REASON),
             landed=lambda job: job.stage == "released" or job.status == Status.JOB_STATUS_CANCELLED,
         )
 
-    async def _settle(
+    async def settle(
         self,
         what: str,
         call: Callable[[], Awaitable[job_pb2.Job]],
@@ -120,7 +132,7 @@ class Settler:
             except grpc.aio.AioRpcError as error:
                 code = error.code()
                 if code in NOT_OURS_CODES:
-                    return await self._landed_earlier(landed) if uncertain else None
+                    return await self.landed_earlier(landed) if uncertain else None
                 if code not in rpc.RETRYABLE_CODES:
                     self._log.error(
                         "%s refused (%s); the heartbeat timeout will release the job",
@@ -135,7 +147,8 @@ class Settler:
             await first_of(self._give_up.wait(), within=backoff.delay)
             backoff.grow()
 
-    async def _landed_earlier(self, landed: Callable[[job_pb2.Job], bool]) -> job_pb2.Job | None:
+    async def landed_earlier(self, landed: Callable[[job_pb2.Job], bool]) -> job_pb2.Job | None:
+        """After a repeat was refused: the job read back, if it is as our earlier call left it."""
         try:
             job = await self._client.get_job(self._job_id)
         except grpc.aio.AioRpcError:
@@ -145,11 +158,292 @@ class Settler:
         return None
 
 
+def completed(job: job_pb2.Job) -> bool:
+    """A Complete's mark on a job read back."""
+    return job.status == Status.JOB_STATUS_SUCCEEDED
+
+
+def failed_with(job: job_pb2.Job, code: str) -> bool:
+    """A Fail's mark on a job read back (a cancel's Fail ends the job CANCELLED)."""
+    if code == CANCELLED_CODE:
+        return job.status == Status.JOB_STATUS_CANCELLED
+    return job.error_code == code
+
+
+class LeaseHolder(Protocol):
+    """The job run a settlement is for: its job, lease and log, and whether the lease is gone."""
+
+    job_id: str
+    lease: int
+
+    @property
+    def log(self) -> logging.LoggerAdapter: ...  # type: ignore[type-arg]
+
+    def lease_lost(self) -> bool: ...
+
+
+# What a settled job looks like after its call: the job (a call of its own, or read back), or
+# its entry's answer in a batch (its id and status).
+Settled = job_pb2.Job | pb.EntryResult
+
+
+@dataclass(eq=False, slots=True)
+class Settlement:
+    """One job's Complete or Fail, waiting for its batch."""
+
+    request: pb.CompleteRequest | pb.FailRequest
+    holder: LeaseHolder
+    # Hears the job after the call, or None when the job is not ours any more or could not be
+    # settled.
+    done: Callable[[Settled | None], None]
+    # An earlier attempt failed in a way that may have landed (its answer was lost).
+    uncertain: bool = False
+
+
+class Batcher:
+    """Settles jobs in batches of one kind (`Batcher.completes` or `Batcher.failures`)."""
+
+    def __init__(
+        self,
+        what: str,
+        send: Callable[[Sequence[Any]], Awaitable[list[pb.EntryResult]]],
+        alone: Callable[[Settler, Any], Awaitable[job_pb2.Job | None]],
+        landed: Callable[[Any, job_pb2.Job], bool],
+        client: QueueCalls,
+        give_up: asyncio.Event,
+        worker_id: str,
+    ) -> None:
+        self._what = what
+        self._send = send
+        self._alone = alone
+        self._landed = landed
+        self._client = client
+        self._give_up = give_up
+        self._worker_id = worker_id
+        self._pending: list[Settlement] = []
+        self._in_flight = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._singles: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def completes(cls, client: QueueCalls, give_up: asyncio.Event, worker_id: str) -> Batcher:
+        return cls(
+            "Complete",
+            client.complete_batch,
+            lambda settler, request: settler.complete(rpc.struct_to_dict(request.output)),
+            lambda _request, job: completed(job),
+            client,
+            give_up,
+            worker_id,
+        )
+
+    @classmethod
+    def failures(cls, client: QueueCalls, give_up: asyncio.Event, worker_id: str) -> Batcher:
+        return cls(
+            "Fail",
+            client.fail_batch,
+            lambda settler, request: settler.fail(
+                request.error_code, request.message, retryable=request.retryable
+            ),
+            lambda request, job: failed_with(job, request.error_code),
+            client,
+            give_up,
+            worker_id,
+        )
+
+    @property
+    def backlog(self) -> int:
+        """Jobs waiting for their batch or in the one in flight."""
+        return len(self._pending) + self._in_flight
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"{self._what}-batches")
+
+    async def stop(self) -> None:
+        tasks = [*self._singles, *([self._task] if self._task else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = None
+
+    def add(self, settlement: Settlement) -> None:
+        self._pending.append(settlement)
+        self._wake.set()
+
+    async def _run(self) -> None:
+        backoff = Backoff()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch = [entry for entry in self._pending[:MAX_BATCH] if self._still_ours(entry)]
+                del self._pending[:MAX_BATCH]
+                if not batch:
+                    continue
+                self._in_flight = len(batch)
+                try:
+                    results = await self._send([entry.request for entry in batch])
+                except grpc.aio.AioRpcError as error:
+                    if error.code() not in rpc.RETRYABLE_CODES:
+                        # Refused as a whole (a malformed entry, say): each job on its own, as a
+                        # single call, so that one job's problem stays its own.
+                        for entry in batch:
+                            self._single(entry)
+                        continue
+                    for entry in batch:
+                        entry.uncertain = True
+                    self._pending[:0] = batch
+                    log.warning(
+                        "worker_id=%s %s failed (%s) for %d job(s) (%s); retrying in %.1fs",
+                        self._worker_id,
+                        self._what,
+                        rpc.describe(error),
+                        len(batch),
+                        _some_ids(batch),
+                        backoff.delay,
+                    )
+                    await first_of(self._give_up.wait(), within=backoff.delay)
+                    backoff.grow()
+                    continue
+                finally:
+                    self._in_flight = 0
+                backoff.reset()
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("worker_id=%s %s: %d job(s)", self._worker_id, self._what, len(batch))
+                by_id = {result.job_id: result for result in results}
+                for entry in batch:
+                    self._answered(entry, by_id.get(entry.request.job_id))
+
+    def _still_ours(self, entry: Settlement) -> bool:
+        """Retrying ends when the lease is lost or the shutdown is out of time."""
+        if entry.holder.lease_lost() or self._give_up.is_set():
+            entry.done(None)
+            return False
+        return True
+
+    def _answered(self, entry: Settlement, result: pb.EntryResult | None) -> None:
+        if result is not None and result.outcome == pb.OUTCOME_OK:
+            entry.done(result)
+        elif entry.uncertain or result is None:
+            # LEASE_LOST / NOT_FOUND after an attempt that may have landed: read the job back.
+            self._spawn(self._landed_earlier(entry))
+        else:
+            entry.done(None)
+
+    async def _landed_earlier(self, entry: Settlement) -> None:
+        request = entry.request
+        job = await self._settler(entry).landed_earlier(lambda job: self._landed(request, job))
+        entry.done(job)
+
+    def _single(self, entry: Settlement) -> None:
+        async def alone() -> None:
+            job = await self._alone(self._settler(entry), entry.request)
+            entry.done(job)
+
+        self._spawn(alone())
+
+    def _settler(self, entry: Settlement) -> Settler:
+        holder = entry.holder
+        return Settler(
+            self._client,
+            holder.job_id,
+            holder.lease,
+            holder.log,
+            lease_lost=holder.lease_lost,
+            give_up=self._give_up,
+        )
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._singles.add(task)
+        task.add_done_callback(self._singles.discard)
+
+
+def _some_ids(batch: Sequence[Settlement], shown: int = 5) -> str:
+    ids = ", ".join(entry.request.job_id[:8] for entry in batch[:shown])
+    return ids + (f" and {len(batch) - shown} more" if len(batch) > shown else "")
+
+
+def complete_request(
+    job_id: str, lease: int, output: Mapping[str, Any], timings: Mapping[str, float]
+) -> pb.CompleteRequest:
+    """A Complete entry carrying `job_output(output, timings)`.
+
+    Written straight into the request's Struct in one walk, which also checks that the output is
+    plain JSON already (the usual case); protobuf's own `Struct.update` tests each value against
+    an abstract base class and costs more than the rest of a quick job. Any other output goes
+    through `job_output`.
+    """
+    request = pb.CompleteRequest(job_id=job_id, lease=lease)
+    fields = request.output.fields
+    if _fill(fields, output) and _fill(fields["stage_timings"].struct_value.fields, timings):
+        return request
+    request.output.Clear()
+    request.output.update(job_output(output, timings))
+    return request
+
+
+def _fill(fields: Any, mapping: Mapping[str, Any]) -> bool:
+    """Write `mapping` into a Struct's fields; False (part written) at anything not plain JSON."""
+    for key, value in mapping.items():
+        if type(key) is not str or not _set(fields[key], value):
+            return False
+    return True
+
+
+def _set(target: struct_pb2.Value, value: object) -> bool:
+    kind = type(value)
+    if kind is float:
+        if not math.isfinite(value):  # type: ignore[arg-type]
+            return False
+        target.number_value = value  # type: ignore[assignment]
+    elif kind is str:
+        if "\x00" in value:  # type: ignore[operator]
+            return False
+        target.string_value = value  # type: ignore[assignment]
+    elif kind is int or kind is bool:
+        if kind is bool:
+            target.bool_value = value  # type: ignore[assignment]
+        else:
+            target.number_value = value  # type: ignore[assignment]
+    elif value is None:
+        target.null_value = struct_pb2.NULL_VALUE
+    elif kind is dict:
+        return _fill(target.struct_value.fields, value)  # type: ignore[arg-type]
+    elif kind is list:
+        values = target.list_value.values
+        return all(_set(values.add(), item) for item in value)  # type: ignore[attr-defined]
+    else:
+        return False
+    return True
+
+
 def job_output(output: Mapping[str, Any], timings: Mapping[str, float]) -> dict[str, Any]:
-    """What Complete sends: the stages' output as plain JSON, with each stage's seconds."""
-    result = json_safe(output)
+    """What Complete sends: the stages' output as plain JSON, with each stage's seconds.
+
+    An output that is plain JSON already (the usual case) is sent as it is, without a round trip
+    through the JSON encoder.
+    """
+    result = dict(output) if is_json_safe(output) else json_safe(output)
     result["stage_timings"] = dict(timings)
     return result
+
+
+def is_json_safe(value: object) -> bool:
+    """Whether `value` is plain JSON that a Struct carries as it is and jsonb accepts: strings
+    without NUL, finite numbers, booleans, None, and lists and string-keyed objects of these."""
+    if isinstance(value, str):
+        return "\x00" not in value
+    if value is None or isinstance(value, bool | int):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and is_json_safe(item) for key, item in value.items())
+    if isinstance(value, list):
+        return all(is_json_safe(item) for item in value)
+    return False
 
 
 def json_safe(value: Mapping[str, Any]) -> dict[str, Any]:

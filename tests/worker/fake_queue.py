@@ -213,7 +213,7 @@ class FakeQueue:
         return _copy(job)
 
     async def _settle_batch(
-        self, method: str, changes: list[tuple[str, int, Any, tuple[str, str, bool] | None]]
+        self, method: str, changes: Sequence[tuple[str, int, Any, tuple[str, str, bool] | None]]
     ) -> list[pb.EntryResult]:
         """Each entry as its own call would be, answered with its outcome; `refuse` and
         `drop_answer` count whole batches."""

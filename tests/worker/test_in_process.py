@@ -9,13 +9,17 @@ test_process_behaviour.py and test_failures.py.
 from __future__ import annotations
 
 import asyncio
+import io
+import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from jobqueue.v1 import job_pb2
 from jobqueue.v1 import queue_service_pb2 as pb
 from tests.worker.fake_queue import FakeQueue
 from tests.worker.pipelines import WaitForGate, fail_as_asked
@@ -25,10 +29,12 @@ from worker_service.job_run import Counters, JobRun, JobRunDeps
 from worker_service.pipeline.base import Pipeline, StageContext
 from worker_service.pipeline.errors import PermanentError
 from worker_service.pipeline_loader import load_pipeline
+from worker_service.printer import FLUSH_SECONDS, Printer
 from worker_service.runner import Worker
 from worker_service.stop_reason import StopReason
 
 ADVERT = {"source_type": "s3", "s3_key": "videos/a.mp4"}
+Status = job_pb2.JobStatus
 
 
 class Finish:
@@ -357,3 +363,225 @@ ADDRESSED: list[tuple[str, str | None]] = []
 def addressed_pipeline(*, queue_addr: str, token: str | None) -> Pipeline:
     ADDRESSED.append((queue_addr, token))
     return frames_pipeline()
+
+
+# -- quick jobs: claimed ahead, completed in batches -----------------------------------------
+
+
+class Quiet:
+    """Succeeds without asking for a workdir (a job that only calls a service)."""
+
+    name = "quiet"
+
+    def run(self, ctx: StageContext) -> None:
+        ctx.output["ad_id"] = f"ad-{ctx.job_id[:8]}"
+
+
+class UsesWorkdir:
+    """Writes into its workdir, and says where it was."""
+
+    name = "uses_workdir"
+
+    def __init__(self) -> None:
+        self.workdirs: list[Path] = []
+
+    def run(self, ctx: StageContext) -> None:
+        (ctx.workdir / "frame.jpg").write_bytes(b"jpeg")
+        self.workdirs.append(ctx.workdir)
+
+
+class Blocking:
+    """Blocks on the gate its input names, deaf to the stop event (a call that cannot be
+    interrupted, a C library that never returns)."""
+
+    name = "blocking"
+
+    def __init__(self, setup: Setup) -> None:
+        self._setup = setup
+
+    def run(self, ctx: StageContext) -> None:
+        gate = ctx.input.get("block")
+        if gate:
+            self._setup.gate(gate).wait(30)
+
+
+def folders_in(path: Path) -> list[Path]:
+    return list(path.iterdir())
+
+
+def beats_of(setup: Setup, job_id: str) -> list[pb.HeartbeatRequest]:
+    return [beat for beat in setup.fake.beats if beat.job_id == job_id]
+
+
+def said_about(setup: Setup, job_id: str) -> list[str]:
+    return [line for line in setup.lines if job_id[:8] in line]
+
+
+async def warm_up(setup: Setup, worker: Worker, jobs: int = 30) -> list[str]:
+    """Quick jobs run until the worker has learnt that its jobs are short."""
+    quick = [setup.fake.add(ADVERT) for _ in range(jobs)]
+    await setup.fake.until(lambda: all(setup.fake.called("complete", j) for j in quick))
+    await setup.fake.until(worker.pace.short)
+    return quick
+
+
+async def test_a_burst_of_quick_jobs_is_completed_in_a_few_batch_calls(setup: Setup) -> None:
+    jobs = [setup.fake.add(ADVERT) for _ in range(200)]
+    worker = setup.worker(Pipeline(stages=[Quiet()]), concurrency=10)
+
+    await finished(worker)
+
+    batches = [size for method, size in setup.fake.batches if method == "complete"]
+    assert sum(batches) == 200
+    assert len(batches) <= 20, batches
+    assert {job_id for method, job_id, _ in setup.fake.calls if method == "complete"} == set(jobs)
+    assert worker.counters == Counters(processed=200, succeeded=200, failed=0)
+    for job_id in jobs:  # the checklist's two lines for each job, in order
+        said = said_about(setup, job_id)
+        assert said[0].startswith(f"Processing job {job_id[:8]}... (attempt 1/5)")
+        assert said[-1].startswith(f"Job {job_id[:8]} succeeded in")
+
+
+async def test_jobs_claimed_ahead_beat_while_they_wait_and_a_stop_hands_them_back_uncounted(
+    setup: Setup,
+) -> None:
+    pipeline = Pipeline(stages=[WaitForGate(lambda gate: setup.gate(gate).is_set()), Quiet()])
+    worker = setup.worker(
+        pipeline, concurrency=2, once=False, poll_interval_seconds=0.2, shutdown_grace_seconds=0
+    )
+    running = asyncio.create_task(finished(worker))
+    quick = await warm_up(setup, worker)
+
+    held = [setup.fake.add(setup.held(f"slot-{i}")) for i in range(2)]
+    ahead = [setup.fake.add(ADVERT) for _ in range(3)]
+    # Both slots are held; the other three are claimed all the same, and wait for a slot.
+    await setup.fake.until(lambda: all("wait_for_gate" in setup.fake.stages(j) for j in held))
+    await setup.fake.until(lambda: all(setup.fake.jobs[j].lease == 1 for j in ahead))
+    # Waiting longer than a heartbeat interval, each keeps its lease alive by its own beats,
+    # and says nothing: it has not started.
+    await setup.fake.until(lambda: all(len(beats_of(setup, j)) >= 2 for j in ahead))
+    assert {beat.stage for j in ahead for beat in beats_of(setup, j)} == {""}  # still "claimed"
+    assert not [line for j in ahead for line in said_about(setup, j)]
+
+    worker.request_stop()
+    await running
+
+    for job_id in ahead:  # handed back at once: runnable again, the attempt not counted
+        assert len(setup.fake.called("release", job_id)) == 1
+        job = setup.fake.jobs[job_id]
+        assert (job.status, job.stage, job.attempts) == (Status.JOB_STATUS_QUEUED, "released", 0)
+        assert not said_about(setup, job_id)
+    for job_id in held:  # running, out of grace: handed back and said so
+        assert said_about(setup, job_id)[-1].endswith("(worker shutting down)")
+    assert worker.counters == Counters(processed=len(quick) + 2, succeeded=len(quick), failed=2)
+
+
+async def test_a_pipeline_that_never_asks_for_a_workdir_gets_none(
+    setup: Setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    for _ in range(5):
+        setup.fake.add(ADVERT)
+
+    await finished(setup.worker(Pipeline(stages=[Quiet()])))
+
+    assert setup.fake.called("complete") and folders_in(tmp_path) == []
+
+    # One that asks gets a folder of its own while it runs, deleted when it ends.
+    setup.fake.add(ADVERT)
+    stage = UsesWorkdir()
+    await finished(setup.worker(Pipeline(stages=[stage])))
+    (workdir,) = stage.workdirs
+    assert workdir.parent == tmp_path and folders_in(tmp_path) == []
+
+
+async def test_a_stage_that_blocks_and_ignores_its_stop_holds_up_no_other_job(
+    setup: Setup,
+) -> None:
+    gate = WaitForGate(lambda name: setup.gate(name).is_set())
+    pipeline = Pipeline(stages=[Blocking(setup), gate, Quiet()])
+    worker = setup.worker(pipeline, concurrency=2, once=False, poll_interval_seconds=0.2)
+    running = asyncio.create_task(finished(worker))
+    stuck = setup.fake.add({**ADVERT, "block": "never"})
+    await setup.fake.until(lambda: "blocking" in setup.fake.stages(stuck))
+    held = setup.fake.add(setup.held("held"))
+    await setup.fake.until(lambda: "wait_for_gate" in setup.fake.stages(held))
+
+    # One stage blocks its thread, never the event loop: both jobs go on beating.
+    seen = {job_id: len(beats_of(setup, job_id)) for job_id in (stuck, held)}
+    await setup.fake.until(lambda: all(len(beats_of(setup, j)) >= seen[j] + 3 for j in seen))
+
+    # Cancelled, it is settled at once though its stage goes on; its thread no longer counts
+    # against the two, so the next job runs beside the held one.
+    setup.fake.cancelled.add(stuck)
+    setup.fake.answers[stuck] = pb.HEARTBEAT_ACTION_CANCEL
+    await setup.fake.until(lambda: setup.fake.called("fail", stuck))
+    after = setup.fake.add(ADVERT)
+    await setup.fake.until(lambda: setup.fake.called("complete", after))
+    setup.gate("held").set()
+    await setup.fake.until(lambda: setup.fake.called("complete", held))
+    worker.request_stop()
+    await running
+
+    assert setup.fake.jobs[stuck].status == Status.JOB_STATUS_CANCELLED
+    assert said_about(setup, stuck)[-1].startswith(f"Job {stuck[:8]} cancelled after")
+    assert worker.counters == Counters(processed=3, succeeded=2, failed=1)
+
+
+async def test_each_job_in_a_batch_is_settled_by_its_own_outcome(setup: Setup) -> None:
+    jobs = [setup.fake.add(setup.held(f"gate-{i}")) for i in range(3)]
+    worker = setup.worker(concurrency=3)
+    running = asyncio.create_task(finished(worker))
+    await setup.fake.until(lambda: all("wait_for_gate" in setup.fake.stages(j) for j in jobs))
+
+    # The middle one was released as stale and claimed again elsewhere meanwhile.
+    setup.fake.jobs[jobs[1]].lease += 1
+    for i in range(3):
+        setup.gate(f"gate-{i}").set()
+    await running
+
+    statuses = [setup.fake.jobs[job_id].status for job_id in jobs]
+    assert statuses == [
+        Status.JOB_STATUS_SUCCEEDED,
+        Status.JOB_STATUS_RUNNING,  # the new owner's, untouched
+        Status.JOB_STATUS_SUCCEEDED,
+    ]
+    assert said_about(setup, jobs[1])[-1].startswith(f"Job {jobs[1][:8]} lost its lease")
+    assert worker.counters == Counters(processed=3, succeeded=2, failed=1)
+
+
+# -- the output lines ----------------------------------------------------------------------
+
+
+class CountedWrites(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+async def test_output_lines_are_written_together_and_promptly() -> None:
+    stream = CountedWrites()
+    printer = Printer(stream)
+
+    for i in range(100):
+        printer.say(f"line {i}")
+    await asyncio.to_thread(printer.say, "said by a stage thread")
+    assert stream.getvalue() == ""  # gathered, not yet written
+
+    async with asyncio.timeout(5):  # written within FLUSH_SECONDS, unasked
+        while not stream.getvalue():
+            await asyncio.sleep(FLUSH_SECONDS / 5)
+    assert stream.getvalue().splitlines() == [
+        *(f"line {i}" for i in range(100)),
+        "said by a stage thread",
+    ]
+    assert stream.writes == 1
+
+    printer.say("the last line")
+    printer.flush()  # the worker flushes when it goes idle and before it exits
+    assert stream.getvalue().splitlines()[-1] == "the last line"
+    assert stream.writes == 2
