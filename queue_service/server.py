@@ -139,7 +139,9 @@ async def build(config: Config) -> QueueServer:
         max_size=config.pool_max_size,
         # Fail a call with UNAVAILABLE quickly when the database is down, rather than hang.
         timeout=3.0,
-        kwargs={"autocommit": True},
+        # UTC sessions: psycopg reads a timestamptz in UTC two to three times faster than in a
+        # named zone such as the server's default Etc/UTC (the same instants either way).
+        kwargs={"autocommit": True, "options": "-c TimeZone=UTC"},
         open=False,
         name="queue-service",
     )

@@ -189,11 +189,17 @@ class Store:
     async def _all(self, name: str, params: dict[str, Any]) -> list[Row]:
         return await self._rows(name, params, dict_row)
 
-    async def _rows(self, name: str, params: dict[str, Any], row_factory: RowFactory[R]) -> list[R]:
+    async def _rows(
+        self, name: str, params: dict[str, Any], row_factory: RowFactory[R], *, binary: bool = False
+    ) -> list[R]:
+        """The rows of a named query; `binary` rows parse faster (the hot path's)."""
         async with self._cursor() as cur:
             cur.row_factory = row_factory  # type: ignore[assignment]
             await cur.execute(
-                queries()[name], params, prepare=False if name in UNPREPARED else None
+                queries()[name],
+                params,
+                prepare=False if name in UNPREPARED else None,
+                binary=binary,
             )
             return await cur.fetchall()  # type: ignore[return-value]
 
@@ -217,6 +223,7 @@ class Store:
                 "run_afters": [job.run_after for job in jobs],
             },
             args_row(Enqueued),
+            binary=True,
         )
         known = {UUID(row.job_id) for row in rows if row.already_existed and row.job_id}
         existing = (
@@ -231,7 +238,10 @@ class Store:
 
     async def claim(self, worker_id: str, limit: int, queue: str) -> list[Claimed]:
         return await self._rows(
-            "claim", {"worker_id": worker_id, "limit": limit, "queue": queue}, args_row(Claimed)
+            "claim",
+            {"worker_id": worker_id, "limit": limit, "queue": queue},
+            args_row(Claimed),
+            binary=True,
         )
 
     async def next_due(self, queues: Sequence[str]) -> dict[str, float]:
@@ -250,6 +260,7 @@ class Store:
                 "progress": [b.progress for b in beats],
             },
             tuple_row,
+            binary=True,
         )
         return [action for (action,) in rows]
 
@@ -262,6 +273,7 @@ class Store:
                 "outputs": [c.output_json for c in completions],
             },
             args_row(Settled),
+            binary=True,
         )
 
     async def fail(self, failures: Sequence[Failure]) -> list[Settled]:
@@ -278,6 +290,7 @@ class Store:
                 "backoff_max": self.backoff_max_seconds,
             },
             args_row(Settled),
+            binary=True,
         )
 
     async def release(self, releases: Sequence[Release]) -> list[Settled]:
@@ -289,6 +302,7 @@ class Store:
                 "reasons": [r.reason for r in releases],
             },
             args_row(Settled),
+            binary=True,
         )
 
     # -- operators --------------------------------------------------------------------------
