@@ -53,16 +53,35 @@ class Run:
     concurrency: int
     jobs_per_second: float
     wall_seconds: float
-    # CPU seconds per 1,000 jobs of the worker process and of the queue service, over the drain.
+    # CPU seconds per 1,000 jobs of the worker process, of the queue service and of the
+    # PostgreSQL backends serving the drain's database, over the drain.
     worker_cpu: float
     queue_cpu: float
     latency_ms: list[float]
+    database_cpu: float = 0.0
 
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a running process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def database_cpu_seconds(database_url: str) -> float:
+    """User + system CPU time so far of the PostgreSQL backends serving this database (the queue
+    service's pool: they live as long as it does)."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        ).fetchall()
+    total = 0.0
+    for (pid,) in rows:
+        try:
+            total += cpu_seconds(pid)
+        except OSError:  # ended meanwhile
+            continue
+    return total
 
 
 class Child:
@@ -288,6 +307,7 @@ def one_run(
             worker_args = [PYTHON, "-m", "worker_service", "--concurrency", str(concurrency)]
             drain_args = [*worker_args, "--limit", str(args.jobs), "--poll-interval", "1"]
             queue_cpu = cpu_seconds(queue_pid)
+            database_cpu = database_cpu_seconds(database_url)
             started = time.monotonic()
             worker = Child(drain_args, root, env, logs / "worker.log")
             targets = [("", worker.popen.pid), ("-queue", queue_pid)]
@@ -296,6 +316,7 @@ def one_run(
                 _, status, usage = os.wait4(worker.popen.pid, 0)
                 wall = time.monotonic() - started
                 queue_cpu = cpu_seconds(queue_pid) - queue_cpu
+                database_cpu = database_cpu_seconds(database_url) - database_cpu
                 worker.popen.returncode = code = os.waitstatus_to_exitcode(status)
             finally:
                 worker.stop()
@@ -322,7 +343,14 @@ def one_run(
         drop_database(database)
     per_thousand = 1000 / args.jobs
     return Run(
-        label, concurrency, rate, wall, worker_cpu * per_thousand, queue_cpu * per_thousand, latency
+        label,
+        concurrency,
+        rate,
+        wall,
+        worker_cpu * per_thousand,
+        queue_cpu * per_thousand,
+        latency,
+        database_cpu * per_thousand,
     )
 
 
@@ -357,7 +385,8 @@ def main() -> None:
                     print(
                         f"c={concurrency:<4} {label:<8} {run.jobs_per_second:9.0f} jobs/s "
                         f"(process {run.wall_seconds:.1f} s; CPU s per 1,000 jobs: worker "
-                        f"{run.worker_cpu:.2f}, queue service {run.queue_cpu:.2f})",
+                        f"{run.worker_cpu:.2f}, queue service {run.queue_cpu:.2f}, "
+                        f"PostgreSQL {run.database_cpu:.2f})",
                         flush=True,
                     )
     finally:
