@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import threading
+from collections import deque
 from typing import TextIO
 
 FLUSH_SECONDS = 0.05
@@ -24,8 +24,8 @@ class Printer:
     def __init__(self, stream: TextIO | None = None) -> None:
         # None: whatever sys.stdout is when the lines are written.
         self._stream = stream
-        self._lines: list[str] = []
-        self._lock = threading.Lock()
+        # Appended to by any thread, emptied on the loop's (deque operations are atomic).
+        self._lines: deque[str] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         # A flush is scheduled (or being scheduled) for the lines gathered so far.
         self._armed = False
@@ -33,11 +33,10 @@ class Printer:
 
     def say(self, line: str) -> None:
         """One output line, written within FLUSH_SECONDS (at once when no loop is running)."""
-        with self._lock:
-            self._lines.append(line)
-            if self._armed:
-                return
-            self._armed = True
+        self._lines.append(line)
+        if self._armed:
+            return  # the flush to come writes this line too
+        self._armed = True
         try:
             self._loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -61,9 +60,10 @@ class Printer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        with self._lock:
-            lines, self._lines = self._lines, []
-            self._armed = False
+        # Disarmed first: a line said from here on arms the next flush.
+        self._armed = False
+        pending = self._lines
+        lines = [pending.popleft() for _ in range(len(pending))]
         stream = self._stream or sys.stdout
         if lines:
             stream.write("\n".join(lines) + "\n")

@@ -34,7 +34,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from worker_service.pipeline.base import Stage, StageContext
@@ -46,12 +45,14 @@ log = logging.getLogger(__name__)
 STUCK_SECONDS = 0.01
 
 
-@dataclass(frozen=True)
 class StagesDone:
     """Every stage finished: the job's output as the stages left it, and each stage's seconds."""
 
-    output: dict[str, Any]
-    timings: dict[str, float]
+    __slots__ = ("output", "timings")
+
+    def __init__(self, output: dict[str, Any], timings: dict[str, float]) -> None:
+        self.output = output
+        self.timings = timings
 
 
 # What a job's stages come to: done, or what they raised (JobStopped included: a stage may be

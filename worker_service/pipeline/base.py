@@ -133,12 +133,14 @@ class StageContext:
         return self._workdir
 
     def close(self) -> None:
-        """Delete the folder this context made, if any; later asks for one raise JobStopped."""
-        with _WORKDIRS:
-            self._closed = True
-            made = self._workdir if self._made_workdir else None
-        if made is not None:
-            shutil.rmtree(made, ignore_errors=True)
+        """Delete the folder this context made, if any; later asks for one raise JobStopped.
+        Called by the thread that ran the stages, once they have returned."""
+        self._closed = True
+        if self._made_workdir:
+            with _WORKDIRS:
+                made = self._workdir
+            if made is not None:
+                shutil.rmtree(made, ignore_errors=True)
 
     def check_stopped(self) -> None:
         """Stages call this between steps of long work; it raises JobStopped when told to stop."""
