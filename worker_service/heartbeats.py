@@ -1,4 +1,4 @@
-"""One heartbeat stream per worker process, carrying every job it holds.
+"""One heartbeat stream per worker process, carrying every job it holds, many beats a message.
 
 Each job the worker holds (running, or claimed ahead and waiting for a slot) beats once every
 HEARTBEAT_INTERVAL_SECONDS counted from its claim, so a job that ends within one interval costs
@@ -7,6 +7,11 @@ queue service answers each beat with CONTINUE, CANCEL or LEASE_LOST, and the ans
 the job that sent it. A job whose worker stops beating (a crash, a paused process) is released
 after the service's HEARTBEAT_TIMEOUT_SECONDS and retried elsewhere, which is why the interval
 must stay well under that timeout.
+
+Beats go out together: every beat asked for while the event loop is busy (the beats falling due,
+stage changes) travels in one HeartbeatRequest (`beats`), answered in one response, since a
+message costs the queue service far more than a beat inside one. Nothing waits for company: the
+first beat leaves when the loop next turns, with whatever joined it by then.
 
 When the stream breaks (the queue service restarted, the network blinked) it is reopened with
 capped exponential backoff. Leases are not touched: jobs keep running, their next beats go out
@@ -34,6 +39,8 @@ RECONNECT_MAX_SECONDS = 5.0
 # ticker wakes a few times an interval however many jobs there are (a beat may go out that much
 # early, never late).
 GATHER_SHARE = 0.1
+# The most beats one HeartbeatRequest carries (the queue service's limit).
+MAX_BEATS = 10_000
 
 
 @dataclass(eq=False)
@@ -50,8 +57,9 @@ class Beating:
     # When the next regular beat is due (event loop time).
     due: float = 0.0
 
-    def request(self) -> pb.HeartbeatRequest:
-        return pb.HeartbeatRequest(
+    def beat(self) -> pb.JobBeat:
+        """What it says now (a beat taken now says the stage it had now, whatever comes next)."""
+        return pb.JobBeat(
             job_id=self.job_id,
             lease=self.lease,
             stage=self.stage,
@@ -70,6 +78,8 @@ class HeartbeatStream:
         # One queue per stream: beats queued for a stream that broke are not replayed into the
         # next, and ending a stream's queue (None) ends its request generator.
         self._outgoing: asyncio.Queue[pb.HeartbeatRequest | None] = asyncio.Queue()
+        # Beats taken since the loop last turned: they go out together, in one message.
+        self._gathered: list[pb.JobBeat] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.connected = asyncio.Event()
 
@@ -110,10 +120,17 @@ class HeartbeatStream:
             self._send(key, entry, asyncio.get_running_loop().time())
 
     def _send(self, key: tuple[str, int], entry: Beating, now: float) -> None:
-        self._outgoing.put_nowait(entry.request())
+        if not self._gathered:
+            asyncio.get_running_loop().call_soon(self._send_gathered)
+        self._gathered.append(entry.beat())
         entry.due = now + self._interval
         del self._jobs[key]
         self._jobs[key] = entry
+
+    def _send_gathered(self) -> None:
+        gathered, self._gathered = self._gathered, []
+        for request in _requests_of(gathered):
+            self._outgoing.put_nowait(request)
 
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()
@@ -141,8 +158,8 @@ class HeartbeatStream:
     ) -> AsyncIterator[pb.HeartbeatRequest]:
         # A fresh stream starts with a beat for every job, carrying its current stage, so that a
         # reconnect refreshes them all; what piled up during an outage is dropped, not replayed.
-        for entry in list(self._jobs.values()):
-            yield entry.request()
+        for first in _requests_of([entry.beat() for entry in self._jobs.values()]):
+            yield first
         while (request := await outgoing.get()) is not None:
             yield request
 
@@ -181,12 +198,19 @@ class HeartbeatStream:
             delay = min(delay * 2, RECONNECT_MAX_SECONDS)
 
     def _dispatch(self, response: pb.HeartbeatResponse) -> None:
-        entry = self._jobs.get((response.job_id, response.lease))
+        if not response.beats:  # the answer to a single beat
+            self._answered(response.job_id, response.lease, response.action)
+        for answer in response.beats:
+            if answer.action != pb.HEARTBEAT_ACTION_CONTINUE:
+                self._answered(answer.job_id, answer.lease, answer.action)
+
+    def _answered(self, job_id: str, lease: int, action: int) -> None:
+        entry = self._jobs.get((job_id, lease))
         if entry is None:
             return  # The job finished while its beat was in flight.
-        if response.action in (pb.HEARTBEAT_ACTION_CANCEL, pb.HEARTBEAT_ACTION_LEASE_LOST):
+        if action in (pb.HEARTBEAT_ACTION_CANCEL, pb.HEARTBEAT_ACTION_LEASE_LOST):
             try:
-                entry.on_action(response.action)
+                entry.on_action(action)
             except Exception:
                 # One job's handler must not take the stream (and every other job) down.
                 log.exception(
@@ -194,3 +218,11 @@ class HeartbeatStream:
                     self._worker_id,
                     entry.job_id,
                 )
+
+
+def _requests_of(beats: list[pb.JobBeat]) -> list[pb.HeartbeatRequest]:
+    """Beats as few messages as the service takes."""
+    return [
+        pb.HeartbeatRequest(beats=beats[start : start + MAX_BEATS])
+        for start in range(0, len(beats), MAX_BEATS)
+    ]

@@ -13,7 +13,7 @@ over a few jobs held in memory, with the rules a worker relies on.
 - Fail of a job an operator cancelled ends CANCELLED; a retryable Fail ends RETRY (10 s later),
   a permanent one FAILED.
 - Heartbeats are answered with `answers[job_id]` (CONTINUE unless a test sets CANCEL or
-  LEASE_LOST).
+  LEASE_LOST), a batched request's beats each in its own answer of one response.
 - `refuse[method] = n` answers the next n calls of that method UNAVAILABLE without changing
   anything; `drop_answer[method] = n` makes the change, then answers UNAVAILABLE (the answer was
   lost on the way back).
@@ -55,7 +55,10 @@ class FakeQueue:
         self.claims: list[int] = []
         # (method, entries): every batch call, in order.
         self.batches: list[tuple[str, int]] = []
-        self.beats: list[pb.HeartbeatRequest] = []
+        # Every job's beat, whether it came alone or in a batched request; and how many beats
+        # each heartbeat message carried.
+        self.beats: list[pb.HeartbeatRequest | pb.JobBeat] = []
+        self.beat_messages: list[int] = []
         self.answers: dict[str, int] = {}
         self.refuse: dict[str, int] = {}
         self.drop_answer: dict[str, int] = {}
@@ -258,13 +261,25 @@ class FakeHeartbeatCall:
 
     async def _answers(self) -> AsyncIterator[pb.HeartbeatResponse]:
         async for request in self._requests:
-            self._queue.beats.append(request)
-            await self._queue._record("heartbeat", request.job_id, request.stage)
-            yield pb.HeartbeatResponse(
-                job_id=request.job_id,
-                lease=request.lease,
-                action=self._queue.answers.get(request.job_id, pb.HEARTBEAT_ACTION_CONTINUE),  # type: ignore[arg-type]
-            )
+            self._queue.beat_messages.append(len(request.beats) or 1)
+            if not request.beats:
+                yield await self._answer(request)
+                continue
+            response = pb.HeartbeatResponse()
+            for beat in request.beats:
+                answer = await self._answer(beat)
+                response.beats.add(job_id=answer.job_id, lease=answer.lease, action=answer.action)
+            yield response
+
+    async def _answer(self, beat: pb.HeartbeatRequest | pb.JobBeat) -> pb.HeartbeatResponse:
+        """One beat, recorded (in `beats`, and as a `heartbeat` call), and its answer."""
+        self._queue.beats.append(beat)
+        await self._queue._record("heartbeat", beat.job_id, beat.stage)
+        return pb.HeartbeatResponse(
+            job_id=beat.job_id,
+            lease=beat.lease,
+            action=self._queue.answers.get(beat.job_id, pb.HEARTBEAT_ACTION_CONTINUE),  # type: ignore[arg-type]
+        )
 
     def cancel(self) -> bool:
         return True

@@ -100,11 +100,19 @@ class NullQueue(queue_service_pb2_grpc.QueueServiceServicer):
         request_iterator: AsyncIterator[pb.HeartbeatRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.HeartbeatResponse]:
-        async for beat in request_iterator:
+        async for request in request_iterator:
             self._count("Heartbeat")
-            yield pb.HeartbeatResponse(
-                job_id=beat.job_id, lease=beat.lease, action=pb.HEARTBEAT_ACTION_CONTINUE
-            )
+            if not request.beats:
+                yield pb.HeartbeatResponse(
+                    job_id=request.job_id, lease=request.lease, action=pb.HEARTBEAT_ACTION_CONTINUE
+                )
+                continue
+            response = pb.HeartbeatResponse()
+            for beat in request.beats:
+                response.beats.add(
+                    job_id=beat.job_id, lease=beat.lease, action=pb.HEARTBEAT_ACTION_CONTINUE
+                )
+            yield response
 
 
 class NullAdmin(admin_service_pb2_grpc.AdminServiceServicer):

@@ -409,7 +409,7 @@ def folders_in(path: Path) -> list[Path]:
     return list(path.iterdir())
 
 
-def beats_of(setup: Setup, job_id: str) -> list[pb.HeartbeatRequest]:
+def beats_of(setup: Setup, job_id: str) -> list[pb.HeartbeatRequest | pb.JobBeat]:
     return [beat for beat in setup.fake.beats if beat.job_id == job_id]
 
 
@@ -461,6 +461,8 @@ async def test_jobs_claimed_ahead_beat_while_they_wait_and_a_stop_hands_them_bac
     # and says nothing: it has not started.
     await setup.fake.until(lambda: all(len(beats_of(setup, j)) >= 2 for j in ahead))
     assert {beat.stage for j in ahead for beat in beats_of(setup, j)} == {""}  # still "claimed"
+    # The jobs a worker holds beat together: one message carries them all.
+    assert max(setup.fake.beat_messages) >= len(held + ahead)
     assert not [line for j in ahead for line in said_about(setup, j)]
 
     worker.request_stop()
