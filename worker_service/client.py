@@ -145,21 +145,17 @@ class QueueClient:
     async def complete_batch(
         self, entries: Sequence[queue_service_pb2.CompleteRequest]
     ) -> list[queue_service_pb2.EntryResult]:
-        response = await self._queue.CompleteBatch(
-            queue_service_pb2.CompleteBatchRequest(entries=entries),
-            timeout=self._timeout,
-            metadata=self._metadata,
-        )
-        return list(response.results)
+        request = queue_service_pb2.CompleteBatchRequest(entries=entries)
+        return await self._batch(self._queue.CompleteBatch, request)
 
     async def fail_batch(
         self, entries: Sequence[queue_service_pb2.FailRequest]
     ) -> list[queue_service_pb2.EntryResult]:
-        response = await self._queue.FailBatch(
-            queue_service_pb2.FailBatchRequest(entries=entries),
-            timeout=self._timeout,
-            metadata=self._metadata,
-        )
+        request = queue_service_pb2.FailBatchRequest(entries=entries)
+        return await self._batch(self._queue.FailBatch, request)
+
+    async def _batch(self, call: Any, request: Any) -> list[queue_service_pb2.EntryResult]:
+        response = await call(request, timeout=self._timeout, metadata=self._metadata)
         return list(response.results)
 
     async def fail(

@@ -30,8 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from google.protobuf import struct_pb2
-
+from jobqueue import rpc
 from jobqueue.v1 import job_pb2
 from jobqueue.v1 import queue_service_pb2 as queue_pb
 from worker_service import output
@@ -226,7 +225,7 @@ class JobRun:
         self.ran = True
         deps = self.deps
         try:
-            job_input = input_dict(self.job.input)
+            job_input = rpc.struct_to_dict(self.job.input)
             label = output.source_label(job_input)
             attempt, attempts = self.job.attempts, self.job.max_attempts
             deps.say(output.processing(self.job_id, attempt, attempts, label))
@@ -304,13 +303,20 @@ class JobRun:
         self.on_leave(self)
 
     def _completed(self, ad_id: object, job: Settled | None) -> None:
+        if job is not None and log.isEnabledFor(logging.DEBUG):
+            self.log.debug("succeeded in %.3fs", self.elapsed)
+        self._end(job, lambda _: output.succeeded(self.job_id, self.elapsed, ad_id), success=True)
+
+    def _end(
+        self, job: Settled | None, line: Callable[[Settled], str], *, success: bool = False
+    ) -> None:
+        """The job is settled (`job`: as the call left it): its line is said and it is counted;
+        or it is not ours any more (None)."""
         if job is None:
             self._lost()
             return
-        if log.isEnabledFor(logging.DEBUG):
-            self.log.debug("succeeded in %.3fs", self.elapsed)
-        self.deps.say(output.succeeded(self.job_id, self.elapsed, ad_id))
-        self.deps.counters.record(success=True)
+        self.deps.say(line(job))
+        self.deps.counters.record(success=success)
         self._finish()
 
     def _failed(self, error: BaseException) -> None:
@@ -332,12 +338,10 @@ class JobRun:
             self._fail_in_batch(code, message, retryable, said)
 
     def _said_failed(self, code: str, message: str, job: Settled | None) -> None:
-        if job is None:
-            self._lost()
-            return
-        self.deps.say(output.failed(self.job_id, self.elapsed, code, message, self._next(job)))
-        self.deps.counters.record(success=False)
-        self._finish()
+        self._end(
+            job,
+            lambda job: output.failed(self.job_id, self.elapsed, code, message, self._next(job)),
+        )
 
     def _next(self, job: Settled) -> str:
         """What happens next, from the job after its Fail (a batch's answer: its status, with
@@ -372,20 +376,10 @@ class JobRun:
             self._lost()
 
     def _said_cancelled(self, job: Settled | None) -> None:
-        if job is None:
-            self._lost()
-            return
-        self.deps.say(output.cancelled(self.job_id, self.elapsed))
-        self.deps.counters.record(success=False)
-        self._finish()
+        self._end(job, lambda _: output.cancelled(self.job_id, self.elapsed))
 
     def _said_handed_back(self, job: Settled | None) -> None:
-        if job is None:
-            self._lost()
-            return
-        self.deps.say(output.handed_back(self.job_id, self.elapsed))
-        self.deps.counters.record(success=False)
-        self._finish()
+        self._end(job, lambda _: output.handed_back(self.job_id, self.elapsed))
 
     async def _hand_back_unstarted(self) -> None:
         """A job claimed ahead that never started: QUEUED again at once for any worker, with
@@ -439,32 +433,3 @@ class JobRun:
             # A bug: the job is left to the heartbeat timeout, and the worker does not wait on it.
             self.log.error("job run crashed: %r", error, exc_info=error)
             self._finish()
-
-
-def input_dict(message: struct_pb2.Struct) -> dict[str, Any]:
-    """A job's input as JSON values, as `jobqueue.rpc.struct_to_dict` reads it (whole numbers
-    as ints), without its detour through json_format: this runs once per job."""
-    fields = message.fields
-    return {key: _value(fields[key]) for key in fields}
-
-
-# Doubles represent every integer below 2**53 exactly; past it a "whole" double is a rounding.
-_MAX_EXACT_INTEGER = 2**53
-
-
-def _value(value: struct_pb2.Value) -> Any:
-    kind = value.WhichOneof("kind")
-    if kind == "string_value":
-        return value.string_value
-    if kind == "number_value":
-        number = value.number_value
-        if number.is_integer() and abs(number) < _MAX_EXACT_INTEGER:
-            return int(number)
-        return number
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "struct_value":
-        return input_dict(value.struct_value)
-    if kind == "list_value":
-        return [_value(item) for item in value.list_value.values]
-    return None

@@ -200,23 +200,40 @@ class Settlement:
     uncertain: bool = False
 
 
+@dataclass(frozen=True)
+class BatchKind:
+    """One kind of batched settlement: its name in log lines, its batch call, the same job's
+    call of its own (a Settler's), and how a job read back shows that the call landed."""
+
+    what: str
+    send: Callable[[QueueCalls, Sequence[Any]], Awaitable[list[pb.EntryResult]]]
+    alone: Callable[[Settler, Any], Awaitable[job_pb2.Job | None]]
+    landed: Callable[[Any, job_pb2.Job], bool]
+
+
+COMPLETES = BatchKind(
+    "Complete",
+    lambda client, entries: client.complete_batch(entries),
+    lambda settler, request: settler.complete(rpc.struct_to_dict(request.output)),
+    lambda _request, job: completed(job),
+)
+FAILURES = BatchKind(
+    "Fail",
+    lambda client, entries: client.fail_batch(entries),
+    lambda settler, request: settler.fail(
+        request.error_code, request.message, retryable=request.retryable
+    ),
+    lambda request, job: failed_with(job, request.error_code),
+)
+
+
 class Batcher:
     """Settles jobs in batches of one kind (`Batcher.completes` or `Batcher.failures`)."""
 
     def __init__(
-        self,
-        what: str,
-        send: Callable[[Sequence[Any]], Awaitable[list[pb.EntryResult]]],
-        alone: Callable[[Settler, Any], Awaitable[job_pb2.Job | None]],
-        landed: Callable[[Any, job_pb2.Job], bool],
-        client: QueueCalls,
-        give_up: asyncio.Event,
-        worker_id: str,
+        self, kind: BatchKind, client: QueueCalls, give_up: asyncio.Event, worker_id: str
     ) -> None:
-        self._what = what
-        self._send = send
-        self._alone = alone
-        self._landed = landed
+        self._kind = kind
         self._client = client
         self._give_up = give_up
         self._worker_id = worker_id
@@ -228,29 +245,11 @@ class Batcher:
 
     @classmethod
     def completes(cls, client: QueueCalls, give_up: asyncio.Event, worker_id: str) -> Batcher:
-        return cls(
-            "Complete",
-            client.complete_batch,
-            lambda settler, request: settler.complete(rpc.struct_to_dict(request.output)),
-            lambda _request, job: completed(job),
-            client,
-            give_up,
-            worker_id,
-        )
+        return cls(COMPLETES, client, give_up, worker_id)
 
     @classmethod
     def failures(cls, client: QueueCalls, give_up: asyncio.Event, worker_id: str) -> Batcher:
-        return cls(
-            "Fail",
-            client.fail_batch,
-            lambda settler, request: settler.fail(
-                request.error_code, request.message, retryable=request.retryable
-            ),
-            lambda request, job: failed_with(job, request.error_code),
-            client,
-            give_up,
-            worker_id,
-        )
+        return cls(FAILURES, client, give_up, worker_id)
 
     @property
     def backlog(self) -> int:
@@ -258,7 +257,7 @@ class Batcher:
         return len(self._pending) + self._in_flight
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"{self._what}-batches")
+        self._task = asyncio.create_task(self._run(), name=f"{self._kind.what}-batches")
 
     async def stop(self) -> None:
         tasks = [*self._singles, *([self._task] if self._task else [])]
@@ -283,7 +282,8 @@ class Batcher:
                     continue
                 self._in_flight = len(batch)
                 try:
-                    results = await self._send([entry.request for entry in batch])
+                    requests = [entry.request for entry in batch]
+                    results = await self._kind.send(self._client, requests)
                 except grpc.aio.AioRpcError as error:
                     if error.code() not in rpc.RETRYABLE_CODES:
                         # Refused as a whole (a malformed entry, say): each job on its own, as a
@@ -297,7 +297,7 @@ class Batcher:
                     log.warning(
                         "worker_id=%s %s failed (%s) for %d job(s) (%s); retrying in %.1fs",
                         self._worker_id,
-                        self._what,
+                        self._kind.what,
                         rpc.describe(error),
                         len(batch),
                         _some_ids(batch),
@@ -310,7 +310,8 @@ class Batcher:
                     self._in_flight = 0
                 backoff.reset()
                 if log.isEnabledFor(logging.DEBUG):
-                    log.debug("worker_id=%s %s: %d job(s)", self._worker_id, self._what, len(batch))
+                    what = self._kind.what
+                    log.debug("worker_id=%s %s: %d job(s)", self._worker_id, what, len(batch))
                 by_id = {result.job_id: result for result in results}
                 for entry in batch:
                     self._answered(entry, by_id.get(entry.request.job_id))
@@ -333,12 +334,13 @@ class Batcher:
 
     async def _landed_earlier(self, entry: Settlement) -> None:
         request = entry.request
-        job = await self._settler(entry).landed_earlier(lambda job: self._landed(request, job))
+        landed = self._kind.landed
+        job = await self._settler(entry).landed_earlier(lambda job: landed(request, job))
         entry.done(job)
 
     def _single(self, entry: Settlement) -> None:
         async def alone() -> None:
-            job = await self._alone(self._settler(entry), entry.request)
+            job = await self._kind.alone(self._settler(entry), entry.request)
             entry.done(job)
 
         self._spawn(alone())

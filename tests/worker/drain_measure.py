@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psycopg
@@ -226,36 +227,55 @@ def null_run(args: argparse.Namespace, label: str, root: Path, concurrency: int)
     )
     try:
         queue.wait_line("Queue service listening on")
-        env = {
-            "QUEUE_ADDR": f"127.0.0.1:{port}",
-            "WORKER_PIPELINE": "bench.noop_pipeline:build",
-            "LOG_LEVEL": "WARNING",
-        }
-        worker_args = [PYTHON, "-m", "worker_service", "--concurrency", str(concurrency)]
-        drain_args = [*worker_args, "--limit", str(args.jobs), "--poll-interval", "1"]
-        started = time.monotonic()
-        worker = Child(drain_args, root, env, logs / "worker.log")
-        profilers = start_profilers(args, label, concurrency, [("", worker.popen.pid)])
-        try:
-            _, status, usage = os.wait4(worker.popen.pid, 0)
-            wall = time.monotonic() - started
-            worker.popen.returncode = code = os.waitstatus_to_exitcode(status)
-        finally:
-            worker.stop()
-            stop_profilers(profilers)
-        if code != 0:
-            raise SystemExit(f"{label} worker exited {code}:\n{worker.log.read_text()}")
+        wall, usage = drain(args, label, root, concurrency, f"127.0.0.1:{port}", logs, [])
         queue.wait_line("DRAINED")
         drained = queue.log.read_text().split("DRAINED ", 1)[1].split()
-        print(
-            f"  worker user {usage.ru_utime:.2f} s, system {usage.ru_stime:.2f} s, context "
-            f"switches {usage.ru_nvcsw} + {usage.ru_nivcsw}; calls {' '.join(drained[1:])}",
-            flush=True,
-        )
+        print(f"  calls {' '.join(drained[1:])}", flush=True)
     finally:
         queue.stop()
     cpu = (usage.ru_utime + usage.ru_stime) * 1000 / args.jobs
     return Run(label, concurrency, args.jobs / float(drained[0]), wall, cpu, 0.0, [])
+
+
+def worker_env(addr: str) -> dict[str, str]:
+    return {
+        "QUEUE_ADDR": addr,
+        "WORKER_PIPELINE": "bench.noop_pipeline:build",
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+def drain(
+    args: argparse.Namespace,
+    label: str,
+    root: Path,
+    concurrency: int,
+    addr: str,
+    logs: Path,
+    profiled: list[tuple[str, int]],
+) -> tuple[float, Any]:
+    """`python -m worker_service --limit N` run to its end (profiled with the processes named in
+    `profiled`); its wall time and its resource usage."""
+    command = [PYTHON, "-m", "worker_service", "--concurrency", str(concurrency)]
+    command += ["--limit", str(args.jobs), "--poll-interval", "1"]
+    started = time.monotonic()
+    worker = Child(command, root, worker_env(addr), logs / "worker.log")
+    profilers = start_profilers(args, label, concurrency, [("", worker.popen.pid), *profiled])
+    try:
+        _, status, usage = os.wait4(worker.popen.pid, 0)
+        wall = time.monotonic() - started
+        worker.popen.returncode = code = os.waitstatus_to_exitcode(status)
+    finally:
+        worker.stop()
+        stop_profilers(profilers)
+    if code != 0:
+        raise SystemExit(f"{label} worker exited {code}:\n{worker.log.read_text()}")
+    print(
+        f"  worker user {usage.ru_utime:.2f} s, system {usage.ru_stime:.2f} s, context "
+        f"switches {usage.ru_nvcsw} + {usage.ru_nivcsw}",
+        flush=True,
+    )
+    return wall, usage
 
 
 def start_profilers(
@@ -299,38 +319,17 @@ def one_run(
             asyncio.run(enqueue(addr, 0, args.jobs))
             with psycopg.connect(database_url, autocommit=True) as conn:
                 conn.execute("VACUUM ANALYZE ingestion_jobs")
-            env = {
-                "QUEUE_ADDR": addr,
-                "WORKER_PIPELINE": "bench.noop_pipeline:build",
-                "LOG_LEVEL": "WARNING",
-            }
-            worker_args = [PYTHON, "-m", "worker_service", "--concurrency", str(concurrency)]
-            drain_args = [*worker_args, "--limit", str(args.jobs), "--poll-interval", "1"]
             queue_cpu = cpu_seconds(queue_pid)
             database_cpu = database_cpu_seconds(database_url)
-            started = time.monotonic()
-            worker = Child(drain_args, root, env, logs / "worker.log")
-            targets = [("", worker.popen.pid), ("-queue", queue_pid)]
-            profilers = start_profilers(args, label, concurrency, targets)
-            try:
-                _, status, usage = os.wait4(worker.popen.pid, 0)
-                wall = time.monotonic() - started
-                queue_cpu = cpu_seconds(queue_pid) - queue_cpu
-                database_cpu = database_cpu_seconds(database_url) - database_cpu
-                worker.popen.returncode = code = os.waitstatus_to_exitcode(status)
-            finally:
-                worker.stop()
-                stop_profilers(profilers)
-            if code != 0:
-                raise SystemExit(f"{label} worker exited {code}:\n{worker.log.read_text()}")
+            wall, usage = drain(args, label, root, concurrency, addr, logs, [("-queue", queue_pid)])
+            queue_cpu = cpu_seconds(queue_pid) - queue_cpu
+            database_cpu = database_cpu_seconds(database_url) - database_cpu
             worker_cpu = usage.ru_utime + usage.ru_stime
-            print(
-                f"  worker user {usage.ru_utime:.2f} s, system {usage.ru_stime:.2f} s", flush=True
-            )
             rate = drained_rate(database_url, args.jobs)
             latency: list[float] = []
             if args.latency:
-                idle = Child(worker_args, root, env, logs / "idle-worker.log")
+                idle_args = [PYTHON, "-m", "worker_service", "--concurrency", str(concurrency)]
+                idle = Child(idle_args, root, worker_env(addr), logs / "idle-worker.log")
                 try:
                     idle.wait_line("Worker ready")
                     time.sleep(0.5)
