@@ -82,7 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--concurrency",
         metavar="N",
-        help="jobs run at once by this process [env WORKER_CONCURRENCY, default 1]",
+        help="jobs run at once by this process; when its jobs prove short (well under a "
+        "second) it also claims up to about 0.1 s of work ahead (at most 500 jobs), which beat "
+        "while they wait and are handed back at once on SIGTERM [env WORKER_CONCURRENCY, "
+        "default 1]",
     )
     parser.add_argument(
         "--queue-addr",
