@@ -28,10 +28,15 @@ class Coalescer(Generic[T, R]):
         flush: Callable[[Sequence[T]], Awaitable[Sequence[R]]],
         *,
         max_batch: int = 1000,
+        size: Callable[[T], int] | None = None,
         isolate: tuple[type[Exception], ...] = (),
     ) -> None:
         self._flush = flush
+        # A batch holds items up to this total size (each item is 1 unless `size` says how many
+        # rows it carries), and at least one item: it bounds how long a statement runs and
+        # holds its rows' locks.
         self._max_batch = max_batch
+        self._size = size
         # Errors caused by one item rather than by the database (bad input): a batch that fails
         # with one is retried item by item, so only its own caller sees the error.
         self._isolate = isolate
@@ -70,11 +75,22 @@ class Coalescer(Generic[T, R]):
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
-                batch = self._pending[: self._max_batch]
-                del self._pending[: self._max_batch]
+                taken = self._batch_length()
+                batch = self._pending[:taken]
+                del self._pending[:taken]
                 live = [(item, future) for item, future in batch if not future.cancelled()]
                 if live:
                     await self._flush_batch(live)
+
+    def _batch_length(self) -> int:
+        if self._size is None:
+            return self._max_batch
+        total = 0
+        for taken, (item, _) in enumerate(self._pending):
+            total += self._size(item)
+            if total > self._max_batch:
+                return max(taken, 1)
+        return len(self._pending)
 
     async def _flush_batch(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:

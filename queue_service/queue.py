@@ -35,6 +35,8 @@ MAX_CLAIM = 1000
 MAX_CLAIM_WAIT_SECONDS = 60.0
 MAX_BATCH = 1000
 MAX_BEATS = 10_000
+# Beats per statement (a message with more is a statement of its own).
+MAX_BATCH_BEATS = 2_000
 MAX_TEXT = 10_000
 
 ACTIONS = {
@@ -57,7 +59,7 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         bad_input = (InvalidArgument,)
         # An item is one message's beats (one, or a batch): every message is one future.
         self.heartbeats: Coalescer[Sequence[Beat], list[str]] = Coalescer(
-            self._write_beats, isolate=bad_input
+            self._write_beats, max_batch=MAX_BATCH_BEATS, size=len, isolate=bad_input
         )
         self.completions: Coalescer[Completion, Settled] = Coalescer(
             store.complete, isolate=bad_input

@@ -83,3 +83,20 @@ async def test_a_bad_item_fails_only_its_own_caller() -> None:
     assert results[0] == 1 and results[2:] == [2, 3]
     assert isinstance(results[1], BadItem)
     await coalescer.stop()
+
+
+async def test_batches_are_capped_by_the_rows_their_items_carry() -> None:
+    batches: list[list[list[int]]] = []
+
+    async def flush(items: Sequence[list[int]]) -> list[int]:
+        batches.append(list(items))
+        return [len(item) for item in items]
+
+    coalescer: Coalescer[list[int], int] = Coalescer(flush, max_batch=10, size=len)
+    coalescer.start()
+    sizes = [4, 4, 4, 12, 1]
+    results = await asyncio.gather(*(coalescer.submit([0] * n) for n in sizes))
+    assert results == sizes
+    # 4 + 4 fit, a third 4 does not; an item larger than the cap goes alone.
+    assert [[len(item) for item in batch] for batch in batches] == [[4, 4], [4], [12], [1]]
+    await coalescer.stop()
