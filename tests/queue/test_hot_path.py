@@ -75,16 +75,10 @@ async def test_an_enqueue_answers_with_the_whole_new_job(
 async def test_a_claim_answers_with_everything_but_output_and_errors(
     qs: RunningQueue, db: psycopg.Connection[Any]
 ) -> None:
-    insert_job(
-        db,
-        status="RETRY",
-        attempts=1,
-        lease=1,
-        error_code="S3_TIMEOUT",
-        last_error="slow",
-        errors=[{"attempt": 1, "code": "S3_TIMEOUT", "message": "slow"}],
-        input={"source_type": "s3", "s3_key": "videos/again.mp4"},
-    )
+    # A job back for its second attempt: its first one failed.
+    failed_once = {"error_code": "S3_TIMEOUT", "last_error": "slow", "attempts": 1, "lease": 1}
+    errors = [{"attempt": 1, "code": "S3_TIMEOUT", "message": "slow"}]
+    insert_job(db, status="RETRY", errors=errors, **failed_once)
     [job] = (await qs.queue.Claim(queue_pb.ClaimRequest(worker_id="w", max_jobs=1))).jobs
     whole = await qs.admin.GetJob(admin_pb.GetJobRequest(job_id=job.id))
     assert len(whole.errors) == 1 and len(job.errors) == 0

@@ -255,26 +255,9 @@ def enqueue_request(name: str) -> admin_pb.EnqueueJobRequest:
     return admin_pb.EnqueueJobRequest(input=input_)
 
 
-async def test_one_new_job_wakes_one_of_five_waiting_claims(
-    database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async with counted_claims(database_url, monkeypatch) as (qs, statements):
-        calls = waiting_claims(qs, 5)
-        await all_asleep(qs, 5)
-        statements.clear()
-
-        await qs.admin.EnqueueJob(enqueue_request("one"))
-        done, pending = await asyncio.wait(calls, timeout=10, return_when=asyncio.FIRST_COMPLETED)
-        assert [len(call.result().jobs) for call in done] == [1]
-        await asyncio.sleep(0.5)  # room for any other claim to run: none may
-        assert statements == [1]
-        assert not any(call.done() for call in pending)
-        for call in pending:
-            call.cancel()
-
-
-async def test_a_batch_of_jobs_wakes_as_many_waiting_claims_as_it_has_jobs(
-    database_url: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("jobs", [1, 3])
+async def test_new_jobs_wake_as_many_of_five_waiting_claims_as_there_are_jobs(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, jobs: int
 ) -> None:
     async with counted_claims(database_url, monkeypatch) as (qs, statements):
         calls = waiting_claims(qs, 5)
@@ -282,17 +265,19 @@ async def test_a_batch_of_jobs_wakes_as_many_waiting_claims_as_it_has_jobs(
         statements.clear()
 
         await qs.admin.EnqueueJobs(
-            admin_pb.EnqueueJobsRequest(jobs=[enqueue_request(f"batch-{i}") for i in range(3)])
+            admin_pb.EnqueueJobsRequest(
+                jobs=[enqueue_request(f"{jobs}-of-5-{i}") for i in range(jobs)]
+            )
         )
         claimed = 0
-        while claimed < 3:
+        while claimed < jobs:
             done, _ = await asyncio.wait(calls, timeout=10, return_when=asyncio.FIRST_COMPLETED)
             assert done, "a woken claim did not return"
             claimed += sum(len(call.result().jobs) for call in done)
             calls = [call for call in calls if call not in done]
-        await asyncio.sleep(0.5)
-        assert sorted(statements) == [1, 1, 1]
-        assert len(calls) == 2 and not any(call.done() for call in calls)
+        await asyncio.sleep(0.5)  # room for any other claim to run: none may
+        assert statements == [1] * jobs
+        assert len(calls) == 5 - jobs and not any(call.done() for call in calls)
         for call in calls:
             call.cancel()
 
