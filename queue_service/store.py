@@ -10,7 +10,7 @@ The hot path's rows are lean named tuples (Enqueued, Claimed, Settled), read by 
 order their query in sql/queries.sql names the columns; everything else reads whole rows as dicts.
 Queries that read the job table themselves (rather than through a state-machine function) are
 planned at each call, never prepared: a prepared plan made while the table was small would stay
-in use as it grows (migrations/job_queue/claim.sql says more).
+in use as it grows (docs/state-machine.md, "Plans").
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@
 CREATE OR REPLACE FUNCTION cancel_job(p_job_id uuid)
 RETURNS TABLE (outcome text, job ingestion_jobs)
 LANGUAGE plpgsql
--- Planned at every call, for the table as it is now (claim.sql says why).
+-- Planned at every call, for the table as it is now (docs/state-machine.md, "Plans").
 SET plan_cache_mode = force_custom_plan
 AS $$
 #variable_conflict use_column

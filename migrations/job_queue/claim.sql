@@ -11,11 +11,16 @@
 -- the scan does not start). The claim index orders by priority first, so without it a claim
 -- that finds nothing would walk every job waiting in backoff or scheduled for later.
 --
--- Planned at every call (plan_cache_mode), like every function here that reads the job table
--- on the hot path: plpgsql otherwise keeps the generic plan it made after five calls until the
--- table is next analyzed, and a plan made while the table was small (a sequential scan, or a
--- hash join over one) stays in use as it grows: every call then costs more as the table grows.
--- A plan made for the table as it is costs about 0.1 ms and stays an index scan at any depth.
+-- The plan must stay an index scan at any depth, whatever the statistics say: plpgsql keeps the
+-- generic plan it makes after five calls until the table is next analyzed, and a plan made while
+-- the table was small (a sequential scan and a sort, or a hash join over a scan) stays in use as
+-- the table grows, so that every call costs more (docs/state-machine.md, "Plans"). Here the
+-- shape of the statement leaves one plan without a sequential scan or a sort: the due index in
+-- run_after order answers the InitPlan, the claim index in exactly the claim's order feeds the
+-- LIMIT, and the UPDATE reaches the picked rows by their ctid (a TID scan; the ctids are one
+-- array, made once, so exactly the picked rows are updated). Turning sequential
+-- scans and sorts off for this function makes the planner take it at any size, so the generic
+-- plan is safe and no call pays for planning (the other hot functions are planned per call).
 -- ---------------------------------------------------------------------------------------------
 
 CREATE OR REPLACE FUNCTION claim_jobs(
@@ -25,14 +30,15 @@ CREATE OR REPLACE FUNCTION claim_jobs(
 )
 RETURNS SETOF ingestion_jobs
 LANGUAGE plpgsql
-SET plan_cache_mode = force_custom_plan
+SET enable_seqscan = off
+SET enable_sort = off
 AS $$
 DECLARE
     v_now timestamptz := clock_timestamp();
 BEGIN
     RETURN QUERY
     WITH picked AS (
-        SELECT c.id
+        SELECT c.ctid
         FROM ingestion_jobs c
         WHERE c.queue = p_queue
           AND c.status IN ('QUEUED', 'RETRY')
@@ -60,8 +66,7 @@ BEGIN
         completed_at            = NULL,
         cancel_requested_at     = NULL,
         updated_at              = v_now
-    FROM picked
-    WHERE j.id = picked.id
+    WHERE j.ctid = ANY (ARRAY(SELECT picked.ctid FROM picked))
     RETURNING j.*;
 END
 $$;

@@ -16,8 +16,8 @@
 -- Each entry's id is chosen before the INSERT, so when the INSERT took every entry (the common
 -- call) the answer is the entries themselves: no statement here then reads the job table, and
 -- no cached plan can come to scan it as it grows. Known keys (or a key repeated within the call)
--- are looked up by an EXECUTE, planned at that call for the table as it is (claim.sql says why a
--- cached plan would not do): one probe of the key index per entry.
+-- are looked up by an EXECUTE, planned at that call for the table as it is (a cached plan would
+-- not do: docs/state-machine.md, "Plans"): one probe of the key index per entry.
 -- ---------------------------------------------------------------------------------------------
 
 -- STABLE, as convert_to is: so that it is inlined into the statement that calls it (an

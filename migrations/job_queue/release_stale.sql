@@ -42,7 +42,7 @@ CREATE OR REPLACE FUNCTION release_stale_jobs(
 )
 RETURNS TABLE (job_id uuid, reason text, status text)
 LANGUAGE plpgsql
--- Planned at every call, for the table as it is now (claim.sql says why).
+-- Planned at every call, for the table as it is now (docs/state-machine.md, "Plans").
 SET plan_cache_mode = force_custom_plan
 AS $$
 #variable_conflict use_column

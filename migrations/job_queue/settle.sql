@@ -25,7 +25,7 @@ CREATE OR REPLACE FUNCTION settle_outcomes(
 )
 RETURNS TABLE (job_id uuid, outcome text, status text, job ingestion_jobs)
 LANGUAGE plpgsql
--- Planned at every call, for the table as it is now (claim.sql says why).
+-- Planned at every call, for the table as it is now (docs/state-machine.md, "Plans").
 SET plan_cache_mode = force_custom_plan
 AS $$
 #variable_conflict use_column
