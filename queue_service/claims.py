@@ -116,6 +116,18 @@ class Claimer:
         self._heard = False  # the listener is listening: announcements arrive
         self._orphans: set[asyncio.Future[None]] = set()
 
+    async def stop(self) -> None:
+        """Cancel the timers and due-time lookups (the service is stopping)."""
+        lookups = [line.lookup for line in self._lines.values() if line.lookup is not None]
+        for line in self._lines.values():
+            for timer in (line.due_timer, line.recheck_timer):
+                if timer is not None:
+                    timer.cancel()
+            line.due_timer = line.recheck_timer = None
+        for lookup in lookups:
+            lookup.cancel()
+        await asyncio.gather(*lookups, return_exceptions=True)
+
     # -- the Claim call ----------------------------------------------------------------------
 
     async def claim(
@@ -268,12 +280,12 @@ class Claimer:
         try:
             due_in = (await self._store.next_due([queue])).get(queue)
         except Exception:
+            # Not asked again until the line forms anew: the safety re-check covers it meanwhile.
             log.warning("could not look up when queue %r next has a job due", queue, exc_info=True)
-            due_in = None  # the safety re-check covers it
-        else:
-            line.due_known = True
+            due_in = None
         finally:
             line.lookup = None
+            line.due_known = True
         if due_in is not None:
             due = asyncio.get_running_loop().time() + max(due_in, 0.0)
             line.due = due if line.due is None else min(line.due, due)

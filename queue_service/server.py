@@ -96,6 +96,7 @@ class QueueServer:
         await self.queue.stop()
         await self.admin.stop()
         await self.notifier.stop()
+        await self.claimer.stop()
         await self.pool.close()
 
     async def _database_ok(self) -> bool:
