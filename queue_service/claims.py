@@ -165,8 +165,11 @@ class Claimer:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return []
+                # Not wait_for: a cancellation that meets a wake-up in the same turn would be
+                # swallowed by it, and the claim made for a caller that has gone.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter.woken.wait(), remaining)
+                    async with asyncio.timeout(remaining):
+                        await waiter.woken.wait()
                 look = waiter.woken.is_set()
         finally:
             self._leave(queue, line, waiter)
