@@ -1,5 +1,10 @@
 """A loopback TCP proxy that a test can cut and restore: a database outage without stopping
-the PostgreSQL that other tests share."""
+the PostgreSQL that other tests share.
+
+`cut` is a crash as the client sees it (open connections reset, new ones refused), `start` again
+brings the address back. `pause` is a partition: nothing moves either way and new connections
+wait, but no connection breaks; `resume` delivers what was held, as TCP does when a network
+heals within its retransmission time."""
 
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ class TcpProxy:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
@@ -28,9 +35,17 @@ class TcpProxy:
             writer.transport.abort()
         self._links.clear()
 
+    def pause(self) -> None:
+        """Hold every byte in both directions, and new connections, until `resume`."""
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
     async def _accept(
         self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
     ) -> None:
+        await self._flowing.wait()
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self.upstream)
         except OSError:
@@ -44,6 +59,7 @@ class TcpProxy:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                await self._flowing.wait()
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):

@@ -1,0 +1,65 @@
+"""The fault suite's pipeline: a job that takes a while, then leaves a side effect.
+
+    WORKER_PIPELINE=tests.faults.pipeline:build python -m worker_service
+
+- `work` holds the job for FAULT_HOLD_SECONDS (default 0.2), waking at once when the worker
+  tells the job to stop: it stands in for a real stage's wait on S3 or OpenAI, the time during
+  which a worker can be killed, paused or cut off with a job in hand.
+- `effect` appends one line per run that got this far to FAULT_EFFECTS_DIR/<pid>.jsonl: the job,
+  its lease, the worker (WORKER_ID) and the time. It is the pipeline's side effect, which the
+  history checker counts: each SUCCEEDED job must have one for the lease that completed it, and
+  extra ones show work done again. One file per process, so that no two writers share a file.
+
+The input is not read (any ingestion input is accepted), so the jobs are ordinary adverts to
+the queue service whatever input checks it applies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from worker_service.pipeline.base import Pipeline, StageContext
+
+
+class Work:
+    name = "work"
+
+    def __init__(self, hold_seconds: float) -> None:
+        self._hold = hold_seconds
+
+    def run(self, ctx: StageContext) -> None:
+        ctx.progress(0.0)
+        if ctx.stop_event.wait(self._hold):
+            ctx.check_stopped()
+        ctx.progress(1.0)
+
+
+class Effect:
+    name = "effect"
+
+    def __init__(self, folder: Path, worker: str) -> None:
+        self._path = folder / f"{os.getpid()}.jsonl"
+        self._worker = worker
+
+    def run(self, ctx: StageContext) -> None:
+        ctx.check_stopped()
+        line = json.dumps(
+            {"job_id": ctx.job_id, "lease": ctx.lease, "worker": self._worker, "at": time.time()}
+        )
+        # One write of one line with O_APPEND: a kill leaves whole lines or none.
+        descriptor = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(descriptor, (line + "\n").encode())
+        finally:
+            os.close(descriptor)
+        ctx.output["effect"] = True
+
+
+def build() -> Pipeline:
+    folder = Path(os.environ["FAULT_EFFECTS_DIR"])
+    folder.mkdir(parents=True, exist_ok=True)
+    hold = float(os.environ.get("FAULT_HOLD_SECONDS", "0.2"))
+    return Pipeline(stages=[Work(hold), Effect(folder, os.environ.get("WORKER_ID", "?"))])
