@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import threading
 import time
@@ -32,7 +33,16 @@ from google.protobuf import struct_pb2
 
 from jobqueue.v1 import admin_service_pb2, admin_service_pb2_grpc
 from tests.faults import journal
-from tests.faults.history import TERMINAL, Fault, History, Probe, Report, Run, check
+from tests.faults.history import (
+    TERMINAL,
+    Fault,
+    History,
+    Probe,
+    Report,
+    Run,
+    LeaseSpan,
+    check,
+)
 from tests.faults.recorder import RecordingProxy
 from tests.support.background_loop import BackgroundLoop
 from tests.support.processes import (
@@ -287,3 +297,28 @@ def fault_run(database_url: str, folder: Path, loop: BackgroundLoop) -> Iterator
     """A fault run over `database_url`; every process it started is stopped on leaving."""
     with contextlib.ExitStack() as stack:
         yield FaultRun(database_url=database_url, folder=folder, loop=loop, stack=stack)
+
+
+
+def record(name: str, report: Report) -> None:
+    """Print the run's figures; with FAULT_FIGURES set, also append them to that file (one JSON
+    line per run), from which the README's table is made."""
+    figures = report.figures()
+    print(f"\n{name}: {report.summary()}")
+    path = os.environ.get("FAULT_FIGURES")
+    if path:
+        with open(path, "a") as out:
+            out.write(json.dumps({"run": name, **figures}) + "\n")
+
+
+def assert_clean(report: Report) -> None:
+    """The three that must be zero (and their relatives), with the run's figures on failure."""
+    assert report.violations == [], f"{report.violations}\nfigures: {report.summary()}"
+
+
+
+def released_from_live_workers(report: Report, faults: list[Fault]) -> list[LeaseSpan]:
+    """Leases the queue service ended although their worker was never killed or stopped:
+    healthy work taken away."""
+    struck = frozenset().union(*(fault.victims for fault in faults))
+    return [span for span in report.service_releases if span.worker not in struck]

@@ -168,7 +168,9 @@ class Report:
     extra_runs: int
     stale_rejected: int
     stale_attempted: list[Write]
-    stale_releases: int
+    # Leases the queue service ended without an accepted Complete, Fail or Release of their
+    # holder: the stale sweep (or any other release a fault caused).
+    service_releases: list[LeaseSpan]
     detections: list[Detection]
     recoveries: dict[str, float | None]
 
@@ -211,7 +213,7 @@ class Report:
             "stale_accepted": len(self.stale_accepted),
             "stale_rejected": self.stale_rejected,
             "stale_attempted": len(self.stale_attempted),
-            "stale_releases": self.stale_releases,
+            "service_releases": len(self.service_releases),
             "extra_runs": self.extra_runs,
             "victim_jobs": len(self.detections),
             "detection_s": _spread(detected),
@@ -330,11 +332,16 @@ def check(history: History) -> Report:
             without_run.append(transition.job_id)
     extra = {job_id: len(runs) - 1 for job_id, runs in runs_by_job.items() if len(runs) > 1}
 
-    stale_releases = sum(
-        1
-        for t in history.transitions
-        if t.status_before == "RUNNING" and t.error_code in STALE_CODES
-    )
+    settled = {
+        (write.job_id, write.lease)
+        for write in history.writes
+        if write.kind != "heartbeat" and write.accepted
+    }
+    service_releases = [
+        span
+        for key, span in spans.items()
+        if span.ended_by is not None and span.ended_by.status is not None and key not in settled
+    ]
 
     return Report(
         jobs=len(enqueued),
@@ -348,7 +355,7 @@ def check(history: History) -> Report:
         extra_runs=sum(extra.values()),
         stale_rejected=stale_rejected,
         stale_attempted=stale_attempted,
-        stale_releases=stale_releases,
+        service_releases=service_releases,
         detections=detections(history, spans),
         recoveries=recoveries(history),
     )

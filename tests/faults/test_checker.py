@@ -1,0 +1,168 @@
+"""The history checker on crafted histories: a clean one passes, and each kind of violation in
+an otherwise clean history is caught and named, so the fault runs cannot pass vacuously."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from tests.faults.history import (
+    Claim,
+    Fault,
+    FinalState,
+    History,
+    Probe,
+    Run,
+    Transition,
+    Write,
+    check,
+)
+
+A, B, C = "job-a", "job-b", "job-c"
+
+
+def clean() -> History:
+    """Three jobs. A: claimed by w1, completed. B: w2 was killed at t=10 holding it; the sweep
+    released it at 13, w3 claimed it at 13.5 and completed it; w2's late Complete was refused.
+    C: claimed by w1 and completed, its first Complete's answer lost and the repeat accepted."""
+    return History(
+        enqueued=[A, B, C],
+        claims=[
+            Claim(A, 1, "w1", 1.0),
+            Claim(B, 1, "w2", 2.0),
+            Claim(B, 2, "w3", 13.5),
+            Claim(C, 1, "w1", 3.0),
+        ],
+        writes=[
+            Write(A, 1, "heartbeat", 1.5, "ok", 1.6),
+            Write(A, 1, "complete", 2.0, "ok", 2.1),
+            Write(B, 1, "heartbeat", 3.0, "ok", 3.1),
+            Write(B, 2, "complete", 15.0, "ok", 15.1),
+            Write(B, 1, "complete", 16.0, "rejected", 16.1),
+            Write(B, 1, "heartbeat", 16.0, "rejected", 16.1),
+            Write(C, 1, "complete", 4.0, "lost", 4.1),
+            Write(C, 1, "complete", 5.0, "ok", 5.1),
+        ],
+        transitions=[
+            Transition(A, 0.5, None, "QUEUED", None, 0),
+            Transition(B, 0.5, None, "QUEUED", None, 0),
+            Transition(C, 0.5, None, "QUEUED", None, 0),
+            Transition(A, 1.0, "QUEUED", "RUNNING", 0, 1, "w1"),
+            Transition(A, 2.05, "RUNNING", "SUCCEEDED", 1, 1, "w1"),
+            Transition(B, 2.0, "QUEUED", "RUNNING", 0, 1, "w2"),
+            Transition(B, 13.0, "RUNNING", "RETRY", 1, 1, "w2", "HEARTBEAT_TIMEOUT"),
+            Transition(B, 13.5, "RETRY", "RUNNING", 1, 2, "w3"),
+            Transition(B, 15.05, "RUNNING", "SUCCEEDED", 2, 2, "w3"),
+            Transition(C, 3.0, "QUEUED", "RUNNING", 0, 1, "w1"),
+            Transition(C, 4.05, "RUNNING", "SUCCEEDED", 1, 1, "w1"),
+        ],
+        runs=[Run(A, 1, "w1", 1.9), Run(B, 1, "w2", 9.0), Run(B, 2, "w3", 14.9), Run(C, 1, "w1", 3.9)],
+        final={
+            A: FinalState(A, "SUCCEEDED", 1, 1, "w1"),
+            B: FinalState(B, "SUCCEEDED", 2, 2, "w3"),
+            C: FinalState(C, "SUCCEEDED", 1, 1, "w1"),
+        },
+        faults=[Fault("SIGKILL w2", 10.0, 10.0, frozenset({"w2"})), Fault("outage", 20.0, 30.0)],
+        probes=[Probe(25.0, False), Probe(30.5, False), Probe(31.2, True)],
+        live_workers=frozenset({"w1", "w3"}),
+    )
+
+
+def test_a_clean_history_passes_with_its_figures() -> None:
+    report = check(clean())
+
+    assert report.violations == []
+    assert report.by_status == {"SUCCEEDED": 3}
+    # B's side effect ran twice (w2 got through its stages before it was killed): at least once.
+    assert (report.rerun_jobs, report.extra_runs) == (1, 1)
+    # w2's late Complete and heartbeat were refused; C's repeated Complete is not stale.
+    assert report.stale_rejected == 2
+    assert [(span.job_id, span.lease) for span in report.service_releases] == [(B, 1)]
+    [detection] = report.detections
+    assert (detection.job_id, detection.lease) == (B, 1)
+    assert detection.released_after == 3.0
+    assert detection.reclaimed_after == 3.5
+    assert report.recoveries["outage"] == pytest.approx(1.2)
+
+
+def test_a_job_stranded_with_a_dead_worker_is_lost() -> None:
+    history = clean()
+    history.final[A] = FinalState(A, "RUNNING", 1, 1, "w2")
+
+    assert check(history).lost == [A]
+
+
+def test_a_job_that_vanished_unfinished_is_lost_and_a_pruned_finished_one_is_not() -> None:
+    history = clean()
+    del history.final[A]
+    del history.final[C]
+    history.transitions.append(Transition(C, 40.0, "SUCCEEDED", None, 1, None))
+
+    assert check(history).lost == [A]
+
+
+def test_queued_and_in_flight_jobs_are_not_lost() -> None:
+    history = clean()
+    history.final[A] = FinalState(A, "RETRY", 1, 1)
+    history.final[C] = FinalState(C, "RUNNING", 1, 1, "w1")
+
+    assert check(history).lost == []
+
+
+def test_two_accepted_completions_of_one_job_are_caught() -> None:
+    # From the clients' side: w2's Complete under the dead lease 1 was answered OK.
+    by_clients = clean()
+    by_clients.writes = [
+        replace(w, outcome="ok") if (w.job_id, w.kind, w.lease) == (B, "complete", 1) else w
+        for w in by_clients.writes
+    ]
+    # From the database's side: B went into SUCCEEDED twice.
+    by_database = clean()
+    by_database.transitions.append(Transition(B, 16.0, "RUNNING", "SUCCEEDED", 2, 2, "w3"))
+
+    assert check(by_clients).completed_twice == [B]
+    assert check(by_database).completed_twice == [B]
+
+
+def test_an_accepted_write_under_an_ended_lease_is_caught() -> None:
+    history = clean()
+    stale_beat = Write(B, 1, "heartbeat", 14.0, "ok", 14.1)
+    history.writes.append(stale_beat)
+
+    report = check(history)
+
+    assert report.stale_accepted == [stale_beat]
+    assert report.violations
+
+
+def test_a_write_under_a_lease_never_given_out_is_stale() -> None:
+    history = clean()
+    forged = Write(A, 7, "fail", 3.0, "ok", 3.1)
+    history.writes.append(forged)
+
+    assert check(history).stale_accepted == [forged]
+
+
+def test_a_completion_no_accepted_complete_explains_is_caught() -> None:
+    history = clean()
+    history.writes = [w for w in history.writes if (w.job_id, w.kind) != (A, "complete")]
+
+    assert check(history).unexplained_completions == [A]
+
+
+def test_a_completion_without_its_side_effect_is_caught() -> None:
+    history = clean()
+    history.runs = [run for run in history.runs if (run.job_id, run.lease) != (B, 2)]
+
+    report = check(history)
+
+    assert report.completed_without_run == [B]
+    assert report.violations
+
+
+def test_a_service_that_never_answers_again_has_no_recovery_time() -> None:
+    history = clean()
+    history.probes = [Probe(25.0, False), Probe(31.0, False)]
+
+    assert check(history).recoveries == {"outage": None}
