@@ -114,6 +114,9 @@ class FaultRun:
         process.wait_for_line(r"Queue service listening on", timeout=60)
         process.port = self.service_port
         self.service = process
+        for link in self.links.values():
+            if not link.listening:
+                self.loop.run(link.start())
         if self.recorder is None:
             # The first start has migrated the database: the trigger goes in before any job.
             journal.install(self.database_url)
@@ -123,10 +126,15 @@ class FaultRun:
         return process
 
     def stop_service(self, sig: signal.Signals) -> int:
-        """Signal the queue service and wait for it to exit; returns its exit code."""
+        """Signal the queue service and wait for it to exit; returns its exit code. The linked
+        workers' connections break with it, as they would without the recording proxy between
+        them, until `start_service` brings it back."""
         assert self.service is not None
         self.service.signal(sig)
-        return self.service.wait(30)
+        code = self.service.wait(30)
+        for link in self.links.values():
+            self.loop.run(link.cut())
+        return code
 
     # -- workers ------------------------------------------------------------------------------
 

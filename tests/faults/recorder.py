@@ -190,6 +190,17 @@ def _metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, Any], ...]:
     )
 
 
+async def _abort_as(context: grpc.aio.ServicerContext, error: grpc.aio.AioRpcError) -> None:
+    """End the client's call as the upstream call ended: code, details, trailing metadata (the
+    ErrorInfo details among it)."""
+    trailing = tuple(
+        (key, value)
+        for key, value in error.trailing_metadata() or ()
+        if not key.startswith(RESERVED) or key == "grpc-status-details-bin"
+    )
+    await context.abort(error.code(), error.details() or "", trailing)
+
+
 def _timeout(context: grpc.aio.ServicerContext) -> float | None:
     remaining = context.time_remaining()
     return None if remaining is None or remaining > 1e6 else max(remaining, 0.001)
@@ -227,9 +238,7 @@ class _Handler(grpc.GenericRpcHandler):
                 response: bytes = await call
             except grpc.aio.AioRpcError as error:
                 proxy._record_unary(method, request, None, error.code(), sent_at, False)
-                await context.abort(
-                    error.code(), error.details() or "", error.trailing_metadata() or ()
-                )
+                await _abort_as(context, error)
                 raise  # abort raises; this line is never reached
             dropped = proxy._take_drop(method)
             proxy._record_unary(method, request, response, grpc.StatusCode.OK, sent_at, dropped)
@@ -248,9 +257,7 @@ class _Handler(grpc.GenericRpcHandler):
                 async for response in call:
                     yield response
             except grpc.aio.AioRpcError as error:
-                await context.abort(
-                    error.code(), error.details() or "", error.trailing_metadata() or ()
-                )
+                await _abort_as(context, error)
             finally:
                 call.cancel()
 
@@ -265,9 +272,7 @@ class _Handler(grpc.GenericRpcHandler):
                 response: bytes = await call
                 return response
             except grpc.aio.AioRpcError as error:
-                await context.abort(
-                    error.code(), error.details() or "", error.trailing_metadata() or ()
-                )
+                await _abort_as(context, error)
                 raise
             finally:
                 call.cancel()
@@ -298,9 +303,7 @@ class _Handler(grpc.GenericRpcHandler):
                         proxy._beats_answered(response, pending)
                     yield response
             except grpc.aio.AioRpcError as error:
-                await context.abort(
-                    error.code(), error.details() or "", error.trailing_metadata() or ()
-                )
+                await _abort_as(context, error)
             finally:
                 call.cancel()
 

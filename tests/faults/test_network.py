@@ -19,7 +19,7 @@ from tests.faults.harness import (
 )
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.faults]
 
 
 def partition(run: FaultRun, slot: str, seconds: float) -> tuple[float, float]:

@@ -13,7 +13,7 @@ import pytest
 from tests.faults.harness import FaultRun, assert_clean, record, released_from_live_workers
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.faults]
 
 # The storm's size: 10 workers and 2,000 jobs by default; FAULT_STORM_JOBS makes it smaller
 # (or larger) where a run must be shorter.

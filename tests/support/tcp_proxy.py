@@ -21,6 +21,10 @@ class TcpProxy:
         self._flowing = asyncio.Event()
         self._flowing.set()
 
+    @property
+    def listening(self) -> bool:
+        return self._server is not None
+
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
