@@ -37,10 +37,10 @@ from tests.faults.history import (
     TERMINAL,
     Fault,
     History,
+    LeaseSpan,
     Probe,
     Report,
     Run,
-    LeaseSpan,
     check,
 )
 from tests.faults.recorder import RecordingProxy
@@ -177,9 +177,7 @@ class FaultRun:
 
     def live_workers(self) -> frozenset[str]:
         return frozenset(
-            worker_id
-            for worker_id, process in self.workers.items()
-            if process.popen.poll() is None
+            worker_id for worker_id, process in self.workers.items() if process.popen.poll() is None
         )
 
     # -- producing and waiting --------------------------------------------------------------
@@ -307,7 +305,6 @@ def fault_run(database_url: str, folder: Path, loop: BackgroundLoop) -> Iterator
         yield FaultRun(database_url=database_url, folder=folder, loop=loop, stack=stack)
 
 
-
 def record(name: str, report: Report) -> None:
     """Print the run's figures; with FAULT_FIGURES set, also append them to that file (one JSON
     line per run), from which the README's table is made."""
@@ -322,7 +319,6 @@ def record(name: str, report: Report) -> None:
 def assert_clean(report: Report) -> None:
     """The three that must be zero (and their relatives), with the run's figures on failure."""
     assert report.violations == [], f"{report.violations}\nfigures: {report.summary()}"
-
 
 
 def released_from_live_workers(report: Report, faults: list[Fault]) -> list[LeaseSpan]:

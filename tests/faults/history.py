@@ -182,7 +182,9 @@ class Report:
         if self.completed_twice:
             found.append(f"{len(self.completed_twice)} completed twice: {self.completed_twice[:5]}")
         if self.stale_accepted:
-            found.append(f"{len(self.stale_accepted)} stale writes accepted: {self.stale_accepted[:3]}")
+            found.append(
+                f"{len(self.stale_accepted)} stale writes accepted: {self.stale_accepted[:3]}"
+            )
         if self.unexplained_completions:
             found.append(
                 f"{len(self.unexplained_completions)} completions no accepted Complete explains: "
@@ -252,7 +254,10 @@ def lease_spans(history: History) -> dict[tuple[str, int], LeaseSpan]:
         for index, transition in enumerate(transitions):
             if transition.status != "RUNNING" or transition.lease is None:
                 continue
-            if transition.status_before == "RUNNING" and transition.lease_before == transition.lease:
+            if (
+                transition.status_before == "RUNNING"
+                and transition.lease_before == transition.lease
+            ):
                 continue  # not a new lease
             ended_by = next(iter(transitions[index + 1 :]), None)
             spans[(job_id, transition.lease)] = LeaseSpan(

@@ -99,7 +99,7 @@ class RecordingProxy:
         if self._server is not None:
             await self._server.stop(0)
         if self._channel is not None:
-            await self._channel.close()
+            await self._channel.close(None)
 
     def drop_answers(self, method: str, count: int = 1) -> None:
         """Carry out the next `count` calls of `method` (e.g. "CompleteBatch") but answer them
@@ -138,7 +138,7 @@ class RecordingProxy:
         if name in SINGLE_WRITES:
             kind, request_class = SINGLE_WRITES[name]
             entry = request_class.FromString(request)
-            outcome = "lost" if dropped else _outcome(code)
+            outcome: WriteOutcome = "lost" if dropped else _outcome(code)
             self.writes.append(Write(entry.job_id, entry.lease, kind, sent_at, outcome, now))
         elif name in BATCH_WRITES:
             kind, request_class, response_class = BATCH_WRITES[name]
@@ -148,7 +148,6 @@ class RecordingProxy:
                 results = {r.job_id: r for r in response_class.FromString(response).results}
             for entry in entries:
                 result = results.get(entry.job_id)
-                outcome: WriteOutcome
                 if result is None:
                     outcome = _outcome(code)
                 elif result.outcome == pb.OUTCOME_OK:
@@ -157,7 +156,9 @@ class RecordingProxy:
                     outcome = "rejected"
                 self.writes.append(Write(entry.job_id, entry.lease, kind, sent_at, outcome, now))
 
-    def _beats_sent(self, request: bytes, pending: deque[tuple[float, list[tuple[str, int]]]]) -> None:
+    def _beats_sent(
+        self, request: bytes, pending: deque[tuple[float, list[tuple[str, int]]]]
+    ) -> None:
         message = pb.HeartbeatRequest.FromString(request)
         beats = [(b.job_id, b.lease) for b in message.beats] or [(message.job_id, message.lease)]
         pending.append((time.time(), beats))
@@ -193,9 +194,10 @@ def _metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, Any], ...]:
 async def _abort_as(context: grpc.aio.ServicerContext, error: grpc.aio.AioRpcError) -> None:
     """End the client's call as the upstream call ended: code, details, trailing metadata (the
     ErrorInfo details among it)."""
+    received: Any = error.trailing_metadata() or ()
     trailing = tuple(
         (key, value)
-        for key, value in error.trailing_metadata() or ()
+        for key, value in received
         if not key.startswith(RESERVED) or key == "grpc-status-details-bin"
     )
     await context.abort(error.code(), error.details() or "", trailing)
@@ -231,7 +233,7 @@ class _Handler(grpc.GenericRpcHandler):
 
         async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
             sent_at = time.time()
-            call = self._channel().unary_unary(method)(
+            call = self._channel().unary_unary(method, None, None)(
                 request, metadata=_metadata(context), timeout=_timeout(context)
             )
             try:
@@ -249,8 +251,10 @@ class _Handler(grpc.GenericRpcHandler):
         return forward
 
     def _unary_stream(self, method: str) -> Callable[..., Any]:
-        async def forward(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-            call = self._channel().unary_stream(method)(
+        async def forward(
+            request: bytes, context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[bytes]:
+            call = self._channel().unary_stream(method, None, None)(
                 request, metadata=_metadata(context), timeout=_timeout(context)
             )
             try:
@@ -264,8 +268,10 @@ class _Handler(grpc.GenericRpcHandler):
         return forward
 
     def _stream_unary(self, method: str) -> Callable[..., Any]:
-        async def forward(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
-            call = self._channel().stream_unary(method)(
+        async def forward(
+            requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+        ) -> bytes:
+            call = self._channel().stream_unary(method, None, None)(
                 requests, metadata=_metadata(context), timeout=_timeout(context)
             )
             try:
@@ -294,7 +300,7 @@ class _Handler(grpc.GenericRpcHandler):
                         proxy._beats_sent(request, pending)
                     yield request
 
-            call = self._channel().stream_stream(method)(
+            call = self._channel().stream_stream(method, None, None)(
                 upstream_requests(), metadata=_metadata(context), timeout=_timeout(context)
             )
             try:

@@ -19,6 +19,8 @@ from tests.faults.history import (
     check,
 )
 
+pytestmark = pytest.mark.faults
+
 A, B, C = "job-a", "job-b", "job-c"
 
 
@@ -57,7 +59,12 @@ def clean() -> History:
             Transition(C, 3.0, "QUEUED", "RUNNING", 0, 1, "w1"),
             Transition(C, 4.05, "RUNNING", "SUCCEEDED", 1, 1, "w1"),
         ],
-        runs=[Run(A, 1, "w1", 1.9), Run(B, 1, "w2", 9.0), Run(B, 2, "w3", 14.9), Run(C, 1, "w1", 3.9)],
+        runs=[
+            Run(A, 1, "w1", 1.9),
+            Run(B, 1, "w2", 9.0),
+            Run(B, 2, "w3", 14.9),
+            Run(C, 1, "w1", 3.9),
+        ],
         final={
             A: FinalState(A, "SUCCEEDED", 1, 1, "w1"),
             B: FinalState(B, "SUCCEEDED", 2, 2, "w3"),

@@ -12,9 +12,8 @@ from google.protobuf import struct_pb2
 
 from jobqueue import rpc
 from jobqueue.v1 import admin_service_pb2 as admin_pb
-from jobqueue.v1 import admin_service_pb2_grpc
+from jobqueue.v1 import admin_service_pb2_grpc, queue_service_pb2_grpc
 from jobqueue.v1 import queue_service_pb2 as pb
-from jobqueue.v1 import queue_service_pb2_grpc
 from queue_service.config import Config
 from tests.faults.recorder import RecordingProxy
 from tests.support.grpc_server import running_queue, service_config
@@ -34,7 +33,7 @@ async def proxied(database_url: str) -> AsyncIterator[tuple[RecordingProxy, grpc
         try:
             yield proxy, channel
         finally:
-            await channel.close()
+            await channel.close(None)
             await proxy.stop()
 
 
@@ -53,7 +52,9 @@ async def test_calls_through_the_proxy_get_the_services_answers_and_are_recorded
 
     job_input = struct_pb2.Struct()
     job_input.update({"source_type": "s3", "s3_key": "videos/recorded.mp4"})
-    enqueued = await admin.EnqueueJob(admin_pb.EnqueueJobRequest(input=job_input), metadata=metadata)
+    enqueued = await admin.EnqueueJob(
+        admin_pb.EnqueueJobRequest(input=job_input), metadata=metadata
+    )
     job_id = enqueued.job.id
     claimed = await queue.Claim(
         pb.ClaimRequest(worker_id="w-rec", max_jobs=1, queue="default"), metadata=metadata

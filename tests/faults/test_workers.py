@@ -108,11 +108,13 @@ def test_a_worker_paused_past_the_heartbeat_timeout_cannot_finish_its_old_lease(
     # Whatever the woken worker does with its old lease now (a heartbeat, a Complete), the
     # queue service refuses it; it must also keep running and take new work.
     wait_for(
-        lambda: any(
-            w.job_id == job_id and w.lease == 1 and w.sent_at > fault.started_at + 3
-            for w in run.recorder.writes  # type: ignore[union-attr]
-        )
-        or run.running_jobs(sleeper) == 0,
+        lambda: (
+            any(
+                w.job_id == job_id and w.lease == 1 and w.sent_at > fault.started_at + 3
+                for w in run.recorder.writes  # type: ignore[union-attr]
+            )
+            or run.running_jobs(sleeper) == 0
+        ),
         what="the woken worker's next word on its old lease",
     )
     more = run.enqueue(4, prefix="after")

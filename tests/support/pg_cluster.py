@@ -20,6 +20,7 @@ from typing import Literal
 from tests.support.processes import free_port
 
 BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+INITDB_OPTIONS = ("-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
 ShutdownMode = Literal["smart", "fast", "immediate"]
 
 
@@ -29,6 +30,10 @@ class Cluster:
         self.data = folder / "data"
         self.log = folder / "server.log"
         self.port = port
+
+    @property
+    def _pg_ctl(self) -> list[str]:
+        return [str(BIN / "pg_ctl"), "-D", str(self.data)]
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -47,8 +52,7 @@ class Cluster:
         if os.geteuid() == 0:
             shutil.chown(self.folder, "postgres", "postgres")
         self._run(
-            [str(BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
-             "-E", "UTF8", "--no-sync"],  # fmt: skip
+            [str(BIN / "initdb"), "-D", str(self.data), *INITDB_OPTIONS],
             timeout=120,
         )
 
@@ -61,13 +65,10 @@ class Cluster:
             f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.folder} "
             "-c fsync=off -c full_page_writes=off"
         )
-        self._run(
-            [str(BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options,
-             "-w", "-t", "60", "start"],  # fmt: skip
-        )
+        self._run([*self._pg_ctl, "-l", str(self.log), "-o", options, "-w", "start"])
 
     def stop(self, mode: ShutdownMode = "fast") -> None:
-        self._run([str(BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"])
+        self._run([*self._pg_ctl, "-m", mode, "-w", "stop"])
 
     def running(self) -> bool:
         return (self.data / "postmaster.pid").exists()
