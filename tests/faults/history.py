@@ -61,6 +61,11 @@ class Write:
     def accepted(self) -> bool:
         return self.outcome in ("ok", "lost")
 
+    @property
+    def may_have_landed(self) -> bool:
+        """Accepted, or unanswered (the queue service may have carried it out)."""
+        return self.outcome != "rejected"
+
 
 @dataclass(frozen=True)
 class Transition:
@@ -158,7 +163,8 @@ class Report:
     lost: list[str]
     completed_twice: list[str]
     stale_accepted: list[Write]
-    # A completion in the database that no accepted Complete of that lease explains.
+    # A completion in the database that no Complete of that lease explains (accepted, or sent
+    # and never answered).
     unexplained_completions: list[str]
     # A SUCCEEDED job whose completing lease never ran the pipeline's side effect.
     completed_without_run: list[str]
@@ -187,7 +193,7 @@ class Report:
             )
         if self.unexplained_completions:
             found.append(
-                f"{len(self.unexplained_completions)} completions no accepted Complete explains: "
+                f"{len(self.unexplained_completions)} completions no Complete explains: "
                 f"{self.unexplained_completions[:5]}"
             )
         if self.completed_without_run:
@@ -296,9 +302,12 @@ def check(history: History) -> Report:
     lost = [job_id for job_id in enqueued if _is_lost(history, job_id)]
 
     accepted_completes: dict[str, set[int]] = defaultdict(set)
+    possible_completes: dict[str, set[int]] = defaultdict(set)
     for write in history.writes:
         if write.kind == "complete" and write.accepted:
             accepted_completes[write.job_id].add(write.lease)
+        if write.kind == "complete" and write.may_have_landed:
+            possible_completes[write.job_id].add(write.lease)
     into_succeeded: Counter[str] = Counter(
         t.job_id for t in history.transitions if t.status == "SUCCEEDED"
     )
@@ -331,7 +340,7 @@ def check(history: History) -> Report:
     for transition in history.transitions:
         if transition.status != "SUCCEEDED" or transition.lease is None:
             continue
-        if transition.lease not in accepted_completes.get(transition.job_id, set()):
+        if transition.lease not in possible_completes.get(transition.job_id, set()):
             unexplained.append(transition.job_id)
         if (transition.job_id, transition.lease) not in ran:
             without_run.append(transition.job_id)
@@ -340,7 +349,7 @@ def check(history: History) -> Report:
     settled = {
         (write.job_id, write.lease)
         for write in history.writes
-        if write.kind != "heartbeat" and write.accepted
+        if write.kind != "heartbeat" and write.may_have_landed
     }
     service_releases = [
         span

@@ -17,6 +17,7 @@ would without the proxy.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable
@@ -242,6 +243,13 @@ class _Handler(grpc.GenericRpcHandler):
                 proxy._record_unary(method, request, None, error.code(), sent_at, False)
                 await _abort_as(context, error)
                 raise  # abort raises; this line is never reached
+            except asyncio.CancelledError:
+                # The client went away (a killed worker) with its call in flight: the queue
+                # service may have carried it out, nobody heard the answer.
+                proxy._record_unary(
+                    method, request, None, grpc.StatusCode.CANCELLED, sent_at, False
+                )
+                raise
             dropped = proxy._take_drop(method)
             proxy._record_unary(method, request, response, grpc.StatusCode.OK, sent_at, dropped)
             if dropped:

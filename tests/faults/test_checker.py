@@ -151,11 +151,24 @@ def test_a_write_under_a_lease_never_given_out_is_stale() -> None:
     assert check(history).stale_accepted == [forged]
 
 
-def test_a_completion_no_accepted_complete_explains_is_caught() -> None:
+def test_a_completion_no_complete_explains_is_caught() -> None:
     history = clean()
     history.writes = [w for w in history.writes if (w.job_id, w.kind) != (A, "complete")]
+    refused = clean()
+    refused.writes = [
+        replace(w, outcome="rejected") if (w.job_id, w.kind) == (A, "complete") else w
+        for w in refused.writes
+    ]
+    # A Complete whose caller was killed before the answer explains it: it may have landed.
+    unanswered = clean()
+    unanswered.writes = [
+        replace(w, outcome="error") if (w.job_id, w.kind) == (A, "complete") else w
+        for w in unanswered.writes
+    ]
 
     assert check(history).unexplained_completions == [A]
+    assert check(refused).unexplained_completions == [A]
+    assert check(unanswered).violations == []
 
 
 def test_a_completion_without_its_side_effect_is_caught() -> None:

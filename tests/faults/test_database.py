@@ -21,6 +21,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.faults]
 
 JOBS = 300
 OUTAGE_SECONDS = 20.0
+JOBS_IN_HAND = 8
 
 
 @pytest.fixture
@@ -68,14 +69,18 @@ def test_a_postgres_restart_under_load_loses_nothing(
 
 
 def twenty_second_outage(run: FaultRun, cluster: Cluster) -> None:
-    """Four jobs in hand on two workers, beating, while PostgreSQL is down for 20 s."""
+    """Eight jobs in hand on two workers, beating every 2 s against a 6 s timeout (issue 11's
+    own reproduction used 6 s), while PostgreSQL is down for 20 s."""
+    run.service_env["HEARTBEAT_TIMEOUT_SECONDS"] = "6"
+    run.worker_env["HEARTBEAT_TIMEOUT_SECONDS"] = "6"
+    run.worker_env["HEARTBEAT_INTERVAL_SECONDS"] = "2"
     # Each job outlasts the outage: its worker is alive and beating all along.
     run.worker_env["FAULT_HOLD_SECONDS"] = str(OUTAGE_SECONDS + 6)
     run.start_service()
     for slot in ("a", "b"):
-        run.start_worker(slot, "--concurrency", "2")
-    run.enqueue(4)
-    wait_for(lambda: run.running_jobs() == 4, what="four jobs in hand")
+        run.start_worker(slot, "--concurrency", "4")
+    run.enqueue(JOBS_IN_HAND)
+    wait_for(lambda: run.running_jobs() == JOBS_IN_HAND, what="every job in hand")
 
     with run.probing():
         started_at = time.time()
@@ -88,20 +93,24 @@ def twenty_second_outage(run: FaultRun, cluster: Cluster) -> None:
         run.wait_until_settled(timeout=90)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 item 6: after an outage the reaper releases jobs whose workers kept "
-    "beating, for the silence the outage caused",
-)
-def test_a_20_s_postgres_outage_releases_no_live_job(own_run: FaultRun, cluster: Cluster) -> None:
+def test_a_20_s_postgres_outage_loses_nothing_and_releases_no_live_job(
+    own_run: FaultRun, cluster: Cluster
+) -> None:
     run = own_run
     twenty_second_outage(run, cluster)
 
     report = run.report()
-    record("PostgreSQL down 20 s (timeout 3 s)", report)
+    record("PostgreSQL down 20 s (timeout 6 s)", report)
     assert_clean(report)
-    assert report.by_status == {"SUCCEEDED": 4}
+    assert report.by_status == {"SUCCEEDED": JOBS_IN_HAND}
     assert report.recoveries["PostgreSQL down 20 s"] is not None
-    # Every worker was alive and beating all along: none of their jobs may be taken away.
-    assert report.service_releases == []
+    # Every worker was alive and beating all along: none of their jobs may be taken away. On
+    # main whether the reaper or the first heartbeats reach the database first after the
+    # outage is a race (6 of 8 jobs released in one of three runs, none in the others), so a
+    # strict xfail marker cannot express it: the run says so when it loses the race.
+    if report.service_releases:
+        pytest.xfail(
+            f"issue 11 item 6: {len(report.service_releases)} live jobs released after the "
+            "outage, for the silence the outage caused"
+        )
     assert report.extra_runs == 0
