@@ -346,11 +346,7 @@ def check(history: History) -> Report:
             without_run.append(transition.job_id)
     extra = {job_id: len(runs) - 1 for job_id, runs in runs_by_job.items() if len(runs) > 1}
 
-    settled = {
-        (write.job_id, write.lease)
-        for write in history.writes
-        if write.kind != "heartbeat" and write.may_have_landed
-    }
+    settled = settled_leases(history)
     service_releases = [
         span
         for key, span in spans.items()
@@ -392,12 +388,24 @@ def _is_lost(history: History, job_id: str) -> bool:
     return True
 
 
+def settled_leases(history: History) -> set[tuple[str, int]]:
+    """(job, lease) pairs whose holder sent a Complete, Fail or Release that was accepted or
+    may have landed: a lease these end was ended by its holder, not taken away."""
+    return {
+        (write.job_id, write.lease)
+        for write in history.writes
+        if write.kind != "heartbeat" and write.may_have_landed
+    }
+
+
 def detections(
     history: History, spans: dict[tuple[str, int], LeaseSpan] | None = None
 ) -> list[Detection]:
-    """For every fault with victims: each lease a victim held when it struck, how long until the
-    lease ended (the job runnable again) and until the job was claimed again."""
+    """For every fault with victims: each lease a victim held when it struck (and did not settle
+    itself: a Complete in flight may still land), how long until the lease ended (the job
+    runnable again) and until the job was claimed again."""
     spans = lease_spans(history) if spans is None else spans
+    settled = settled_leases(history)
     found = []
     for fault in history.faults:
         if not fault.victims:
@@ -407,6 +415,8 @@ def detections(
                 span.end is None or span.end > fault.started_at
             )
             if not held or span.worker not in fault.victims:
+                continue
+            if (span.job_id, span.lease) in settled:
                 continue
             later = [
                 other.start

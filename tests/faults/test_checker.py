@@ -93,6 +93,23 @@ def test_a_clean_history_passes_with_its_figures() -> None:
     assert report.recoveries["outage"] == pytest.approx(1.2)
 
 
+def test_a_victim_s_job_whose_complete_landed_after_the_kill_needs_no_detection() -> None:
+    history = clean()
+    # w2 sent its Complete just before it was killed; it landed at 10.2.
+    history.writes = [w for w in history.writes if (w.job_id, w.lease) != (B, 2)]
+    history.writes.append(Write(B, 1, "complete", 9.9, "error"))
+    history.runs = [run for run in history.runs if (run.job_id, run.lease) != (B, 2)]
+    history.transitions = [t for t in history.transitions if t.job_id != B or t.at < 13.0]
+    history.transitions.append(Transition(B, 10.2, "RUNNING", "SUCCEEDED", 1, 1, "w2"))
+    history.final[B] = FinalState(B, "SUCCEEDED", 1, 1, "w2")
+
+    report = check(history)
+
+    assert report.violations == []
+    assert report.detections == []
+    assert report.service_releases == []
+
+
 def test_a_job_stranded_with_a_dead_worker_is_lost() -> None:
     history = clean()
     history.final[A] = FinalState(A, "RUNNING", 1, 1, "w2")
