@@ -3,7 +3,8 @@
 A run records, per job, what each side saw:
 
 - `Claim`: a worker was handed the job under a lease (the recording proxy saw the answer);
-- `Write`: a call that changes a job under a lease (Complete, Fail, Release, a heartbeat), when
+- `Write`: a call that changes a job under a lease (Complete, Fail, Release, a heartbeat, an
+  advert stored through AdvertService), when
   it was sent, and what the queue service answered: `ok` (accepted), `rejected` (the lease was not
   current: ABORTED, NOT_FOUND, FAILED_PRECONDITION, or LEASE_LOST), `error` (UNAVAILABLE and the
   like: the caller cannot tell), or `lost` (accepted, but the fault injector dropped the answer);
@@ -31,7 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-WriteKind = Literal["complete", "fail", "release", "heartbeat"]
+WriteKind = Literal["complete", "fail", "release", "heartbeat", "advert"]
 WriteOutcome = Literal["ok", "rejected", "error", "lost"]
 
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
@@ -394,7 +395,7 @@ def settled_leases(history: History) -> set[tuple[str, int]]:
     return {
         (write.job_id, write.lease)
         for write in history.writes
-        if write.kind != "heartbeat" and write.may_have_landed
+        if write.kind in ("complete", "fail", "release") and write.may_have_landed
     }
 
 
@@ -436,12 +437,12 @@ def detections(
 
 
 def recoveries(history: History) -> dict[str, float | None]:
-    """For every fault without victims (an outage): seconds from its end to the first probe
-    the queue service answered (None: it never did within the run)."""
+    """For every fault without victims (an outage) that was probed: seconds from its end to the
+    first probe the queue service answered (None: it never did within the run)."""
     found: dict[str, float | None] = {}
     probes = sorted(history.probes, key=lambda p: p.at)
     for fault in history.faults:
-        if fault.victims:
+        if fault.victims or not any(p.at >= fault.ended_at for p in probes):
             continue
         answered = next((p.at for p in probes if p.ok and p.at >= fault.ended_at), None)
         found[fault.name] = None if answered is None else answered - fault.ended_at

@@ -9,6 +9,9 @@
   its lease, the worker (WORKER_ID) and the time. It is the pipeline's side effect, which the
   history checker counts: each SUCCEEDED job must have one for the lease that completed it, and
   extra ones show work done again. One file per process, so that no two writers share a file.
+  With FAULT_ADVERT=1 it then stores an advert through the queue service's AdvertService under
+  the job's lease, as the real `persist` stage does: a write the recording proxy sees, which
+  the service must refuse once the lease is gone.
 
 The input is not read (any ingestion input is accepted), so the jobs are ordinary adverts to
 the queue service whatever input checks it applies.
@@ -21,7 +24,9 @@ import os
 import time
 from pathlib import Path
 
+from jobqueue.v1 import advert_service_pb2
 from worker_service.pipeline.base import Pipeline, StageContext
+from worker_service.providers.grpc_sink import GrpcAdvertSink
 
 
 class Work:
@@ -40,9 +45,10 @@ class Work:
 class Effect:
     name = "effect"
 
-    def __init__(self, folder: Path, worker: str) -> None:
+    def __init__(self, folder: Path, worker: str, sink: GrpcAdvertSink | None) -> None:
         self._path = folder / f"{os.getpid()}.jsonl"
         self._worker = worker
+        self._sink = sink
 
     def run(self, ctx: StageContext) -> None:
         ctx.check_stopped()
@@ -56,10 +62,17 @@ class Effect:
         finally:
             os.close(descriptor)
         ctx.output["effect"] = True
+        if self._sink is not None:
+            advert = advert_service_pb2.Advert(source_key=f"fault:{ctx.job_id}", job_id=ctx.job_id)
+            ctx.output["ad_id"] = self._sink.store(advert, ctx.job_id, ctx.lease)[0]
 
 
-def build() -> Pipeline:
+def build(*, queue_addr: str, token: str | None = None) -> Pipeline:
     folder = Path(os.environ["FAULT_EFFECTS_DIR"])
     folder.mkdir(parents=True, exist_ok=True)
     hold = float(os.environ.get("FAULT_HOLD_SECONDS", "0.2"))
-    return Pipeline(stages=[Work(hold), Effect(folder, os.environ.get("WORKER_ID", "?"))])
+    sink = GrpcAdvertSink(queue_addr, token) if os.environ.get("FAULT_ADVERT") == "1" else None
+    return Pipeline(
+        stages=[Work(hold), Effect(folder, os.environ.get("WORKER_ID", "?"), sink)],
+        close=sink.close if sink is not None else lambda: None,
+    )

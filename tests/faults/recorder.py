@@ -27,6 +27,7 @@ import grpc
 from google.protobuf import descriptor_pool, message_factory
 
 from jobqueue import rpc
+from jobqueue.v1 import advert_service_pb2 as advert_pb
 from jobqueue.v1 import queue_service_pb2 as pb
 from tests.faults.history import Claim, Write, WriteKind, WriteOutcome
 
@@ -42,14 +43,21 @@ SERVER_OPTIONS = [
 ]
 # Metadata that gRPC sets itself and refuses from an application.
 RESERVED = (":", "grpc-", "user-agent", "content-type", "te")
+ADVERT_SERVICE = "/jobqueue.v1.AdvertService/"
+# Calls that write under a lease, one job each: (kind, request message), by full method name.
 SINGLE_WRITES: dict[str, tuple[WriteKind, type[Any]]] = {
-    "Complete": ("complete", pb.CompleteRequest),
-    "Fail": ("fail", pb.FailRequest),
-    "Release": ("release", pb.ReleaseRequest),
+    QUEUE_SERVICE + "Complete": ("complete", pb.CompleteRequest),
+    QUEUE_SERVICE + "Fail": ("fail", pb.FailRequest),
+    QUEUE_SERVICE + "Release": ("release", pb.ReleaseRequest),
+    ADVERT_SERVICE + "StoreAdvert": ("advert", advert_pb.StoreAdvertRequest),
 }
 BATCH_WRITES: dict[str, tuple[WriteKind, type[Any], type[Any]]] = {
-    "CompleteBatch": ("complete", pb.CompleteBatchRequest, pb.CompleteBatchResponse),
-    "FailBatch": ("fail", pb.FailBatchRequest, pb.FailBatchResponse),
+    QUEUE_SERVICE + "CompleteBatch": (
+        "complete",
+        pb.CompleteBatchRequest,
+        pb.CompleteBatchResponse,
+    ),
+    QUEUE_SERVICE + "FailBatch": ("fail", pb.FailBatchRequest, pb.FailBatchResponse),
 }
 
 
@@ -103,13 +111,13 @@ class RecordingProxy:
             await self._channel.close(None)
 
     def drop_answers(self, method: str, count: int = 1) -> None:
-        """Carry out the next `count` calls of `method` (e.g. "CompleteBatch") but answer them
-        UNAVAILABLE, as if the connection broke on the way back."""
+        """Carry out the next `count` calls of `method` (its name: "CompleteBatch", "Claim") but
+        answer them UNAVAILABLE, as if the connection broke on the way back."""
         self._drop[method] += count
 
     def _take_drop(self, method: str) -> bool:
         name = method.rpartition("/")[2]
-        if method.startswith(QUEUE_SERVICE) and self._drop[name] > 0:
+        if self._drop[name] > 0:
             self._drop[name] -= 1
             self.dropped.append(name)
             return True
@@ -126,23 +134,21 @@ class RecordingProxy:
         sent_at: float,
         dropped: bool,
     ) -> None:
-        if not method.startswith(QUEUE_SERVICE):
-            return
-        name = method[len(QUEUE_SERVICE) :]
         now = time.time()
-        if name == "Claim":
-            if response is not None:
+        if method == QUEUE_SERVICE + "Claim":
+            # A dropped answer hands the jobs to nobody: the worker never heard of them.
+            if response is not None and not dropped:
                 worker = pb.ClaimRequest.FromString(request).worker_id
                 for job in pb.ClaimResponse.FromString(response).jobs:
                     self.claims.append(Claim(job.id, job.lease, worker, now))
             return
-        if name in SINGLE_WRITES:
-            kind, request_class = SINGLE_WRITES[name]
+        if method in SINGLE_WRITES:
+            kind, request_class = SINGLE_WRITES[method]
             entry = request_class.FromString(request)
             outcome: WriteOutcome = "lost" if dropped else _outcome(code)
             self.writes.append(Write(entry.job_id, entry.lease, kind, sent_at, outcome, now))
-        elif name in BATCH_WRITES:
-            kind, request_class, response_class = BATCH_WRITES[name]
+        elif method in BATCH_WRITES:
+            kind, request_class, response_class = BATCH_WRITES[method]
             entries = request_class.FromString(request).entries
             results = {}
             if response is not None:

@@ -16,6 +16,7 @@ from tests.faults.history import (
     Run,
     Transition,
     Write,
+    WriteKind,
     check,
 )
 
@@ -149,14 +150,15 @@ def test_two_accepted_completions_of_one_job_are_caught() -> None:
     assert check(by_database).completed_twice == [B]
 
 
-def test_an_accepted_write_under_an_ended_lease_is_caught() -> None:
+@pytest.mark.parametrize("kind", ["heartbeat", "advert", "complete", "fail", "release"])
+def test_an_accepted_write_under_an_ended_lease_is_caught(kind: WriteKind) -> None:
     history = clean()
-    stale_beat = Write(B, 1, "heartbeat", 14.0, "ok", 14.1)
-    history.writes.append(stale_beat)
+    stale = Write(B, 1, kind, 14.0, "ok", 14.1)
+    history.writes.append(stale)
 
     report = check(history)
 
-    assert report.stale_accepted == [stale_beat]
+    assert stale in report.stale_accepted
     assert report.violations
 
 

@@ -62,6 +62,7 @@ def test_a_partition_shorter_than_the_heartbeat_timeout_releases_nothing(run: Fa
 def test_a_long_partition_releases_the_job_and_the_cut_off_worker_stops_it(run: FaultRun) -> None:
     # The job would take 10 s; the partition lasts 12 s, four heartbeat timeouts.
     run.worker_env["FAULT_HOLD_SECONDS"] = "10"
+    run.worker_env["FAULT_ADVERT"] = "1"
     run.start_service()
     cut = run.start_worker("cut", linked=True)
     [job_id] = run.enqueue(1)
@@ -129,3 +130,28 @@ def test_a_worker_whose_complete_answer_was_lost_reports_the_job_succeeded(
     process.stop()
     assert "lost its lease" not in process.output, process.output
     assert "Jobs succeeded: 6" in process.output, process.output
+
+
+def test_a_lost_claim_answer_strands_its_jobs_only_until_the_heartbeat_timeout(
+    run: FaultRun,
+) -> None:
+    # The queue service claims the jobs and answers; the answer never reaches the worker. The
+    # service cannot know: no heartbeat ever comes for those leases, and the timeout frees them.
+    run.worker_env["FAULT_HOLD_SECONDS"] = "0.1"
+    run.start_service()
+    assert run.recorder is not None
+    run.recorder.drop_answers("Claim")
+    run.enqueue(6)
+    run.start_worker("w", "--concurrency", "2")
+    run.wait_until_settled(timeout=60)
+
+    report = run.report()
+    record("a lost Claim answer", report)
+    assert_clean(report)
+    assert report.by_status == {"SUCCEEDED": 6}
+    assert run.recorder.dropped == ["Claim"]
+    # The leases of the lost answer were taken back by the service, never settled by anyone,
+    # and their jobs were claimed again and completed.
+    assert report.service_releases
+    assert {span.lease for span in report.service_releases} == {1}
+    assert report.extra_runs == 0

@@ -12,7 +12,8 @@ from google.protobuf import struct_pb2
 
 from jobqueue import rpc
 from jobqueue.v1 import admin_service_pb2 as admin_pb
-from jobqueue.v1 import admin_service_pb2_grpc, queue_service_pb2_grpc
+from jobqueue.v1 import admin_service_pb2_grpc, advert_service_pb2_grpc, queue_service_pb2_grpc
+from jobqueue.v1 import advert_service_pb2 as advert_pb
 from jobqueue.v1 import queue_service_pb2 as pb
 from queue_service.config import Config
 from tests.faults.recorder import RecordingProxy
@@ -71,6 +72,19 @@ async def test_calls_through_the_proxy_get_the_services_answers_and_are_recorded
     assert [a.action for a in answer.beats] == [pb.HEARTBEAT_ACTION_LEASE_LOST]
     await call.done_writing()
 
+    # An advert under the lease, and one under a lease never given out.
+    adverts = advert_service_pb2_grpc.AdvertServiceStub(channel)
+    advert = advert_pb.Advert(source_key="fault:recorded", job_id=job_id)
+    stored = await adverts.StoreAdvert(
+        advert_pb.StoreAdvertRequest(advert=advert, job_id=job_id, lease=1), metadata=metadata
+    )
+    assert stored.ad_id
+    with pytest.raises(grpc.aio.AioRpcError) as fenced:
+        await adverts.StoreAdvert(
+            advert_pb.StoreAdvertRequest(advert=advert, job_id=job_id, lease=9), metadata=metadata
+        )
+    assert fenced.value.code() == grpc.StatusCode.ABORTED
+
     # A stale Complete: ABORTED with its ErrorInfo reason, as the service sends it.
     with pytest.raises(grpc.aio.AioRpcError) as stale:
         await queue.Complete(pb.CompleteRequest(job_id=job_id, lease=9), metadata=metadata)
@@ -90,6 +104,8 @@ async def test_calls_through_the_proxy_get_the_services_answers_and_are_recorded
     assert [(w.kind, w.lease, w.outcome) for w in proxy.writes] == [
         ("heartbeat", 1, "ok"),
         ("heartbeat", 9, "rejected"),
+        ("advert", 1, "ok"),
+        ("advert", 9, "rejected"),
         ("complete", 9, "rejected"),
         ("complete", 1, "lost"),
         ("complete", 1, "ok"),

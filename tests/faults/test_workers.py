@@ -26,6 +26,7 @@ def test_a_kill_9_storm_loses_nothing_and_completes_nothing_twice(run: FaultRun)
     # Jobs of 1 s each, 4 at a time per worker: with a worker killed (and restarted) every 3 s,
     # some are always in hand, claimed ahead, or between their stages and their Complete.
     run.worker_env["FAULT_HOLD_SECONDS"] = "1.0"
+    run.worker_env["FAULT_ADVERT"] = "1"
     run.start_service()
     slots = [f"w{n}" for n in range(STORM_WORKERS)]
     current = {slot: run.start_worker(slot, "--concurrency", "4") for slot in slots}
@@ -95,6 +96,7 @@ def test_a_worker_paused_past_the_heartbeat_timeout_cannot_finish_its_old_lease(
     run: FaultRun,
 ) -> None:
     run.worker_env["FAULT_HOLD_SECONDS"] = "1.5"
+    run.worker_env["FAULT_ADVERT"] = "1"
     run.start_service()
     sleeper = run.start_worker("sleeper")
     [job_id] = run.enqueue(1)
