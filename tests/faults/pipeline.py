@@ -4,7 +4,9 @@
 
 - `work` holds the job for FAULT_HOLD_SECONDS (default 0.2), waking at once when the worker
   tells the job to stop: it stands in for a real stage's wait on S3 or OpenAI, the time during
-  which a worker can be killed, paused or cut off with a job in hand.
+  which a worker can be killed, paused or cut off with a job in hand. A job run again (a lease
+  after the first) holds for FAULT_REHOLD_SECONDS instead (default: the same), so that a long
+  job that a fault took away need not take as long again.
 - `effect` appends one line per run that got this far to FAULT_EFFECTS_DIR/<pid>.jsonl: the job,
   its lease, the worker (WORKER_ID) and the time. It is the pipeline's side effect, which the
   history checker counts: each SUCCEEDED job must have one for the lease that completed it, and
@@ -32,12 +34,13 @@ from worker_service.providers.grpc_sink import GrpcAdvertSink
 class Work:
     name = "work"
 
-    def __init__(self, hold_seconds: float) -> None:
+    def __init__(self, hold_seconds: float, rehold_seconds: float) -> None:
         self._hold = hold_seconds
+        self._rehold = rehold_seconds
 
     def run(self, ctx: StageContext) -> None:
         ctx.progress(0.0)
-        if ctx.stop_event.wait(self._hold):
+        if ctx.stop_event.wait(self._hold if ctx.lease <= 1 else self._rehold):
             ctx.check_stopped()
         ctx.progress(1.0)
 
@@ -71,8 +74,9 @@ def build(*, queue_addr: str, token: str | None = None) -> Pipeline:
     folder = Path(os.environ["FAULT_EFFECTS_DIR"])
     folder.mkdir(parents=True, exist_ok=True)
     hold = float(os.environ.get("FAULT_HOLD_SECONDS", "0.2"))
+    rehold = float(os.environ.get("FAULT_REHOLD_SECONDS", str(hold)))
     sink = GrpcAdvertSink(queue_addr, token) if os.environ.get("FAULT_ADVERT") == "1" else None
     return Pipeline(
-        stages=[Work(hold), Effect(folder, os.environ.get("WORKER_ID", "?"), sink)],
+        stages=[Work(hold, rehold), Effect(folder, os.environ.get("WORKER_ID", "?"), sink)],
         close=sink.close if sink is not None else lambda: None,
     )

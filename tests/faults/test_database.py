@@ -76,6 +76,7 @@ def twenty_second_outage(run: FaultRun, cluster: Cluster) -> None:
     run.worker_env["HEARTBEAT_INTERVAL_SECONDS"] = "2"
     # Each job outlasts the outage: its worker is alive and beating all along.
     run.worker_env["FAULT_HOLD_SECONDS"] = str(OUTAGE_SECONDS + 6)
+    run.worker_env["FAULT_REHOLD_SECONDS"] = "0.2"
     run.start_service()
     for slot in ("a", "b"):
         run.start_worker(slot, "--concurrency", "4")

@@ -25,6 +25,7 @@ JOBS = 4
 def test_one_locked_job_row_takes_no_other_job_away(run: FaultRun) -> None:
     # Every job outlasts the lock: four jobs on two workers, beating every 0.3 s.
     run.worker_env["FAULT_HOLD_SECONDS"] = str(4 * HEARTBEAT_TIMEOUT_SECONDS)
+    run.worker_env["FAULT_REHOLD_SECONDS"] = "0.2"
     run.start_service()
     for slot in ("a", "b"):
         run.start_worker(slot, "--concurrency", "2")
