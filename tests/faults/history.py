@@ -175,6 +175,9 @@ class Report:
     extra_runs: int
     stale_rejected: int
     stale_attempted: list[Write]
+    # Leases the database gave out whose Claim answer no worker received (a lost answer, a
+    # service killed between its commit and its reply): only a timeout frees them.
+    undelivered_claims: int
     # Leases the queue service ended without an accepted Complete, Fail or Release of their
     # holder: the stale sweep (or any other release a fault caused).
     service_releases: list[LeaseSpan]
@@ -222,6 +225,7 @@ class Report:
             "stale_accepted": len(self.stale_accepted),
             "stale_rejected": self.stale_rejected,
             "stale_attempted": len(self.stale_attempted),
+            "undelivered_claims": self.undelivered_claims,
             "service_releases": len(self.service_releases),
             "extra_runs": self.extra_runs,
             "victim_jobs": len(self.detections),
@@ -367,6 +371,7 @@ def check(history: History) -> Report:
         stale_rejected=stale_rejected,
         stale_attempted=stale_attempted,
         service_releases=service_releases,
+        undelivered_claims=len(set(spans) - {(c.job_id, c.lease) for c in history.claims}),
         detections=detections(history, spans),
         recoveries=recoveries(history),
     )

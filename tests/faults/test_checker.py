@@ -92,6 +92,14 @@ def test_a_clean_history_passes_with_its_figures() -> None:
     assert detection.released_after == 3.0
     assert detection.reclaimed_after == 3.5
     assert report.recoveries["outage"] == pytest.approx(1.2)
+    assert report.undelivered_claims == 0
+
+
+def test_a_lease_no_worker_heard_of_is_an_undelivered_claim() -> None:
+    history = clean()
+    history.claims = [claim for claim in history.claims if (claim.job_id, claim.lease) != (B, 2)]
+
+    assert check(history).undelivered_claims == 1
 
 
 def test_a_victim_s_job_whose_complete_landed_after_the_kill_needs_no_detection() -> None:

@@ -154,4 +154,5 @@ def test_a_lost_claim_answer_strands_its_jobs_only_until_the_heartbeat_timeout(
     # and their jobs were claimed again and completed.
     assert report.service_releases
     assert {span.lease for span in report.service_releases} == {1}
+    assert report.undelivered_claims == len(report.service_releases)
     assert report.extra_runs == 0
