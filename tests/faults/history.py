@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -452,18 +452,3 @@ def recoveries(history: History) -> dict[str, float | None]:
         answered = next((p.at for p in probes if p.ok and p.at >= fault.ended_at), None)
         found[fault.name] = None if answered is None else answered - fault.ended_at
     return found
-
-
-def merge(histories: Iterable[History]) -> History:
-    merged = History()
-    for history in histories:
-        merged.enqueued += history.enqueued
-        merged.claims += history.claims
-        merged.writes += history.writes
-        merged.transitions += history.transitions
-        merged.runs += history.runs
-        merged.final.update(history.final)
-        merged.faults += history.faults
-        merged.probes += history.probes
-        merged.live_workers |= history.live_workers
-    return merged

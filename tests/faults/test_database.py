@@ -94,7 +94,7 @@ def twenty_second_outage(run: FaultRun, cluster: Cluster) -> None:
         run.wait_until_settled(timeout=90)
 
 
-def test_a_20_s_postgres_outage_loses_nothing_and_releases_no_live_job(
+def test_a_20_s_postgres_outage_loses_nothing_and_takes_no_live_job_away(
     own_run: FaultRun, cluster: Cluster
 ) -> None:
     run = own_run
@@ -105,13 +105,14 @@ def test_a_20_s_postgres_outage_loses_nothing_and_releases_no_live_job(
     assert_clean(report)
     assert report.by_status == {"SUCCEEDED": JOBS_IN_HAND}
     assert report.recoveries["PostgreSQL down 20 s"] is not None
-    # Every worker was alive and beating all along: none of their jobs may be taken away. On
-    # main whether the reaper or the first heartbeats reach the database first after the
-    # outage is a race (6 of 8 jobs released in one of three runs, none in the others), so a
-    # strict xfail marker cannot express it: the run says so when it loses the race.
-    if report.service_releases:
+    # A job may be released after the outage only if its worker had given it up (a worker
+    # that heard no acknowledgement for the heartbeat timeout stops the job, issue 11 item 6):
+    # none may be taken from a worker still running it, and so run twice. On main whether the
+    # reaper or the first heartbeats reach the database first after the outage is a race (6 of
+    # 8 jobs taken and run twice in one of three runs, none in the others), which a strict
+    # xfail marker cannot express: the run says so when it loses the race.
+    if report.extra_runs:
         pytest.xfail(
-            f"issue 11 item 6: {len(report.service_releases)} live jobs released after the "
-            "outage, for the silence the outage caused"
+            f"issue 11 item 6: {report.extra_runs} jobs taken from live workers after the "
+            f"outage and run again ({len(report.service_releases)} released)"
         )
-    assert report.extra_runs == 0

@@ -80,12 +80,12 @@ def test_a_long_partition_releases_the_job_and_the_cut_off_worker_stops_it(run: 
     history = run.history()
     assert history.final[job_id].locked_by == rescuer
     assert [span.worker for span in report.service_releases] == [cut]
-    # Stopped by itself: no side effect under the old lease, and no write sent for it after
-    # the partition healed.
+    # Stopped by itself: its job never reached the side effect (nor, so, a Complete), although
+    # the partition lasted longer than the job. (What it sent while cut off arrives when the
+    # network heals, so the writes' times cannot tell.)
     assert [r for r in history.runs if r.worker == cut] == []
-    late = [w for w in history.writes if w.lease == 1 and w.sent_at > ended_at]
-    assert late == [], late
-    assert started_at < ended_at
+    assert not [w for w in history.writes if w.kind == "complete" and w.lease == 1]
+    assert ended_at - started_at > float(run.worker_env["FAULT_HOLD_SECONDS"])
 
 
 def lost_complete_answers(run: FaultRun) -> str:
