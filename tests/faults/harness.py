@@ -151,6 +151,7 @@ class FaultRun:
             if slot not in self.links:
                 link = TcpProxy("127.0.0.1", self.recorder.port)
                 self.loop.run(link.start())
+                self.stack.callback(lambda: self.loop.run(link.cut()))
                 self.links[slot] = link
             target = f"127.0.0.1:{self.links[slot].port}"
         full_env = {
