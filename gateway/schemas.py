@@ -149,7 +149,10 @@ class Job(BaseModel):
     idempotency_key: str | None
     last_error: str | None
     error_code: str | None
-    errors: list[JobError]
+    errors: list[JobError] = Field(description="The last 20 failed attempts, oldest first.")
+    errors_total: int = Field(
+        description="Failed attempts over the job's life, operator retries included."
+    )
     stage: str | None
     progress: float
     last_heartbeat_at: datetime | None

@@ -34,6 +34,7 @@ __all__ = [
     "decode_page_token",
     "duration",
     "encode_page_token",
+    "errors_total",
     "fill_claimed",
     "fill_enqueued",
     "fill_settled",
@@ -221,6 +222,7 @@ def _shown_value(value: Any, levels: int) -> Any:
 
 def job(row: Row) -> job_pb2.Job:
     """A whole row: what GetJob, ListJobs and the admin calls answer with."""
+    history = row.get("errors") or []
     errors = [
         job_pb2.JobError(
             attempt=int(entry.get("attempt") or 0),
@@ -228,7 +230,7 @@ def job(row: Row) -> job_pb2.Job:
             code=entry.get("code") or "",
             message=entry.get("message") or "",
         )
-        for entry in row.get("errors") or []
+        for entry in history
     ]
     return job_pb2.Job(
         id=str(row["id"]),
@@ -256,7 +258,17 @@ def job(row: Row) -> job_pb2.Job:
         updated_at=timestamp(row["updated_at"]),
         lease=row["lease"],
         cancel_requested=row["cancel_requested_at"] is not None,
+        errors_total=errors_total(history),
     )
+
+
+def errors_total(history: list[dict[str, Any]]) -> int:
+    """A job's failures over its life: the last entry's `number` (ingestion_job_errors_append,
+    migrations/job_queue/fail.sql), or the history's length for entries written without one."""
+    number = history[-1].get("number") if history else None
+    if isinstance(number, int) and not isinstance(number, bool):
+        return min(max(number, len(history)), 2**31 - 1)
+    return len(history)
 
 
 def fill_enqueued(
