@@ -234,7 +234,10 @@ class RunningJob(BaseModel):
 
 
 class RunningJobsResponse(BaseModel):
-    jobs: list[RunningJob] = Field(description="Every RUNNING job, the earliest claimed first.")
+    jobs: list[RunningJob] = Field(description="RUNNING jobs, the earliest claimed first.")
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page; null on the last page."
+    )
 
 
 class Keyframe(BaseModel):

@@ -342,8 +342,9 @@ def fill_settled(
         job.output.CopyFrom(output)
 
 
-def encode_page_token(row: Row) -> str:
-    raw = f"{row['created_at'].isoformat()}|{row['id']}".encode()
+def encode_page_token(row: Row, column: str = "created_at") -> str:
+    """Where the next page starts: the row's (column, id), the order its list is in."""
+    raw = f"{row[column].isoformat()}|{row['id']}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
