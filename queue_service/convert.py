@@ -289,8 +289,8 @@ def fill_enqueued(
 
 
 def fill_claimed(job: job_pb2.Job, claimed: Claimed) -> None:
-    """A claimed job: every field but output and errors (ClaimResponse says so). Undeliverable
-    when its input is: the job is then half filled, and the caller drops it."""
+    """A claimed job: every field but output, errors and errors_total (ClaimResponse says so).
+    Undeliverable when its input is: the job is then half filled, and the caller drops it."""
     job.id = str(claimed.id)
     job.queue = claimed.queue
     job.status = STATUS_TO_PROTO[claimed.status]
