@@ -92,6 +92,18 @@ def test_008_counts_an_existing_table_once_however_often_it_is_applied(
         }
 
 
+async def test_a_recount_sees_what_was_written_with_the_triggers_off(
+    qs: RunningQueue, db: psycopg.Connection[Any]
+) -> None:
+    insert_job(db)
+    with db.transaction():  # as pg_restore --disable-triggers writes
+        db.execute("SET LOCAL session_replication_role = replica")
+        insert_job(db, status="FAILED")
+    assert (await stats(qs))["FAILED"] == 0
+    db.execute("SELECT recount_job_counts()")
+    assert await stats(qs) == counted(db)
+
+
 def test_the_stats_query_reads_no_finished_job(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as db:
         db.execute(
