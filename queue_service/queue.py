@@ -132,9 +132,10 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
             try:
                 await asyncio.shield(settling)
             except asyncio.CancelledError:
-                self._in_background(
-                    self._claimer.release(filled.delivered, "claim cancelled by the caller")
-                )
+                if filled.delivered:
+                    self._in_background(
+                        self._claimer.release(filled.delivered, "claim cancelled by the caller")
+                    )
                 raise
         return response
 
@@ -157,6 +158,11 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
                     len(filled.undeliverable),
                 )
         if filled.handed_back:
+            log.info(
+                "claim answer full (%d bytes): handing back %d job(s)",
+                MAX_CLAIM_ANSWER_BYTES,
+                len(filled.handed_back),
+            )
             await self._claimer.release(
                 filled.handed_back,
                 f"the claim's answer was full ({MAX_CLAIM_ANSWER_BYTES} bytes)",
