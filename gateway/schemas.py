@@ -57,10 +57,22 @@ LocalPath = Annotated[
     Field(min_length=1, max_length=MAX_PATH_BYTES, examples=["/data/videos/test-ad.mp4"]),
     AfterValidator(_input_rule(ingest_input.local_path)),
 ]
+
+
+def _caller_key(value: str) -> str:
+    if limits.DERIVED_KEY.fullmatch(value):
+        raise ValueError(
+            "64 lowercase hex characters are reserved for the keys derived from the input; "
+            "send another form (e.g. with a prefix)"
+        )
+    return value
+
+
 IdempotencyKey = Annotated[
     str,
     Field(min_length=1, max_length=limits.MAX_IDEMPOTENCY_KEY_CHARS),
     AfterValidator(ingest_input.storable_text),
+    AfterValidator(_caller_key),
 ]
 # A queue name as a filter: what the queue service accepts as one.
 QueueName = Annotated[

@@ -22,8 +22,11 @@ MAX_QUEUE_FILTER_CHARS = 200
 # A Claim's worker_id (the job's locked_by): 1..200 characters after trimming, no control
 # characters.
 MAX_WORKER_ID_CHARS = 200
-# A caller's idempotency key: 1..500 characters, no control characters.
+# A caller's idempotency key: 1..500 characters, no control characters, and not of the form of
+# the keys the service derives from queue and input (a sha256: 64 lowercase hex characters), so
+# that no caller's key can name another input's job (migrations/007_idempotency_namespaces.sql).
 MAX_IDEMPOTENCY_KEY_CHARS = 500
+DERIVED_KEY = re.compile(r"[0-9a-f]{64}")
 # A job's input as JSON text (ASCII, so characters are bytes).
 MAX_INPUT_BYTES = 256 * 1024
 PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
@@ -38,6 +41,21 @@ MAX_RETRY_AFTER_SECONDS = 366 * 86_400
 # C0 and C1 control characters, DEL included: PostgreSQL text cannot hold NUL, and the others in
 # a name or key are surely a mistake.
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def idempotency_key_problem(key: str) -> str | None:
+    """Why `key` cannot be a caller's idempotency key, or None when it can."""
+    if len(key) > MAX_IDEMPOTENCY_KEY_CHARS or CONTROL_CHARACTERS.search(key):
+        return (
+            f"idempotency_key is at most {MAX_IDEMPOTENCY_KEY_CHARS} characters, none of them "
+            "control characters"
+        )
+    if DERIVED_KEY.fullmatch(key):
+        return (
+            "idempotency_key of 64 lowercase hex characters is reserved for the keys derived "
+            "from queue and input; send another form (e.g. with a prefix)"
+        )
+    return None
 
 
 def queue_name_problem(name: str) -> str | None:

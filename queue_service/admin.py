@@ -215,12 +215,9 @@ def _new_job(request: pb.EnqueueJobRequest, local_media_root: Path | None) -> Ne
             f"priority must be {limits.PRIORITY_MIN}..{limits.PRIORITY_MAX}", field="priority"
         )
     key = request.idempotency_key
-    if len(key) > limits.MAX_IDEMPOTENCY_KEY_CHARS or limits.CONTROL_CHARACTERS.search(key):
-        raise InvalidArgument(
-            f"idempotency_key is at most {limits.MAX_IDEMPOTENCY_KEY_CHARS} characters, "
-            "none of them control characters",
-            field="idempotency_key",
-        )
+    problem = limits.idempotency_key_problem(key)
+    if problem is not None:
+        raise InvalidArgument(problem, field="idempotency_key")
     run_after = (
         convert.to_datetime(request.run_after, "run_after")
         if request.HasField("run_after")
