@@ -119,9 +119,7 @@ def resolve(flags: Mapping[str, object], env: Mapping[str, str]) -> WorkerConfig
             "WORKER_CONNECT_TIMEOUT_SECONDS", defaults.connect_timeout_seconds, minimum=0
         ),
     )
-    if len(config.worker_id) > limits.MAX_WORKER_ID_CHARS or re.search(
-        r"\s", config.worker_id
-    ):
+    if len(config.worker_id) > limits.MAX_WORKER_ID_CHARS or re.search(r"\s", config.worker_id):
         raise read.error(
             "WORKER_ID", f"must be 1..{limits.MAX_WORKER_ID_CHARS} characters without spaces"
         )
