@@ -123,6 +123,38 @@ async def test_jobs_enqueued_before_keep_their_keys(
     assert again.already_existed and again.job.id == str(old_caller["id"])
 
 
+def test_an_upgrade_keeps_existing_keys_and_enqueue_works_before_and_after_007(
+    empty_database: str, tmp_path: Path
+) -> None:
+    migrations = ROOT / "migrations"
+    for path in sorted(migrations.glob("00[3-6]_*.sql")):  # the schema before 007
+        psql(empty_database, "", "-q", "-f", str(path), cwd=tmp_path)
+    with psycopg.connect(empty_database, autocommit=True) as db:
+        # Before 007 (a deploy re-applies 004 first): the table-wide index still holds the keys,
+        # and enqueue works with it.
+        job_input = advert("videos/upgrade.mp4")
+        first = db.execute("SELECT * FROM enqueue_job(%s::jsonb)", (json.dumps(job_input),))
+        job_id = first.fetchone()[0]  # type: ignore[index]
+        insert_job(db, queue="media", idempotency_key="legacy-1")
+        again = db.execute("SELECT * FROM enqueue_job(%s::jsonb)", (json.dumps(job_input),))
+        assert again.fetchone()[0::2] == (job_id, True)  # type: ignore[index]
+
+        for _ in range(2):
+            psql(empty_database, "", "-q", "-f", str(migrations / "007_idempotency_namespaces.sql"))
+        again = db.execute("SELECT * FROM enqueue_job(%s::jsonb)", (json.dumps(job_input),))
+        assert again.fetchone()[0::2] == (job_id, True)  # type: ignore[index]
+        known = db.execute(
+            "SELECT * FROM enqueue_job(%s::jsonb, 'media', 0, 5, 'legacy-1')",
+            (json.dumps(advert("videos/other.mp4")),),
+        ).fetchone()
+        assert known is not None and known[2] is True
+        other_queue = db.execute(
+            "SELECT * FROM enqueue_job(%s::jsonb, 'other', 0, 5, 'legacy-1')",
+            (json.dumps(advert("videos/other.mp4")),),
+        ).fetchone()
+        assert other_queue is not None and other_queue[2] is False
+
+
 def test_007_swaps_the_unique_index_and_re_applies(
     database_url: str, db: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
