@@ -163,7 +163,6 @@ class Claimer:
                     if jobs:
                         self._leave_with(line, waiter, len(jobs))
                         return jobs
-                    self._tend(queue, line)  # it waits now: the line needs its due time
                     if waiter.woken.is_set():
                         # Woken during its look, which may have begun before the announced jobs
                         # were committed: look again. Woken before it: others took them.
@@ -171,6 +170,8 @@ class Claimer:
                         self._sleep(queue, line, waiter, front=True)
                         if look:
                             continue
+                    else:
+                        self._tend(queue, line)  # it waits now: the line needs its due time
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return []
