@@ -9,6 +9,7 @@ nothing stored and nothing logged as an error.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Iterator
@@ -279,3 +280,16 @@ async def test_local_paths_are_confined_to_local_media_root(
     # The input is stored as sent: the worker resolves a relative path inside its own root.
     rows = db.execute("SELECT input->>'path' FROM ingestion_jobs ORDER BY created_at").fetchall()
     assert sorted(path for (path,) in rows) == sorted([str(root / "ad.mp4"), "ads/ad.mp4"])
+
+
+async def test_waiting_claims_on_many_queue_names_leave_no_line_behind(qs: RunningQueue) -> None:
+    # Each name's line (with its due time looked up in the database, and its timers) lived on
+    # after its last Claim returned: memory grew with every distinct name, for good.
+    async def claim(name: str) -> int:
+        request = queue_pb.ClaimRequest(worker_id="w", max_jobs=1, queue=name)
+        request.wait.FromMilliseconds(200)
+        return len((await qs.queue.Claim(request)).jobs)
+
+    names = [f"queue-{i:03d}-" + "x" * 88 for i in range(60)]
+    assert await asyncio.gather(*(claim(name) for name in names)) == [0] * 60
+    assert qs.service.claimer._lines == {}
