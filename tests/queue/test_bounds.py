@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +47,14 @@ def ok_input(key: str = "videos/ok.mp4") -> struct_pb2.Struct:
 
 
 @pytest.fixture
-def errors_logged(caplog: pytest.LogCaptureFixture) -> Iterator[list[logging.LogRecord]]:
-    """The ERROR records (stack traces among them) that the service logs during the test."""
+def errors_logged(caplog: pytest.LogCaptureFixture) -> Callable[[], list[logging.LogRecord]]:
+    """The ERROR records (stack traces among them) the service has logged so far."""
     caplog.set_level(logging.WARNING)
-    records: list[logging.LogRecord] = []
-    yield records
-    records.extend(r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info)
+
+    def errors() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+    return errors
 
 
 async def refused(call: Any, field: str) -> str:
@@ -134,7 +136,7 @@ BAD_ENQUEUES: list[tuple[admin_pb.EnqueueJobRequest, str]] = [
 async def test_enqueue_refuses_what_rest_refuses_and_logs_no_error(
     qs: RunningQueue,
     db: psycopg.Connection[Any],
-    errors_logged: list[logging.LogRecord],
+    errors_logged: Callable[[], list[logging.LogRecord]],
     request_: admin_pb.EnqueueJobRequest,
     field: str,
 ) -> None:
@@ -142,7 +144,7 @@ async def test_enqueue_refuses_what_rest_refuses_and_logs_no_error(
     assert "Traceback" not in message
     await refused(qs.admin.EnqueueJobs(admin_pb.EnqueueJobsRequest(jobs=[request_])), field)
     assert job_count(db) == 0
-    assert errors_logged == []
+    assert errors_logged() == []
 
 
 async def test_one_bad_entry_refuses_a_whole_batch(
@@ -180,7 +182,7 @@ async def test_limits_at_their_edge_are_accepted(
 
 
 async def test_a_claim_with_a_huge_queue_name_is_refused_and_leaves_nothing_behind(
-    qs: RunningQueue, errors_logged: list[logging.LogRecord]
+    qs: RunningQueue, errors_logged: Callable[[], list[logging.LogRecord]]
 ) -> None:
     claimer = qs.service.claimer
     for i in range(20):
@@ -189,7 +191,7 @@ async def test_a_claim_with_a_huge_queue_name_is_refused_and_leaves_nothing_behi
         )
         await refused(qs.queue.Claim(request), "queue")
     assert claimer._lines == {}
-    assert errors_logged == []
+    assert errors_logged() == []
 
 
 @pytest.mark.parametrize(
@@ -220,10 +222,13 @@ async def test_a_claim_with_a_huge_queue_name_is_refused_and_leaves_nothing_behi
     ids=lambda v: str(v)[:60],
 )
 async def test_claim_bounds(
-    qs: RunningQueue, errors_logged: list[logging.LogRecord], request_: Any, field: str
+    qs: RunningQueue,
+    errors_logged: Callable[[], list[logging.LogRecord]],
+    request_: Any,
+    field: str,
 ) -> None:
     await refused(qs.queue.Claim(request_), field)
-    assert errors_logged == []
+    assert errors_logged() == []
 
 
 @pytest.mark.parametrize(
