@@ -11,9 +11,10 @@ from typing import Any, NamedTuple, TypeVar
 
 import grpc
 
+from jobqueue import limits
 from jobqueue.v1 import job_pb2, queue_service_pb2_grpc
 from jobqueue.v1 import queue_service_pb2 as pb
-from queue_service import convert
+from queue_service import bounds, convert
 from queue_service.batching import Coalescer
 from queue_service.claims import Claimer
 from queue_service.errors import InvalidArgument, grpc_errors, grpc_stream_errors
@@ -38,7 +39,7 @@ MAX_BATCH = 1000
 MAX_BEATS = 10_000
 # Beats per statement (a message with more is a statement of its own).
 MAX_BATCH_BEATS = 2_000
-MAX_TEXT = 10_000
+MAX_TEXT = limits.MAX_TEXT_CHARS
 # A Claim's answer stays under this many bytes: well under gRPC's default 4 MiB receive limit,
 # so any client (grpcurl too) can read it. Jobs past it are handed back at once, unspent.
 MAX_CLAIM_ANSWER_BYTES = 3 * 1024 * 1024
@@ -105,23 +106,20 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
     async def Claim(
         self, request: pb.ClaimRequest, context: grpc.aio.ServicerContext
     ) -> pb.ClaimResponse:
-        worker_id = request.worker_id.strip()
-        if not worker_id or len(worker_id) > 200:
-            raise InvalidArgument(
-                "worker_id is required (at most 200 characters)", field="worker_id"
-            )
+        worker_id = bounds.worker_id(request.worker_id)
         if not 1 <= request.max_jobs <= MAX_CLAIM:
             raise InvalidArgument(f"max_jobs must be 1..{MAX_CLAIM}", field="max_jobs")
-        wait = request.wait.ToNanoseconds() / 1e9 if request.HasField("wait") else 0.0
-        if not 0 <= wait <= MAX_CLAIM_WAIT_SECONDS:
-            raise InvalidArgument(f"wait must be 0..{MAX_CLAIM_WAIT_SECONDS:g} s", field="wait")
+        queue = bounds.queue_name(request.queue)
+        wait = (
+            convert.seconds(request.wait, "wait", MAX_CLAIM_WAIT_SECONDS)
+            if request.HasField("wait")
+            else 0.0
+        )
         # Never wait past the caller's own deadline: answer empty just before it instead.
         remaining = context.time_remaining()
         if remaining is not None:
             wait = max(0.0, min(wait, remaining - 0.5))
-        rows = await self._claimer.claim(
-            worker_id, request.max_jobs, request.queue or "default", wait
-        )
+        rows = await self._claimer.claim(worker_id, request.max_jobs, queue, wait)
         response = pb.ClaimResponse()
         filled = _fill_answer(response, rows)
         if filled.undeliverable or filled.handed_back:
@@ -419,13 +417,13 @@ def _completion(request: pb.CompleteRequest) -> Completion:
 def _failure(request: pb.FailRequest) -> Failure:
     retry_after = None
     if request.HasField("retry_after"):
-        retry_after = request.retry_after.ToNanoseconds() / 1e9
-        if retry_after < 0:
-            raise InvalidArgument("retry_after must not be negative", field="retry_after")
+        retry_after = convert.seconds(
+            request.retry_after, "retry_after", limits.MAX_RETRY_AFTER_SECONDS
+        )
     return Failure(
         job_id=convert.parse_uuid(request.job_id),
         lease=_lease(request.lease),
-        error_code=_printable(request.error_code[:200]),
+        error_code=_printable(request.error_code[: limits.MAX_ERROR_CODE_CHARS]),
         message=_printable(request.message[:MAX_TEXT]),
         retryable=request.retryable,
         retry_after_seconds=retry_after,
