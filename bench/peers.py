@@ -1421,7 +1421,9 @@ def heartbeat_section(results: Results, args: argparse.Namespace) -> list[str]:
         "fleet of video workers). CPU is user + system time from /proc/<pid>/stat over the "
         "window (after two intervals of warm-up): the queue-service process, the PostgreSQL "
         "backends connected to its database, and the client (which must keep up: beats/s "
-        "should be jobs / 5 s or a little more, since a beat may go out early).",
+        "should be jobs / 5 s or a little more, since a beat may go out early). Answers: every "
+        "one that came back was CONTINUE; the beats still in flight when the streams were "
+        "stopped have none.",
     ]
     return out
 
