@@ -42,6 +42,7 @@ from tests.faults.history import (
     Report,
     Run,
     check,
+    story,
 )
 from tests.faults.recorder import RecordingProxy
 from tests.support.background_loop import BackgroundLoop
@@ -96,6 +97,7 @@ class FaultRun:
     probes: list[Probe] = field(default_factory=list)
     _generation: dict[str, int] = field(default_factory=dict)
     _probing: threading.Event = field(default_factory=threading.Event)
+    _last_history: History | None = None
 
     @property
     def effects(self) -> Path:
@@ -296,7 +298,12 @@ class FaultRun:
         )
 
     def report(self) -> Report:
-        return check(self.history())
+        self._last_history = self.history()
+        return check(self._last_history)
+
+    def record(self, name: str, report: Report) -> None:
+        """`record` this run's report, with the history it was made from."""
+        record(name, report, self._last_history)
 
 
 @contextlib.contextmanager
@@ -306,11 +313,16 @@ def fault_run(database_url: str, folder: Path, loop: BackgroundLoop) -> Iterator
         yield FaultRun(database_url=database_url, folder=folder, loop=loop, stack=stack)
 
 
-def record(name: str, report: Report) -> None:
-    """Print the run's figures; with FAULT_FIGURES set, also append them to that file (one JSON
-    line per run), from which the README's table is made."""
+def record(name: str, report: Report, history: History | None = None) -> None:
+    """Print the run's figures (and, given the history, the story of a few jobs that ran twice
+    or broke a rule); with FAULT_FIGURES set, also append them to that file (one JSON line per
+    run), from which the README's table is made."""
     figures = report.figures()
     print(f"\n{name}: {report.summary()}")
+    if history is not None:
+        shown = [*report.lost, *report.completed_twice, *report.rerun_jobs][:3]
+        for job_id in shown:
+            print(story(history, job_id, since=min(t.at for t in history.transitions)))
     path = os.environ.get("FAULT_FIGURES")
     if path:
         with open(path, "a") as out:

@@ -132,6 +132,28 @@ class History:
     live_workers: frozenset[str] = frozenset()
 
 
+def story(history: History, job_id: str, since: float = 0.0) -> str:
+    """One job's history as lines in time order (seconds after `since`): what the database did
+    (T), what the clients were handed (C) and sent under a lease (W; heartbeats left out), and
+    the side effects (R). For reading a failed run."""
+    events: list[tuple[float, str]] = []
+    for t in history.transitions:
+        if t.job_id == job_id:
+            change = f"{t.status_before}->{t.status} lease {t.lease_before}->{t.lease}"
+            events.append((t.at, f"T {change} {t.locked_by or ''} {t.error_code or ''}"))
+    for c in history.claims:
+        if c.job_id == job_id:
+            events.append((c.at, f"C lease {c.lease} to {c.worker}"))
+    for w in history.writes:
+        if w.job_id == job_id and w.kind != "heartbeat":
+            events.append((w.sent_at, f"W {w.kind} lease {w.lease}: {w.outcome}"))
+    for r in history.runs:
+        if r.job_id == job_id:
+            events.append((r.at, f"R lease {r.lease} by {r.worker}"))
+    lines = [f"{at - since:9.3f} {text.strip()}" for at, text in sorted(events, key=lambda e: e[0])]
+    return f"job {job_id}:\n" + "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class LeaseSpan:
     """One lease of one job, as the database saw it: claimed at `start`, ended at `end` (None:
@@ -171,7 +193,7 @@ class Report:
     completed_without_run: list[str]
     # Side effects run more than once for one job (at-least-once delivery: a worker killed
     # after its stages but before its Complete), and how many extra runs that was.
-    rerun_jobs: int
+    rerun_jobs: list[str]
     extra_runs: int
     stale_rejected: int
     stale_attempted: list[Write]
@@ -366,7 +388,7 @@ def check(history: History) -> Report:
         stale_accepted=stale_accepted,
         unexplained_completions=sorted(set(unexplained)),
         completed_without_run=sorted(set(without_run)),
-        rerun_jobs=len(extra),
+        rerun_jobs=sorted(extra),
         extra_runs=sum(extra.values()),
         stale_rejected=stale_rejected,
         stale_attempted=stale_attempted,

@@ -18,6 +18,7 @@ from tests.faults.history import (
     Write,
     WriteKind,
     check,
+    story,
 )
 
 pytestmark = pytest.mark.faults
@@ -83,7 +84,7 @@ def test_a_clean_history_passes_with_its_figures() -> None:
     assert report.violations == []
     assert report.by_status == {"SUCCEEDED": 3}
     # B's side effect ran twice (w2 got through its stages before it was killed): at least once.
-    assert (report.rerun_jobs, report.extra_runs) == (1, 1)
+    assert (report.rerun_jobs, report.extra_runs) == ([B], 1)
     # w2's late Complete and heartbeat were refused; C's repeated Complete is not stale.
     assert report.stale_rejected == 2
     assert [(span.job_id, span.lease) for span in report.service_releases] == [(B, 1)]
@@ -117,6 +118,26 @@ def test_a_victim_s_job_whose_complete_landed_after_the_kill_needs_no_detection(
     assert report.violations == []
     assert report.detections == []
     assert report.service_releases == []
+
+
+def test_a_job_s_story_tells_its_history_in_time_order() -> None:
+    told = story(clean(), B, since=10.0).splitlines()
+
+    assert told[0] == "job job-b:"
+    assert [line.split(maxsplit=1)[1] for line in told[1:]] == [
+        "T None->QUEUED lease None->0",
+        "T QUEUED->RUNNING lease 0->1 w2",
+        "C lease 1 to w2",
+        "R lease 1 by w2",
+        "T RUNNING->RETRY lease 1->1 w2 HEARTBEAT_TIMEOUT",
+        "T RETRY->RUNNING lease 1->2 w3",
+        "C lease 2 to w3",
+        "R lease 2 by w3",
+        "W complete lease 2: ok",
+        "T RUNNING->SUCCEEDED lease 2->2 w3",
+        "W complete lease 1: rejected",
+    ]
+    assert told[1].split()[0] == "-9.500"
 
 
 def test_a_job_stranded_with_a_dead_worker_is_lost() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.harness import FaultRun, assert_clean, fault_run, record
+from tests.faults.harness import FaultRun, assert_clean, fault_run
 from tests.support.background_loop import BackgroundLoop
 from tests.support.pg_cluster import Cluster, ShutdownMode, throwaway_cluster
 from tests.support.waiting import wait_for
@@ -61,7 +61,7 @@ def test_a_postgres_restart_under_load_loses_nothing(
         run.wait_until_settled(timeout=120)
 
     report = run.report()
-    record(f"PostgreSQL {mode} restart under load", report)
+    run.record(f"PostgreSQL {mode} restart under load", report)
     assert_clean(report)
     assert report.by_status == {"SUCCEEDED": JOBS}
     assert len(run.live_workers()) == 3
@@ -101,7 +101,7 @@ def test_a_20_s_postgres_outage_loses_nothing_and_takes_no_live_job_away(
     twenty_second_outage(run, cluster)
 
     report = run.report()
-    record("PostgreSQL down 20 s (timeout 6 s)", report)
+    run.record("PostgreSQL down 20 s (timeout 6 s)", report)
     assert_clean(report)
     assert report.by_status == {"SUCCEEDED": JOBS_IN_HAND}
     assert report.recoveries["PostgreSQL down 20 s"] is not None

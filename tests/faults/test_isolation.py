@@ -9,7 +9,7 @@ import time
 import psycopg
 import pytest
 
-from tests.faults.harness import HEARTBEAT_TIMEOUT_SECONDS, FaultRun, assert_clean, record
+from tests.faults.harness import HEARTBEAT_TIMEOUT_SECONDS, FaultRun, assert_clean
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.faults]
@@ -43,7 +43,7 @@ def test_one_locked_job_row_takes_no_other_job_away(run: FaultRun) -> None:
     run.wait_until_settled(timeout=60)
 
     report = run.report()
-    record("one job row locked for 6 s (timeout 3 s)", report)
+    run.record("one job row locked for 6 s (timeout 3 s)", report)
     assert_clean(report)
     assert report.by_status == {"SUCCEEDED": JOBS}
     taken = sorted(span.job_id for span in report.service_releases if span.job_id in others)

@@ -14,7 +14,6 @@ from tests.faults.harness import (
     HEARTBEAT_TIMEOUT_SECONDS,
     FaultRun,
     assert_clean,
-    record,
     released_from_live_workers,
 )
 from tests.support.waiting import wait_for
@@ -47,7 +46,7 @@ def test_a_partition_shorter_than_the_heartbeat_timeout_releases_nothing(run: Fa
     run.wait_until_settled(timeout=60)
 
     report = run.report()
-    record("partition of 1 s (timeout 3 s)", report)
+    run.record("partition of 1 s (timeout 3 s)", report)
     assert_clean(report)
     assert report.by_status == {"SUCCEEDED": 4}
     assert report.service_releases == []
@@ -75,7 +74,7 @@ def test_a_long_partition_releases_the_job_and_the_cut_off_worker_stops_it(run: 
     wait_for(lambda: run.running_jobs(cut) == 0, what="the cut-off worker's job gone")
 
     report = run.report()
-    record("partition of 12 s (timeout 3 s)", report)
+    run.record("partition of 12 s (timeout 3 s)", report)
     assert_clean(report)
     history = run.history()
     assert history.final[job_id].locked_by == rescuer
@@ -106,7 +105,7 @@ def test_a_lost_complete_answer_is_retried_and_counted_once(run: FaultRun) -> No
     lost_complete_answers(run)
 
     report = run.report()
-    record("lost Complete answers", report)
+    run.record("lost Complete answers", report)
     assert_clean(report)
     assert report.by_status == {"SUCCEEDED": 6}
     lost = [w for w in run.history().writes if w.outcome == "lost"]
@@ -146,7 +145,7 @@ def test_a_lost_claim_answer_strands_its_jobs_only_until_the_heartbeat_timeout(
     run.wait_until_settled(timeout=60)
 
     report = run.report()
-    record("a lost Claim answer", report)
+    run.record("a lost Claim answer", report)
     assert_clean(report)
     assert report.by_status == {"SUCCEEDED": 6}
     assert run.recorder.dropped == ["Claim"]

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.faults.harness import FaultRun, assert_clean, record
+from tests.faults.harness import FaultRun, assert_clean
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.faults]
@@ -41,7 +41,7 @@ def test_the_queue_service_stopped_under_load_loses_nothing(
         run.wait_until_settled(timeout=120)
 
     report = run.report()
-    record(f"queue service {sig.name} under load, restarted", report)
+    run.record(f"queue service {sig.name} under load, restarted", report)
     assert_clean(report)
     assert report.by_status == {"SUCCEEDED": JOBS}
     assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 0)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.faults.harness import FaultRun, assert_clean, record, released_from_live_workers
+from tests.faults.harness import FaultRun, assert_clean, released_from_live_workers
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.faults]
@@ -46,7 +46,7 @@ def test_a_kill_9_storm_loses_nothing_and_completes_nothing_twice(run: FaultRun)
         time.sleep(0.1)
 
     report = run.report()
-    record(f"kill -9 storm ({STORM_WORKERS} workers, {STORM_JOBS} jobs, {kills} kills)", report)
+    run.record(f"kill -9 storm ({STORM_WORKERS} workers, {STORM_JOBS} jobs, {kills} kills)", report)
     assert_clean(report)
     assert report.by_status == {"SUCCEEDED": STORM_JOBS}
     assert kills >= 3
@@ -86,7 +86,7 @@ def test_a_killed_worker_s_job_is_runnable_again_in_seconds_with_default_setting
         wait_for(run.settled, timeout=15, what="the job re-claimed and completed")
     finally:
         report = run.report()
-        record("kill -9, default settings", report)
+        run.record("kill -9, default settings", report)
     assert_clean(report)
     assert report.by_status == {"SUCCEEDED": 1}
     assert run.history().final[job_id].locked_by == rescuer
@@ -114,7 +114,7 @@ def test_a_worker_paused_past_the_heartbeat_timeout_cannot_finish_its_old_lease(
     wait_for(run.settled, timeout=30, what="the jobs enqueued after the pause")
 
     report = run.report()
-    record("SIGSTOP past the heartbeat timeout, then SIGCONT", report)
+    run.record("SIGSTOP past the heartbeat timeout, then SIGCONT", report)
     assert_clean(report)
     assert report.by_status == {"SUCCEEDED": 5}
     assert run.history().final[job_id].lease == 2
