@@ -305,8 +305,9 @@ def lease_spans(history: History) -> dict[tuple[str, int], LeaseSpan]:
 
 
 def _repeat_of_own_end(write: Write, span: LeaseSpan) -> bool:
-    """A write under a lease that its own earlier write of the same kind ended: an idempotent
-    repeat (a Complete whose answer was lost and is sent again), which changes nothing."""
+    """Whether the lease ended the way this write ends it: then a write sent after the end is
+    an idempotent repeat (a Complete whose answer was lost, sent again), which changes
+    nothing."""
     end = span.ended_by
     if end is None or end.lease != span.lease:
         return False
@@ -373,7 +374,7 @@ def check(history: History) -> Report:
             without_run.append(transition.job_id)
     extra = {job_id: len(runs) - 1 for job_id, runs in runs_by_job.items() if len(runs) > 1}
 
-    settled = settled_leases(history)
+    settled = settled_leases(history, spans)
     service_releases = [
         span
         for key, span in spans.items()
@@ -416,13 +417,19 @@ def _is_lost(history: History, job_id: str) -> bool:
     return True
 
 
-def settled_leases(history: History) -> set[tuple[str, int]]:
-    """(job, lease) pairs whose holder sent a Complete, Fail or Release that was accepted or
-    may have landed: a lease these end was ended by its holder, not taken away."""
+def settled_leases(
+    history: History, spans: dict[tuple[str, int], LeaseSpan]
+) -> set[tuple[str, int]]:
+    """(job, lease) pairs that their holder ended: it sent a Complete, Fail or Release that was
+    accepted or may have landed, and the lease ended the way that call ends it (a Complete
+    in flight when the stale sweep released the job did not end it)."""
     return {
         (write.job_id, write.lease)
         for write in history.writes
-        if write.kind in ("complete", "fail", "release") and write.may_have_landed
+        if write.kind in ("complete", "fail", "release")
+        and write.may_have_landed
+        and (span := spans.get((write.job_id, write.lease))) is not None
+        and _repeat_of_own_end(write, span)
     }
 
 
@@ -433,7 +440,7 @@ def detections(
     itself: a Complete in flight may still land), how long until the lease ended (the job
     runnable again) and until the job was claimed again."""
     spans = lease_spans(history) if spans is None else spans
-    settled = settled_leases(history)
+    settled = settled_leases(history, spans)
     found = []
     for fault in history.faults:
         if not fault.victims:

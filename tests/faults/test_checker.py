@@ -140,6 +140,17 @@ def test_a_job_s_story_tells_its_history_in_time_order() -> None:
     assert told[1].split()[0] == "-9.500"
 
 
+def test_a_complete_in_flight_when_the_sweep_released_the_job_did_not_end_its_lease() -> None:
+    history = clean()
+    # w2's Complete went out at 12.9 and was never answered; the sweep released B at 13.0.
+    history.writes.append(Write(B, 1, "complete", 12.9, "error"))
+
+    report = check(history)
+
+    assert [(span.job_id, span.lease) for span in report.service_releases] == [(B, 1)]
+    assert len(report.detections) == 1
+
+
 def test_a_job_stranded_with_a_dead_worker_is_lost() -> None:
     history = clean()
     history.final[A] = FinalState(A, "RUNNING", 1, 1, "w2")
