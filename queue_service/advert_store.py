@@ -24,7 +24,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from jobqueue.v1 import advert_service_pb2
-from queue_service.errors import InvalidArgument, LeaseLost, NotFound, StoreUnavailable
+from queue_service.errors import InvalidArgument, LeaseLost, NotFound
+from queue_service.pools import Pool
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +84,15 @@ def advert_from_row(row: Row) -> advert_service_pb2.Advert:
 
 
 class AdvertStore:
-    def __init__(self, pool: psycopg_pool.AsyncConnectionPool) -> None:
-        self.pool = pool
+    def __init__(self, pool: Pool | psycopg_pool.AsyncConnectionPool) -> None:
+        # The service gives its adverts pool (pools.py), whose connections time their statements
+        # out: a huge advert cannot hold the job tables' connections, nor a lock for ever.
+        self.pool = pool if isinstance(pool, Pool) else Pool(pool)
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[psycopg.AsyncCursor[Row]]:
+        # A lost connection, a timeout or no free connection leaves as StoreUnavailable (pools.py):
+        # the transaction did not commit, nothing changed, the caller may retry.
         try:
             async with (
                 self.pool.connection() as conn,
@@ -95,11 +100,6 @@ class AdvertStore:
                 conn.cursor(row_factory=dict_row) as cur,
             ):
                 yield cur
-        except psycopg_pool.PoolTimeout as error:
-            raise StoreUnavailable("database unavailable: no connection") from error
-        except psycopg.OperationalError as error:
-            # The transaction did not commit: nothing changed, the caller may retry.
-            raise StoreUnavailable("database unavailable") from error
         except psycopg.errors.DataError as error:
             raise InvalidArgument(f"invalid value: {error.diag.message_primary}") from error
         except psycopg.errors.IntegrityError as error:
