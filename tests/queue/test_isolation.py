@@ -4,17 +4,27 @@ finds its row locked")."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import psycopg
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from jobqueue.rpc import error_reason
+from jobqueue.v1 import admin_service_pb2 as admin_pb
+from jobqueue.v1 import queue_service_pb2 as queue_pb
+from queue_service.config import Config
+from tests.support.grpc_server import running_queue, service_config
 from tests.support.jobs import fetch_job, insert_job
 
 pytestmark = pytest.mark.integration
 
 Conn = psycopg.Connection[Any]
+CONTINUE = queue_pb.HEARTBEAT_ACTION_CONTINUE
 
 
 @pytest.fixture
@@ -103,7 +113,8 @@ def test_the_sweep_counts_a_beat_that_met_a_lock(db: Conn, locker: Conn) -> None
 def test_the_sweep_forgets_deferred_beats_older_than_the_timeout(db: Conn) -> None:
     job = insert_job(db, status="RUNNING", seconds_ago={"last_heartbeat_at": 60})
     db.execute(
-        "INSERT INTO ingestion_job_deferred_beats VALUES (%s, %s, clock_timestamp() - '30 s'::interval)",
+        "INSERT INTO ingestion_job_deferred_beats "
+        "VALUES (%s, %s, clock_timestamp() - '30 s'::interval)",
         (job["id"], job["lease"]),
     )
 
@@ -122,3 +133,133 @@ def test_a_beat_of_another_claim_does_not_keep_a_job(db: Conn) -> None:
     released = db.execute("SELECT job_id FROM release_stale_jobs(6, 1800)").fetchall()
 
     assert released == [(job["id"],)]
+
+
+# -- through the service ------------------------------------------------------------------------
+
+
+async def until_waiting_on_locks(db: Conn, count: int) -> None:
+    """Until `count` sessions of this database wait on a lock."""
+    query = (
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    while db.execute(query).fetchone()[0] < count:  # type: ignore[index]
+        await asyncio.sleep(0.05)
+
+
+def fast_reaper(database_url: str, **overrides: Any) -> Config:
+    """A service whose reaper sweeps often, against a short heartbeat timeout."""
+    settings: dict[str, Any] = {
+        "heartbeat_timeout_seconds": 3.0,
+        "stale_sweep_interval_seconds": 0.3,
+        "heartbeat_interval_seconds": 0.3,
+        "stale_sweep_margin_seconds": 0.3,
+        **overrides,
+    }
+    return service_config(database_url, **settings)
+
+
+def beats_of(*jobs: dict[str, Any]) -> queue_pb.HeartbeatRequest:
+    return queue_pb.HeartbeatRequest(
+        beats=[
+            queue_pb.JobBeat(job_id=str(job["id"]), lease=job["lease"], stage="transcription")
+            for job in jobs
+        ]
+    )
+
+
+async def test_a_lock_held_past_the_timeout_releases_no_job_that_beats(
+    database_url: str, db: Conn, locker: Conn
+) -> None:
+    # Issue 11, item 1: a StoreAdvert (FOR SHARE on its job) held 12 s against a 6 s timeout;
+    # the other jobs' beats queued behind the locked one and the reaper released them. Here the
+    # lock is held past the timeout of 3 s while every job beats each 0.3 s.
+    jobs = [insert_job(db, status="RUNNING") for _ in range(3)]
+    locked = jobs[0]
+    async with running_queue(fast_reaper(database_url)) as qs:
+        stream = qs.queue.Heartbeat()
+        locker.execute("SELECT 1 FROM ingestion_jobs WHERE id = %s FOR SHARE", (locked["id"],))
+        held_until = time.monotonic() + 4.5
+        while time.monotonic() < held_until:
+            await stream.write(beats_of(*jobs))
+            # Answered at once: on main this waited for the lock.
+            answer = await asyncio.wait_for(stream.read(), 2.0)
+            assert isinstance(answer, queue_pb.HeartbeatResponse)
+            assert [beat.action for beat in answer.beats] == [CONTINUE] * 3
+            await asyncio.sleep(0.3)
+        locker.rollback()
+        for _ in range(3):  # sweeps run meanwhile, the lock gone
+            await stream.write(beats_of(*jobs))
+            answer = await asyncio.wait_for(stream.read(), 2.0)
+            assert isinstance(answer, queue_pb.HeartbeatResponse)
+            assert [beat.action for beat in answer.beats] == [CONTINUE] * 3
+            await asyncio.sleep(0.3)
+        await stream.done_writing()
+    for job in jobs:
+        row = fetch_job(db, job["id"])
+        assert (row["status"], row["lease"], row["stage"]) == ("RUNNING", 1, "transcription")
+
+
+async def test_a_complete_that_meets_a_lock_fails_alone_and_may_be_retried(
+    database_url: str, db: Conn, locker: Conn
+) -> None:
+    locked, free = (insert_job(db, status="RUNNING") for _ in range(2))
+    async with running_queue(service_config(database_url, lock_wait_seconds=0.5)) as qs:
+        locker.execute("SELECT 1 FROM ingestion_jobs WHERE id = %s FOR UPDATE", (locked["id"],))
+        # Sent together, so that they share a statement.
+        results = await asyncio.gather(
+            *(
+                qs.queue.Complete(queue_pb.CompleteRequest(job_id=str(job["id"]), lease=1))
+                for job in (locked, free)
+            ),
+            return_exceptions=True,
+        )
+        blocked, done = results
+        assert isinstance(blocked, grpc.aio.AioRpcError), blocked
+        assert blocked.code() == grpc.StatusCode.UNAVAILABLE
+        assert error_reason(blocked) == "ROW_LOCKED"
+        assert isinstance(done, queue_pb.CompleteResponse)
+        assert fetch_job(db, free["id"])["status"] == "SUCCEEDED"
+        assert fetch_job(db, locked["id"])["status"] == "RUNNING"
+
+        locker.rollback()
+        await qs.queue.Complete(queue_pb.CompleteRequest(job_id=str(locked["id"]), lease=1))
+    assert fetch_job(db, locked["id"])["status"] == "SUCCEEDED"
+
+
+async def test_cancels_stuck_on_a_lock_do_not_starve_claims_stats_or_health(
+    database_url: str, db: Conn, locker: Conn
+) -> None:
+    # Issue 11, item 2: twelve CancelJobs waiting on a locked row took the one shared pool, and
+    # Claim, GetQueueStats and health failed.
+    locked = insert_job(db, status="RUNNING")
+    queued = insert_job(db, queue="media")
+    async with running_queue(service_config(database_url)) as qs:
+        locker.execute("SELECT 1 FROM ingestion_jobs WHERE id = %s FOR UPDATE", (locked["id"],))
+        cancels = [
+            asyncio.ensure_future(
+                qs.admin.CancelJob(admin_pb.CancelJobRequest(job_id=str(locked["id"])))
+            )
+            for _ in range(12)
+        ]
+        await until_waiting_on_locks(db, 2)
+
+        stats = await qs.admin.GetQueueStats(admin_pb.GetQueueStatsRequest(), timeout=2)
+        assert stats.by_status["RUNNING"] == 1
+        claimed = await qs.queue.Claim(
+            queue_pb.ClaimRequest(worker_id="w", max_jobs=1, queue="media"), timeout=2
+        )
+        assert [job.id for job in claimed.jobs] == [str(queued["id"])]
+        await qs.service._set_health(await qs.service._database_ok())
+        health = health_pb2_grpc.HealthStub(qs.channel)
+        answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+        # Each cancel ends on its own, as a retryable error: none waits for ever.
+        outcomes = await asyncio.gather(*cancels, return_exceptions=True)
+        assert all(isinstance(outcome, grpc.aio.AioRpcError) for outcome in outcomes)
+        assert {outcome.code() for outcome in outcomes} == {grpc.StatusCode.UNAVAILABLE}  # type: ignore[union-attr]
+        locker.rollback()
+        response = await qs.admin.CancelJob(admin_pb.CancelJobRequest(job_id=str(locked["id"])))
+        assert response.cancellation_pending
