@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 import psycopg
@@ -18,8 +19,9 @@ from jobqueue.rpc import error_reason
 from jobqueue.v1 import admin_service_pb2 as admin_pb
 from jobqueue.v1 import queue_service_pb2 as queue_pb
 from queue_service.config import Config
-from tests.support.grpc_server import running_queue, service_config
+from tests.support.grpc_server import RunningQueue, running_queue, service_config
 from tests.support.jobs import fetch_job, insert_job
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
@@ -263,3 +265,72 @@ async def test_cancels_stuck_on_a_lock_do_not_starve_claims_stats_or_health(
         locker.rollback()
         response = await qs.admin.CancelJob(admin_pb.CancelJobRequest(job_id=str(locked["id"])))
         assert response.cancellation_pending
+
+
+# -- the stale sweep after an outage --------------------------------------------------------------
+
+
+async def beat_forever(qs: RunningQueue, job: dict[str, Any], interval: float) -> None:
+    """What a worker does: beat every interval; when the stream breaks, reopen it with capped
+    backoff and beat again at once."""
+    delay = 0.1
+    while True:
+        call = qs.queue.Heartbeat()
+        try:
+            while True:
+                await call.write(beats_of(job))
+                if await call.read() is grpc.aio.EOF:
+                    break
+                delay = 0.1
+                await asyncio.sleep(interval)
+        except grpc.aio.AioRpcError:
+            pass
+        finally:
+            call.cancel()
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
+@pytest.mark.slow
+async def test_a_cut_longer_than_the_timeout_releases_no_job_that_beats(
+    database_url: str, db: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 11, item 6: after a 12 s cut (timeout 6 s) a beating job was released 1.8 s after
+    # the database came back: its beats were lost in the outage, and the sweep ran first.
+    monkeypatch.setattr("queue_service.server.HEALTH_CHECK_INTERVAL_SECONDS", 0.2)
+    parts = urlsplit(database_url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    await proxy.start()
+    proxied = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
+    beaten = insert_job(db, status="RUNNING")
+    config = fast_reaper(
+        proxied,
+        heartbeat_timeout_seconds=6.0,
+        stale_sweep_interval_seconds=0.2,
+        heartbeat_interval_seconds=1.0,
+        stale_sweep_margin_seconds=1.0,  # this test's client reconnects within 1 s
+    )
+    async with running_queue(config) as qs:
+        beater = asyncio.create_task(beat_forever(qs, beaten, interval=1.0))
+        try:
+            await wait_until(lambda: fetch_job(db, beaten["id"])["stage"] == "transcription")
+            await proxy.cut()
+            await asyncio.sleep(12)  # the outage itself
+            await proxy.start()
+            # A job that nobody beats: the sweep releases it once it runs again.
+            silent = insert_job(db, status="RUNNING", seconds_ago={"last_heartbeat_at": 600})
+            await wait_until(lambda: fetch_job(db, silent["id"])["status"] == "RETRY", 20)
+            await asyncio.sleep(1.5)  # more sweeps, beats going on
+        finally:
+            beater.cancel()
+            await asyncio.gather(beater, return_exceptions=True)
+    await proxy.cut()
+    row = fetch_job(db, beaten["id"])
+    assert (row["status"], row["lease"], row["error_code"]) == ("RUNNING", 1, None)
+
+
+async def wait_until(check: Callable[[], bool], within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
