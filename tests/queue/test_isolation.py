@@ -230,6 +230,26 @@ async def test_a_complete_that_meets_a_lock_fails_alone_and_may_be_retried(
     assert fetch_job(db, locked["id"])["status"] == "SUCCEEDED"
 
 
+async def test_a_statement_past_its_timeout_fails_its_call_not_the_service(
+    database_url: str, db: Conn, locker: Conn
+) -> None:
+    slow, other = (insert_job(db, status="RUNNING") for _ in range(2))
+    config = service_config(database_url, lock_wait_seconds=5.0, statement_timeout_seconds=0.5)
+    async with running_queue(config) as qs:
+        locker.execute("SELECT 1 FROM ingestion_jobs WHERE id = %s FOR UPDATE", (slow["id"],))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await qs.queue.Fail(
+                queue_pb.FailRequest(job_id=str(slow["id"]), lease=1, error_code="E"), timeout=5
+            )
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert error_reason(caught.value) == "DATABASE_BUSY"
+        locker.rollback()
+        # The service goes on: the next call is answered.
+        await qs.queue.Complete(queue_pb.CompleteRequest(job_id=str(other["id"]), lease=1))
+    assert fetch_job(db, other["id"])["status"] == "SUCCEEDED"
+    assert fetch_job(db, slow["id"])["status"] == "RUNNING"
+
+
 async def test_cancels_stuck_on_a_lock_do_not_starve_claims_stats_or_health(
     database_url: str, db: Conn, locker: Conn
 ) -> None:
