@@ -39,7 +39,7 @@ class Coalescer(Generic[T, R]):
         size: Callable[[T], int] | None = None,
         isolate: tuple[type[Exception], ...] = (),
         max_in_flight: int = 4,
-        patience: float = 0.05,
+        patience: float = 0.1,
     ) -> None:
         self._flush = flush
         # A batch holds items up to this total size (each item is 1 unless `size` says how many
