@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 import pytest
 
 from queue_service.config import Config
-from queue_service.pools import Availability
+from queue_service.pools import Availability, connection_lost
 from queue_service.reaper import Reaper
 
 
@@ -79,3 +80,20 @@ def test_a_lost_beat_holds_the_sweep_like_an_outage(clock: Clock) -> None:
     availability.answered()
     clock.now += 10
     assert sweep.holding() == 0
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "lost"),
+    [
+        (None, True),  # the socket broke: no server error at all
+        ("57P01", True),  # admin_shutdown: the server is stopping
+        ("08006", True),  # connection_failure
+        ("55P03", False),  # lock_not_available: one statement, the connection is fine
+        ("57014", False),  # query_canceled: a statement timeout
+    ],
+)
+def test_only_a_broken_connection_counts_as_the_database_gone(
+    sqlstate: str | None, lost: bool
+) -> None:
+    error = psycopg.errors.lookup(sqlstate)("x") if sqlstate else psycopg.OperationalError("x")
+    assert connection_lost(error) is lost
