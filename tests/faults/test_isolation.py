@@ -17,11 +17,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.faults]
 JOBS = 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 item 1: a heartbeat waiting on one locked row holds up every later "
-    "heartbeat batch, and the reaper releases the other jobs",
-)
 def test_one_locked_job_row_takes_no_other_job_away(run: FaultRun) -> None:
     # Every job outlasts the lock: four jobs on two workers, beating every 0.3 s.
     run.worker_env["FAULT_HOLD_SECONDS"] = str(4 * HEARTBEAT_TIMEOUT_SECONDS)
