@@ -42,6 +42,7 @@ from tests.faults.history import (
     Report,
     Run,
     check,
+    lease_spans,
     story,
 )
 from tests.faults.recorder import RecordingProxy
@@ -323,6 +324,16 @@ def record(name: str, report: Report, history: History | None = None) -> None:
         shown = [*report.lost, *report.completed_twice, *report.rerun_jobs][:3]
         for job_id in shown:
             print(story(history, job_id, since=min(t.at for t in history.transitions)))
+        spans = lease_spans(history)
+        for beat in report.stale_beats_acknowledged[:3]:
+            span = spans.get((beat.job_id, beat.lease))
+            ended = span.ended_by if span is not None else None
+            if ended is not None:
+                print(
+                    f"beat of {beat.job_id} lease {beat.lease} acknowledged: sent "
+                    f"{beat.sent_at - ended.at:.3f} s after {ended.status_before}->"
+                    f"{ended.status} lease {ended.lease_before}->{ended.lease}"
+                )
     path = os.environ.get("FAULT_FIGURES")
     if path:
         with open(path, "a") as out:

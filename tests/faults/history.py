@@ -185,7 +185,14 @@ class Report:
     by_status: dict[str, int]
     lost: list[str]
     completed_twice: list[str]
+    # Writes under an ended lease that changed something or were told they did: Complete, Fail,
+    # Release, StoreAdvert. Must be none.
     stale_accepted: list[Write]
+    # Heartbeats under an ended lease answered CONTINUE or CANCEL. Reported, not a violation:
+    # a beat that meets its row locked by the very transaction ending the lease is answered from
+    # the row as last committed (heartbeat.sql: 'deferred'), which still shows the lease; it
+    # writes nothing to the job, and the worker's next beat hears LEASE_LOST.
+    stale_beats_acknowledged: list[Write]
     # A completion in the database that no Complete of that lease explains (accepted, or sent
     # and never answered).
     unexplained_completions: list[str]
@@ -245,6 +252,7 @@ class Report:
             "lost": len(self.lost),
             "completed_twice": len(self.completed_twice),
             "stale_accepted": len(self.stale_accepted),
+            "stale_beats_acknowledged": len(self.stale_beats_acknowledged),
             "stale_rejected": self.stale_rejected,
             "stale_attempted": len(self.stale_attempted),
             "undelivered_claims": self.undelivered_claims,
@@ -346,6 +354,7 @@ def check(history: History) -> Report:
     )
 
     stale_accepted: list[Write] = []
+    stale_beats: list[Write] = []
     stale_attempted: list[Write] = []
     stale_rejected = 0
     for write in history.writes:
@@ -356,7 +365,7 @@ def check(history: History) -> Report:
             continue
         stale_attempted.append(write)
         if write.accepted:
-            stale_accepted.append(write)
+            (stale_beats if write.kind == "heartbeat" else stale_accepted).append(write)
         elif write.outcome == "rejected":
             stale_rejected += 1
 
@@ -387,6 +396,7 @@ def check(history: History) -> Report:
         lost=lost,
         completed_twice=completed_twice,
         stale_accepted=stale_accepted,
+        stale_beats_acknowledged=stale_beats,
         unexplained_completions=sorted(set(unexplained)),
         completed_without_run=sorted(set(without_run)),
         rerun_jobs=sorted(extra),

@@ -190,7 +190,7 @@ def test_two_accepted_completions_of_one_job_are_caught() -> None:
     assert check(by_database).completed_twice == [B]
 
 
-@pytest.mark.parametrize("kind", ["heartbeat", "advert", "complete", "fail", "release"])
+@pytest.mark.parametrize("kind", ["advert", "complete", "fail", "release"])
 def test_an_accepted_write_under_an_ended_lease_is_caught(kind: WriteKind) -> None:
     history = clean()
     stale = Write(B, 1, kind, 14.0, "ok", 14.1)
@@ -200,6 +200,18 @@ def test_an_accepted_write_under_an_ended_lease_is_caught(kind: WriteKind) -> No
 
     assert stale in report.stale_accepted
     assert report.violations
+
+
+def test_a_heartbeat_acknowledged_under_an_ended_lease_is_reported_apart() -> None:
+    history = clean()
+    beat = Write(B, 1, "heartbeat", 13.001, "ok", 13.02)
+    history.writes.append(beat)
+
+    report = check(history)
+
+    assert report.stale_beats_acknowledged == [beat]
+    assert report.stale_accepted == []
+    assert report.figures()["stale_beats_acknowledged"] == 1
 
 
 def test_a_write_under_a_lease_never_given_out_is_stale() -> None:
