@@ -61,7 +61,7 @@ def create_app(config: Config, channel: grpc.aio.Channel | None = None) -> FastA
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The channel must be made inside the server's event loop, hence here and not above.
-        own = open_channel(config.queue_addr) if channel is None else None
+        own = open_channel(config.queue_addr, config.tls) if channel is None else None
         app.state.queue_client = QueueClient(
             own or channel,  # type: ignore[arg-type]
             token=config.queue_auth_token,

@@ -10,7 +10,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from jobqueue.settings import ConfigError, Env
+from jobqueue.settings import ConfigError, Env, role_token
+from jobqueue.tls import ClientTls
 
 __all__ = ["Config", "ConfigError"]
 
@@ -24,8 +25,10 @@ class Config:
     host: str = "0.0.0.0"
     port: int = 3000
     queue_addr: str = DEFAULT_QUEUE_ADDR
-    # Sent to the queue service as `authorization: Bearer ...` when set. Never logged.
+    # Sent to the queue service as `authorization: Bearer ...` when set: QUEUE_ADMIN_TOKEN, else
+    # QUEUE_AUTH_TOKEN. Never logged.
     queue_auth_token: str | None = field(default=None, repr=False)
+    tls: ClientTls | None = None
     # The deadline of every gRPC call: a hung queue service costs a caller at most this long
     # (then 504) instead of holding the HTTP request open forever.
     grpc_timeout_seconds: float = 10.0
@@ -46,7 +49,8 @@ class Config:
             host=env.text("GATEWAY_HOST", cls.host),
             port=env.whole("GATEWAY_PORT", cls.port, minimum=0, maximum=65535),
             queue_addr=env.address("QUEUE_ADDR", DEFAULT_QUEUE_ADDR),
-            queue_auth_token=env.secret("QUEUE_AUTH_TOKEN"),
+            queue_auth_token=role_token(env, "QUEUE_ADMIN_TOKEN") or env.secret("QUEUE_AUTH_TOKEN"),
+            tls=ClientTls.from_env(env),
             grpc_timeout_seconds=env.number(
                 "GATEWAY_GRPC_TIMEOUT_SECONDS", cls.grpc_timeout_seconds, minimum=0.1
             ),

@@ -12,9 +12,10 @@ import re
 import socket
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from jobqueue.settings import Env
+from jobqueue.settings import Env, role_token
+from jobqueue.tls import ClientTls
 
 DEFAULT_QUEUE_ADDR = "127.0.0.1:50051"
 DEFAULT_PIPELINE = "worker_service.pipeline.factory:build_pipeline"
@@ -30,7 +31,15 @@ MAX_CONCURRENCY = 1000
 @dataclass(frozen=True)
 class WorkerConfig:
     queue_addr: str = DEFAULT_QUEUE_ADDR
-    auth_token: str | None = None
+    # QUEUE_WORKER_TOKEN, else QUEUE_AUTH_TOKEN: the worker role's credential.
+    auth_token: str | None = field(default=None, repr=False)
+    # QUEUE_ADMIN_TOKEN, else QUEUE_AUTH_TOKEN: for the operator commands (--release-stale,
+    # --show-running), which call AdminService.
+    admin_token: str | None = field(default=None, repr=False)
+    tls: ClientTls | None = None
+    # The variables the two tokens came from, for the refusal messages.
+    token_source: str = "QUEUE_AUTH_TOKEN"
+    admin_token_source: str = "QUEUE_AUTH_TOKEN"
     worker_id: str = ""
     queue: str = "default"
     pipeline: str = DEFAULT_PIPELINE
@@ -66,6 +75,17 @@ ENV_MIRRORS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+# Read from the environment only (no flag): credentials and TLS files.
+PASSED_THROUGH = (
+    "QUEUE_AUTH_TOKEN",
+    "QUEUE_WORKER_TOKEN",
+    "QUEUE_ADMIN_TOKEN",
+    "QUEUE_TLS_CA_FILE",
+    "QUEUE_TLS_CLIENT_CERT_FILE",
+    "QUEUE_TLS_CLIENT_KEY_FILE",
+)
+
+
 def default_worker_id() -> str:
     """hostname-pid-random: unique per process, and readable in `locked_by`."""
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -76,7 +96,7 @@ def resolve(flags: Mapping[str, object], env: Mapping[str, str]) -> WorkerConfig
 
     Raises `ConfigError` naming the flag and its variable: `--limit (WORKER_LIMIT) must be ...`.
     """
-    values = {"QUEUE_AUTH_TOKEN": env.get("QUEUE_AUTH_TOKEN", "")}
+    values = {name: env.get(name, "") for name in PASSED_THROUGH}
     for dest, variable, _flag in ENV_MIRRORS:
         given = flags.get(dest)
         if given is not None and given is not False:
@@ -87,7 +107,15 @@ def resolve(flags: Mapping[str, object], env: Mapping[str, str]) -> WorkerConfig
     defaults = WorkerConfig()
     config = WorkerConfig(
         queue_addr=read.address("QUEUE_ADDR", defaults.queue_addr),
-        auth_token=read.secret("QUEUE_AUTH_TOKEN"),
+        auth_token=role_token(read, "QUEUE_WORKER_TOKEN") or read.secret("QUEUE_AUTH_TOKEN"),
+        admin_token=role_token(read, "QUEUE_ADMIN_TOKEN") or read.secret("QUEUE_AUTH_TOKEN"),
+        tls=ClientTls.from_env(read),
+        token_source="QUEUE_WORKER_TOKEN"
+        if read.secret("QUEUE_WORKER_TOKEN")
+        else defaults.token_source,
+        admin_token_source="QUEUE_ADMIN_TOKEN"
+        if read.secret("QUEUE_ADMIN_TOKEN")
+        else defaults.token_source,
         worker_id=read.text("WORKER_ID", "") or default_worker_id(),
         queue=read.text("WORKER_QUEUE", defaults.queue),
         pipeline=read.text("WORKER_PIPELINE", defaults.pipeline),

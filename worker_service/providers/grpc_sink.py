@@ -22,6 +22,7 @@ import logging
 import grpc
 
 from jobqueue import rpc
+from jobqueue.tls import ClientTls
 from jobqueue.v1 import advert_service_pb2, advert_service_pb2_grpc
 from worker_service.pipeline.errors import JobStopped, PermanentError, TransientError
 
@@ -32,14 +33,19 @@ DEFAULT_DEADLINE_SECONDS = 30.0
 
 class GrpcAdvertSink:
     def __init__(
-        self, target: str, token: str | None, deadline_seconds: float = DEFAULT_DEADLINE_SECONDS
+        self,
+        target: str,
+        token: str | None,
+        deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
+        *,
+        tls: ClientTls | None = None,
     ) -> None:
         self._target = target
         self._deadline = deadline_seconds
         self._metadata = rpc.bearer_metadata(token)
         # The shared channel options allow messages far above gRPC's 4 MB default: chunks carry
         # their vectors, so a long transcript must not fail on size alone.
-        self._channel = rpc.open_blocking_channel(target)
+        self._channel = rpc.open_blocking_channel(target, tls)
         self._stub = advert_service_pb2_grpc.AdvertServiceStub(self._channel)
 
     def store(self, advert: advert_service_pb2.Advert, job_id: str, lease: int) -> tuple[str, bool]:
