@@ -125,6 +125,15 @@ class Authorizer:
                 self._names.setdefault(name, set()).add(role)
 
     @property
+    def refusal(self) -> str:
+        """The UNAUTHENTICATED message: what would have been accepted."""
+        if self._names and self._credentials:
+            return "missing or invalid bearer token or client certificate"
+        if self._names:
+            return "missing or unknown client certificate"
+        return "missing or invalid bearer token"
+
+    @property
     def enabled(self) -> bool:
         return bool(self._credentials or self._names)
 
@@ -178,10 +187,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             if caller is None:
                 caller = authorizer.from_certificate(context.auth_context())
             if caller is None:
-                await context.abort(
-                    grpc.StatusCode.UNAUTHENTICATED,
-                    "missing or invalid credential (a bearer token or a client certificate)",
-                )
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, authorizer.refusal)
             assert caller is not None  # abort raised otherwise
             if not caller.roles & allowed:
                 await context.abort(
