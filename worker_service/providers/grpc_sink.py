@@ -12,7 +12,9 @@ classified here, once:
 - UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED: transient (QUEUE_UNAVAILABLE).
 - INVALID_ARGUMENT: permanent (ADVERT_INVALID); UNAUTHENTICATED / PERMISSION_DENIED: permanent
   (QUEUE_AUTH_FAILED).
-- Anything else: transient (ADVERT_STORE_FAILED).
+- Anything else: transient (ADVERT_STORE_FAILED), FAILED_PRECONDITION included: ADVERT_HELD
+  means another job of the same source still runs and holds the advert; a later attempt,
+  after that job ends, may replace it.
 """
 
 from __future__ import annotations
