@@ -190,6 +190,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, authorizer.refusal)
             assert caller is not None  # abort raised otherwise
             if not caller.roles & allowed:
+                log.warning(
+                    "refused %s to %s (role %s) from %s",
+                    method,
+                    caller.credential,
+                    caller.role,
+                    context.peer(),
+                )
                 await context.abort(
                     grpc.StatusCode.PERMISSION_DENIED,
                     f"the {caller.role} role may not call {method}",

@@ -31,6 +31,7 @@ from jobqueue.v1 import (
 from queue_service.admin import AdminServicer
 from queue_service.advert_store import AdvertStore
 from queue_service.adverts import AdvertServicer
+from queue_service.audit import AuditLog
 from queue_service.auth import Authorizer, auth_interceptors
 from queue_service.claims import Claimer
 from queue_service.config import Config
@@ -155,7 +156,7 @@ async def build(config: Config) -> QueueServer:
     claimer = Claimer(store, max_concurrent=config.max_concurrent_claims)
     notifier = JobNotifier(config.database_url, claimer)
     queue = QueueServicer(store, claimer)
-    admin = AdminServicer(store, config)
+    admin = AdminServicer(store, config, AuditLog(pool))
     interceptors = auth_interceptors(authorizer(config))
     server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
     queue_service_pb2_grpc.add_QueueServiceServicer_to_server(queue, server)

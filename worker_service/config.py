@@ -110,12 +110,8 @@ def resolve(flags: Mapping[str, object], env: Mapping[str, str]) -> WorkerConfig
         auth_token=role_token(read, "QUEUE_WORKER_TOKEN") or read.secret("QUEUE_AUTH_TOKEN"),
         admin_token=role_token(read, "QUEUE_ADMIN_TOKEN") or read.secret("QUEUE_AUTH_TOKEN"),
         tls=ClientTls.from_env(read),
-        token_source="QUEUE_WORKER_TOKEN"
-        if read.secret("QUEUE_WORKER_TOKEN")
-        else defaults.token_source,
-        admin_token_source="QUEUE_ADMIN_TOKEN"
-        if read.secret("QUEUE_ADMIN_TOKEN")
-        else defaults.token_source,
+        token_source=_source(read, "QUEUE_WORKER_TOKEN", "QUEUE_ADMIN_TOKEN"),
+        admin_token_source=_source(read, "QUEUE_ADMIN_TOKEN", "QUEUE_WORKER_TOKEN"),
         worker_id=read.text("WORKER_ID", "") or default_worker_id(),
         queue=read.text("WORKER_QUEUE", defaults.queue),
         pipeline=read.text("WORKER_PIPELINE", defaults.pipeline),
@@ -153,6 +149,16 @@ def resolve(flags: Mapping[str, object], env: Mapping[str, str]) -> WorkerConfig
     if not re.fullmatch(r"[\w.]+:[\w.]+", config.pipeline):
         raise read.error("WORKER_PIPELINE", f"must be module:callable, got {config.pipeline!r}")
     return config
+
+
+def _source(read: Env, variable: str, other_role: str) -> str:
+    """The variable a role's token comes from, as a refusal names it: the role's own when set,
+    or when role tokens are in use and neither it nor QUEUE_AUTH_TOKEN is."""
+    if read.secret(variable):
+        return variable
+    if read.secret("QUEUE_AUTH_TOKEN") or not read.secret(other_role):
+        return "QUEUE_AUTH_TOKEN"
+    return variable
 
 
 def _names(variable: str) -> str:
