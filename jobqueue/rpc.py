@@ -58,14 +58,16 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
 def open_channel(target: str, tls: ClientTls | None = None) -> grpc.aio.Channel:
     """An asyncio channel to the queue service (gateway, worker); TLS when `tls` is given."""
     if tls is not None:
-        return grpc.aio.secure_channel(target, tls.credentials(), options=CHANNEL_OPTIONS)
+        options = [*CHANNEL_OPTIONS, *tls.options()]
+        return grpc.aio.secure_channel(target, tls.credentials(), options=options)
     return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
 
 
 def open_blocking_channel(target: str, tls: ClientTls | None = None) -> grpc.Channel:
     """A blocking channel, for code that runs in a thread of its own (the pipeline's stages)."""
     if tls is not None:
-        return grpc.secure_channel(target, tls.credentials(), options=CHANNEL_OPTIONS)
+        options = [*CHANNEL_OPTIONS, *tls.options()]
+        return grpc.secure_channel(target, tls.credentials(), options=options)
     return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
 
 

@@ -6,9 +6,11 @@ QUEUE_TLS_CLIENT_CA_FILE also requires every client to present a certificate sig
 listed in QUEUE_TLS_WORKER_NAMES (default `worker`) or QUEUE_TLS_ADMIN_NAMES (default
 `admin,gateway`) carries that role without a token (queue_service/auth.py).
 
-Client side (worker, gateway): QUEUE_TLS_CA_FILE (the CA that signed the server's certificate;
-the system roots when unset) and, for mutual TLS, QUEUE_TLS_CLIENT_CERT_FILE and
-QUEUE_TLS_CLIENT_KEY_FILE. Any of the three turns TLS on. The files are read once at start-up,
+Client side (worker, gateway, the healthcheck): QUEUE_TLS_CA_FILE (the CA that signed the
+server's certificate; the system roots when unset) and, for mutual TLS,
+QUEUE_TLS_CLIENT_CERT_FILE and QUEUE_TLS_CLIENT_KEY_FILE. Any of the three turns TLS on.
+QUEUE_TLS_SERVER_NAME checks the server's certificate against that name instead of the host
+of QUEUE_ADDR (a certificate for `queue` reached as 127.0.0.1). The files are read once at start-up,
 so a missing or unreadable one stops the process with one line naming the variable.
 """
 
@@ -87,6 +89,7 @@ class ClientTls:
     ca: bytes | None = field(default=None, repr=False)
     certificate_chain: bytes | None = field(default=None, repr=False)
     private_key: bytes | None = field(default=None, repr=False)
+    server_name: str | None = None
 
     @classmethod
     def from_env(cls, env: Env) -> ClientTls | None:
@@ -99,7 +102,16 @@ class ClientTls:
             )
         if ca is None and cert is None:
             return None
-        return cls(ca=ca, certificate_chain=cert, private_key=key)
+        return cls(
+            ca=ca,
+            certificate_chain=cert,
+            private_key=key,
+            server_name=env.raw("QUEUE_TLS_SERVER_NAME"),
+        )
+
+    def options(self) -> list[tuple[str, str]]:
+        """Channel options: the name the server's certificate must carry, when not the host's."""
+        return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
 
     def credentials(self) -> grpc.ChannelCredentials:
         return grpc.ssl_channel_credentials(

@@ -54,7 +54,16 @@ ENV = shutil.which("env") or "/usr/bin/env"
 
 PYTHON_SERVICES = ("queue", "gateway", "worker")
 # The secrets of .env.example: each must reach the services only through a ${...} reference.
-SECRETS = ("POSTGRES_PASSWORD", "QUEUE_AUTH_TOKEN", "ADMIN_API_KEY", "AWS_SECRET_ACCESS_KEY")
+SECRETS = (
+    "POSTGRES_PASSWORD",
+    "QUEUE_WORKER_TOKEN",
+    "QUEUE_ADMIN_TOKEN",
+    "ADMIN_API_KEY",
+    "AWS_SECRET_ACCESS_KEY",
+)
+# Empty in .env.example, and compose refuses to start until each is set (closed by default).
+REQUIRED_SECRETS = SECRETS[:4]
+QUEUE_PORT_OVERRIDE = ROOT / "docker-compose.queue-port.yml"
 WORKERS = 3
 
 Config = dict[str, Any]
@@ -132,12 +141,15 @@ def seconds(duration: str) -> float:
     return sum(float(number) * units[unit] for number, unit in parts)
 
 
+def secrets_set() -> dict[str, str]:
+    """What a new user sets after `cp .env.example .env`: a fresh `openssl rand -hex 32` each."""
+    return {name: uuid.uuid4().hex + uuid.uuid4().hex for name in REQUIRED_SECRETS}
+
+
 @pytest.fixture(scope="module")
 def example_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of .env.example used as-is: what `cp .env.example .env` gives a new user."""
-    path = tmp_path_factory.mktemp("compose") / ".env"
-    shutil.copyfile(ENV_EXAMPLE, path)
-    return path
+    """.env.example with its required secrets set and nothing else changed."""
+    return env_file_with(tmp_path_factory.mktemp("compose"), **secrets_set())
 
 
 @pytest.fixture(scope="module")
@@ -223,15 +235,33 @@ def test_the_validator_catches_what_it_must(
     assert re.search(message, result.stderr), result.stderr
 
 
-def test_a_missing_required_secret_stops_compose(tmp_path: Path) -> None:
+def test_a_missing_required_secret_stops_compose(tmp_path: Path, example_env: Path) -> None:
     """`${ADMIN_API_KEY:?...}`: an .env without the key fails at once, naming it, instead of
     starting a gateway that nobody can use."""
-    text = ENV_EXAMPLE.read_text(encoding="utf-8")
+    text = example_env.read_text(encoding="utf-8")
     env_file = tmp_path / ".env"
     env_file.write_text(re.sub(r"(?m)^ADMIN_API_KEY=.*\n", "", text), encoding="utf-8")
     result = docker_compose(env_file, "config", "-q")
     assert result.returncode != 0
     assert "set ADMIN_API_KEY in .env" in result.stderr, result.stderr
+
+
+def test_the_shipped_env_example_does_not_start_until_secrets_are_set(tmp_path: Path) -> None:
+    """Closed by default: `cp .env.example .env && docker compose up` fails, naming a secret."""
+    path = tmp_path / ".env"
+    shutil.copyfile(ENV_EXAMPLE, path)
+    result = docker_compose(path, "config", "-q")
+    assert result.returncode != 0
+    assert re.search(r"set (\w+) in \.env", result.stderr), result.stderr
+
+
+@pytest.mark.parametrize("secret", REQUIRED_SECRETS)
+def test_each_secret_is_required(tmp_path: Path, secret: str) -> None:
+    """Every other secret set, this one left empty as .env.example ships it: compose names it."""
+    values = {name: value for name, value in secrets_set().items() if name != secret}
+    result = docker_compose(env_file_with(tmp_path, **values), "config", "-q")
+    assert result.returncode != 0
+    assert f"set {secret} in .env" in result.stderr, result.stderr
 
 
 # -- 1. what the resolved file must say -----------------------------------------------------------
@@ -288,7 +318,6 @@ def test_the_services_find_each_other(resolved: Config) -> None:
     assert queue_env["QUEUE_LISTEN"] == f"0.0.0.0:{listen_port}"
     for client in ("gateway", "worker"):
         assert services[client]["environment"]["QUEUE_ADDR"] == f"queue:{listen_port}"
-    assert [p["target"] for p in services["queue"]["ports"]] == [int(listen_port)]
     gateway_port = int(services["gateway"]["environment"]["GATEWAY_PORT"])
     assert [p["target"] for p in services["gateway"]["ports"]] == [gateway_port]
 
@@ -298,6 +327,20 @@ def test_the_services_find_each_other(resolved: Config) -> None:
     assert url.groups() == (postgres["POSTGRES_PASSWORD"], postgres["POSTGRES_DB"])
 
 
+def test_the_queue_port_is_published_only_when_asked(resolved: Config, example_env: Path) -> None:
+    """Only the project's containers reach the gRPC API by default; the override publishes it,
+    on loopback unless QUEUE_PUBLISH says otherwise."""
+    assert "ports" not in resolved["services"]["queue"]
+    result = docker_compose(
+        example_env, "-f", str(QUEUE_PORT_OVERRIDE), "config", compose_file=COMPOSE_FILE
+    )
+    assert result.returncode == 0, result.stderr
+    queue = yaml.safe_load(result.stdout)["services"]["queue"]
+    listen_port = queue["environment"]["QUEUE_LISTEN"].rpartition(":")[2]
+    # docker-compose 1.29 writes a port with a host address in its short form.
+    assert queue["ports"] == [f"127.0.0.1:50051:{listen_port}/tcp"]
+
+
 def test_secrets_come_from_the_env_file(tmp_path: Path) -> None:
     """Resolve with fresh random secrets: each must land where it is used, and none of the
     file's own text may carry a literal secret."""
@@ -305,8 +348,14 @@ def test_secrets_come_from_the_env_file(tmp_path: Path) -> None:
     services = resolve(env_file_with(tmp_path, **secrets))["services"]
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == secrets["POSTGRES_PASSWORD"]
     assert f":{secrets['POSTGRES_PASSWORD']}@" in services["queue"]["environment"]["DATABASE_URL"]
+    # Each role's token reaches the queue service and that role's clients only.
+    queue_env = services["queue"]["environment"]
+    for role, client in (("QUEUE_WORKER_TOKEN", "worker"), ("QUEUE_ADMIN_TOKEN", "gateway")):
+        assert queue_env[role] == services[client]["environment"][role] == secrets[role]
+    assert "QUEUE_ADMIN_TOKEN" not in services["worker"]["environment"]
+    assert "QUEUE_WORKER_TOKEN" not in services["gateway"]["environment"]
     for name in PYTHON_SERVICES:
-        assert services[name]["environment"]["QUEUE_AUTH_TOKEN"] == secrets["QUEUE_AUTH_TOKEN"]
+        assert "QUEUE_AUTH_TOKEN" not in services[name]["environment"]
     assert services["gateway"]["environment"]["ADMIN_API_KEY"] == secrets["ADMIN_API_KEY"]
     assert (
         services["worker"]["environment"]["AWS_SECRET_ACCESS_KEY"]
@@ -331,7 +380,9 @@ def test_every_env_example_variable_is_used() -> None:
 def test_the_worker_region_reaches_boto3(tmp_path: Path) -> None:
     # Whichever spelling .env.example uses, so that fixing either file makes this test pass.
     name = next(n for n in env_example_names() if re.fullmatch(r"AWS(_DEFAULT)?_REGION", n))
-    worker = resolve(env_file_with(tmp_path, **{name: "eu-west-2"}))["services"]["worker"]
+    worker = resolve(env_file_with(tmp_path, **secrets_set(), **{name: "eu-west-2"}))["services"][
+        "worker"
+    ]
     region = subprocess.run(
         [
             ENV,
@@ -529,6 +580,7 @@ def test_the_compose_services_run_as_local_processes(
     bucket = "tellyads-videos"
     env_file = env_file_with(
         tmp_path,
+        **secrets_set(),
         S3_BUCKET=bucket,
         AWS_ENDPOINT_URL=moto_s3,
         AWS_ACCESS_KEY_ID=ACCESS_KEY_ID,
