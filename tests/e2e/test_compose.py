@@ -35,6 +35,7 @@ import psycopg
 import pytest
 import yaml
 
+from tests.support.certificates import Authority
 from tests.support.processes import ROOT, Process, free_port
 from tests.support.s3 import (
     ACCESS_KEY_ID,
@@ -64,6 +65,8 @@ SECRETS = (
 # Empty in .env.example, and compose refuses to start until each is set (closed by default).
 REQUIRED_SECRETS = SECRETS[:4]
 QUEUE_PORT_OVERRIDE = ROOT / "docker-compose.queue-port.yml"
+TLS_OVERRIDE = ROOT / "docker-compose.tls.yml"
+CERTS_MOUNT = "/certs"
 WORKERS = 3
 
 Config = dict[str, Any]
@@ -472,9 +475,11 @@ def image_environment() -> dict[str, str]:
 class LocalStack:
     """Maps the compose network onto loopback: container addresses to free local ports."""
 
-    def __init__(self, services: Config, database_url: str) -> None:
+    def __init__(self, services: Config, database_url: str, certs: Path | None = None) -> None:
         self.services = services
         self.database_url = database_url
+        # Where the TLS override's /certs volume is, here.
+        self.certs = certs
         queue_port = services["queue"]["environment"]["QUEUE_LISTEN"].rpartition(":")[2]
         self.gateway_container_port = services["gateway"]["environment"]["GATEWAY_PORT"]
         self.queue_port = free_port()
@@ -503,9 +508,17 @@ class LocalStack:
             env["DATABASE_URL"] = self.database_url
         if "GATEWAY_PORT" in env:
             env["GATEWAY_PORT"] = str(self.gateway_port)
+        mounted = set()
+        if self.certs is not None:
+            for name, value in env.items():
+                if value.startswith(f"{CERTS_MOUNT}/"):
+                    env[name] = str(self.certs / value.removeprefix(f"{CERTS_MOUNT}/"))
+                    mounted.add(name)
         changed = {name for name in env if env[name] != compose_env[name]}
-        # Only the addresses may differ from the compose file; every other value is its own.
-        assert changed <= {"DATABASE_URL", "QUEUE_LISTEN", "QUEUE_ADDR", "GATEWAY_PORT"}, changed
+        # Only the addresses (and the mounted certificates' paths) may differ from the compose
+        # file; every other value is its own.
+        allowed = {"DATABASE_URL", "QUEUE_LISTEN", "QUEUE_ADDR", "GATEWAY_PORT", *mounted}
+        assert changed <= allowed, changed
         assert not re.search(r"\b(postgres|queue):\d", " ".join(env.values())), env
         return {**image_environment(), **env}
 
@@ -694,3 +707,75 @@ def _wait_until_finished(
 
     wait_for(finished, timeout=deadline, what=counts, interval=0.5)
     return jobs
+
+
+def test_the_compose_services_run_over_mutual_tls(tmp_path: Path, empty_database: str) -> None:
+    """docker-compose.tls.yml with mutual TLS set in .env: the queue service's own healthcheck,
+    the gateway and a worker all connect over TLS with their certificates, and the role tokens
+    still decide what each may do. The job names a local file that does not exist, so it needs
+    no object storage: the worker claims it and records the failure, each over mutual TLS."""
+    certs = tmp_path / "certs"
+    ca = Authority.create(certs, "compose")
+    shutil.copyfile(ca.cert, certs / "ca.pem")
+    for name, server in (("queue", True), ("gateway", False), ("worker", False)):
+        issued = ca.issue(name, server=server, dns=("queue",) if server else ())
+        shutil.copyfile(issued.cert, certs / f"{name}.pem")
+        shutil.copyfile(issued.key, certs / f"{name}-key.pem")
+    env_file = env_file_with(tmp_path, **secrets_set())
+    with env_file.open("a", encoding="utf-8") as extra:
+        extra.write(
+            f"TLS_DIR={certs}\n"
+            f"QUEUE_TLS_CLIENT_CA_FILE={CERTS_MOUNT}/ca.pem\n"
+            f"GATEWAY_TLS_CERT_FILE={CERTS_MOUNT}/gateway.pem\n"
+            f"GATEWAY_TLS_KEY_FILE={CERTS_MOUNT}/gateway-key.pem\n"
+            f"WORKER_TLS_CERT_FILE={CERTS_MOUNT}/worker.pem\n"
+            f"WORKER_TLS_KEY_FILE={CERTS_MOUNT}/worker-key.pem\n"
+        )
+    result = docker_compose(env_file, "-f", str(TLS_OVERRIDE), "config")
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    for name in PYTHON_SERVICES:
+        volumes = services[name]["volumes"]
+        # docker-compose 1.29 writes a volume in its short form.
+        assert volumes == [f"{certs}:{CERTS_MOUNT}:ro"], volumes
+        assert services[name]["environment"]["QUEUE_TLS_CA_FILE"] == f"{CERTS_MOUNT}/ca.pem"
+
+    stack = LocalStack(services, empty_database, certs=certs)
+    admin_key = services["gateway"]["environment"]["ADMIN_API_KEY"]
+    api = f"http://127.0.0.1:{stack.gateway_port}/api/ingest"
+    with ExitStack() as cleanup:
+
+        def running(process: Process) -> Process:
+            cleanup.callback(process.stop)
+            return process
+
+        queue = running(stack.process("queue"))
+        stack.wait_healthy("queue", queue)
+        gateway = running(stack.process("gateway"))
+        stack.wait_healthy("gateway", gateway)
+        worker = running(stack.process("worker"))
+        worker.wait_for_line(r"^Worker ready", timeout=90)
+        everything = _outputs(queue, gateway, worker)
+
+        status, body = request(
+            "POST", f"{api}/enqueue", admin_key, {"source_type": "s3", "s3_key": ""}
+        )
+        assert status == 400, body  # the gateway's own check, before any gRPC
+        status, body = request(
+            "POST",
+            f"{api}/enqueue",
+            admin_key,
+            {"source_type": "local", "path": "/nonexistent.mp4"},
+        )
+        assert status == 201, (status, body)
+        job_id = body["job_id"]
+        jobs = _wait_until_finished(api, admin_key, {job_id}, everything, deadline=60)
+        job = jobs[job_id]
+        # Claimed, then failed by the worker (Fail is a worker-role call), over mutual TLS.
+        assert job["locked_by"] and job["status"] in ("RETRY", "FAILED"), (job, everything())
+        assert job["errors"] and job["errors"][0]["code"], job
+        status, shown = request("GET", f"{api}/jobs/{job_id}", admin_key)
+        assert status == 200
+        assert [(e["action"], e["credential"]) for e in shown["job"]["audit_trail"]] == [
+            ("enqueue", "QUEUE_ADMIN_TOKEN")
+        ], shown
