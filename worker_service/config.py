@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from jobqueue import limits
 from jobqueue.settings import Env, role_token
 from jobqueue.tls import ClientTls
 
@@ -83,6 +84,7 @@ PASSED_THROUGH = (
     "QUEUE_TLS_CA_FILE",
     "QUEUE_TLS_CLIENT_CERT_FILE",
     "QUEUE_TLS_CLIENT_KEY_FILE",
+    "QUEUE_TLS_SERVER_NAME",
 )
 
 
@@ -142,10 +144,13 @@ def resolve(flags: Mapping[str, object], env: Mapping[str, str]) -> WorkerConfig
             "WORKER_CONNECT_TIMEOUT_SECONDS", defaults.connect_timeout_seconds, minimum=0
         ),
     )
-    if len(config.worker_id) > 200 or re.search(r"\s", config.worker_id):
-        raise read.error("WORKER_ID", "must be 1..200 characters without spaces")
-    if len(config.queue) > 100:
-        raise read.error("WORKER_QUEUE", "must be 1..100 characters")
+    if len(config.worker_id) > limits.MAX_WORKER_ID_CHARS or re.search(r"\s", config.worker_id):
+        raise read.error(
+            "WORKER_ID", f"must be 1..{limits.MAX_WORKER_ID_CHARS} characters without spaces"
+        )
+    problem = limits.queue_name_problem(config.queue)
+    if problem is not None:
+        raise read.error("WORKER_QUEUE", problem.removeprefix("queue "))
     if not re.fullmatch(r"[\w.]+:[\w.]+", config.pipeline):
         raise read.error("WORKER_PIPELINE", f"must be module:callable, got {config.pipeline!r}")
     return config
