@@ -25,8 +25,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
 
-import psycopg
-import psycopg_pool
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
@@ -34,7 +32,8 @@ from jobqueue.rpc import timestamp
 from jobqueue.v1 import job_pb2
 from queue_service.auth import current_caller
 from queue_service.batching import Coalescer
-from queue_service.errors import DomainError, StoreUnavailable
+from queue_service.errors import DomainError
+from queue_service.pools import Pool
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +58,7 @@ class Entry:
 
 
 class AuditLog:
-    def __init__(self, pool: psycopg_pool.AsyncConnectionPool) -> None:
+    def __init__(self, pool: Pool) -> None:
         self._pool = pool
         self._writes: Coalescer[Entry, None] = Coalescer(self._write)
 
@@ -92,15 +91,10 @@ class AuditLog:
         return [None] * len(entries)
 
     async def trail(self, job_id: UUID) -> list[job_pb2.AuditEntry]:
-        try:
-            async with (
-                self._pool.connection() as conn,
-                conn.cursor(row_factory=dict_row) as cur,
-            ):
-                await cur.execute(queries()["trail"], {"job_id": job_id})
-                rows = await cur.fetchall()
-        except (psycopg_pool.PoolTimeout, psycopg.OperationalError) as error:
-            raise StoreUnavailable("database unavailable") from error
+        # The pool turns a lost connection or a timeout into StoreUnavailable / StoreBusy.
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(queries()["trail"], {"job_id": job_id})
+            rows = await cur.fetchall()
         return [
             job_pb2.AuditEntry(
                 at=timestamp(row["at"]),
