@@ -26,7 +26,10 @@ if _version_not_supported:
 
 
 class QueueServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """Every RPC needs the worker role (QUEUE_WORKER_TOKEN or QUEUE_AUTH_TOKEN, or a
+    worker client certificate): an admin credential gets PERMISSION_DENIED, no
+    or a wrong credential UNAUTHENTICATED.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -72,7 +75,10 @@ class QueueServiceStub:
 
 
 class QueueServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Every RPC needs the worker role (QUEUE_WORKER_TOKEN or QUEUE_AUTH_TOKEN, or a
+    worker client certificate): an admin credential gets PERMISSION_DENIED, no
+    or a wrong credential UNAUTHENTICATED.
+    """
 
     def Claim(self, request, context):
         """Claims up to `max_jobs` runnable jobs (QUEUED, or RETRY whose run_after
@@ -206,7 +212,10 @@ def add_QueueServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class QueueService:
-    """Missing associated documentation comment in .proto file."""
+    """Every RPC needs the worker role (QUEUE_WORKER_TOKEN or QUEUE_AUTH_TOKEN, or a
+    worker client certificate): an admin credential gets PERMISSION_DENIED, no
+    or a wrong credential UNAUTHENTICATED.
+    """
 
     @staticmethod
     def Claim(request,
