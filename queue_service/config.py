@@ -39,6 +39,10 @@ class Config:
     # scanning the same index head in the database at once.
     max_concurrent_claims: int = 2
     apply_migrations: bool = True
+    # A worker's heartbeat stream that breaks (its process died) releases the jobs last beaten
+    # on it after this grace, unless they are beaten again meanwhile; 0 leaves dead workers to
+    # the heartbeat timeout alone (queue_service/orphans.py).
+    stream_lost_grace_seconds: float = 1.0
 
     @classmethod
     def from_env(cls, values: Mapping[str, str] | None = None) -> Config:
@@ -61,6 +65,7 @@ class Config:
             pool_max_size=env.whole("DB_POOL_MAX_SIZE", 10, minimum=1),
             max_concurrent_claims=env.whole("MAX_CONCURRENT_CLAIMS", 2, minimum=1),
             apply_migrations=env.boolean("APPLY_MIGRATIONS", True),
+            stream_lost_grace_seconds=env.number("STREAM_LOST_GRACE_SECONDS", 1.0, minimum=0),
         )
         if config.pool_max_size < config.pool_min_size:
             raise ConfigError("DB_POOL_MAX_SIZE must be at least DB_POOL_MIN_SIZE")

@@ -120,5 +120,11 @@ ORDER BY j.locked_at, j.id;
 SELECT job_id, reason, status
 FROM release_stale_jobs(%(heartbeat_timeout)s, %(lock_timeout)s);
 
+-- name: release_lost
+-- Jobs whose worker's heartbeat stream broke, each `silent` seconds ago (queue_service/orphans.py).
+SELECT job_id, lease, status
+FROM release_lost_jobs(%(job_ids)b::uuid[], %(leases)b::bigint[],
+                       %(silent)b::double precision[]);
+
 -- name: ping
 SELECT 1;
