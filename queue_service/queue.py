@@ -46,6 +46,9 @@ MAX_STAGE = 100
 # answers go out, so a client that writes without reading is held back by gRPC's flow control
 # instead of growing the service's memory. One full message (MAX_BEATS) always fits.
 MAX_PENDING_BEATS = 10_000
+# How long a stream whose requests ended waits for a cancellation before it counts as closed by
+# its client (Heartbeat says why).
+CANCEL_SETTLE_SECONDS = 0.1
 
 ACTIONS = {
     "continue": pb.HEARTBEAT_ACTION_CONTINUE,
@@ -169,7 +172,6 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
                                 stream.pending,
                             )
                         await stream.room()
-                stream.half_closed = True
             finally:
                 stream.end()
 
@@ -184,6 +186,14 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
                     raise
                 yield _answer(request, parsed, actions)
                 stream.answered(parsed)
+            # Every beat answered after the requests ended. A client that closed its side ends
+            # them so, and so does one that went away (gRPC reads both as the end of the
+            # requests), but the second is also cancelled, in the same turn of the loop or the
+            # next: a moment's wait lets that cancellation land here, as CancelledError, before
+            # the stream counts as closed by its client and its jobs are left alone.
+            if stream.jobs:
+                await asyncio.sleep(CANCEL_SETTLE_SECONDS)
+            stream.half_closed = True
         finally:
             self._streams.discard(stream)
             reader.cancel()
@@ -266,8 +276,9 @@ class _Stream:
         self._room = asyncio.Event()
         self._room.set()
         self.paused = False
-        # Each job (id, lease) whose latest written beat on this stream found it alive.
-        self.jobs: dict[_Job, None] = {}
+        # Each job (id, lease) whose latest written beat on this stream found it alive, with
+        # when that beat was written (the loop's clock).
+        self.jobs: dict[_Job, float] = {}
         # The writes of its beats not yet done.
         self.writes: set[asyncio.Future[list[str]]] = set()
         # The client closed its side: it is done with the stream (a worker leaving, grpcurl).
@@ -284,11 +295,12 @@ class _Stream:
             if future.cancelled() or future.exception() is not None:
                 return
             jobs = self.jobs
+            now = asyncio.get_running_loop().time()
             for beat, action in zip(beats, future.result(), strict=True):
                 if action == DEAD:
                     jobs.pop((beat.job_id, beat.lease), None)
                 else:
-                    jobs[(beat.job_id, beat.lease)] = None
+                    jobs[(beat.job_id, beat.lease)] = now
 
         written.add_done_callback(done)
 
