@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -29,14 +29,13 @@ pytestmark = pytest.mark.integration
 GRACE = 0.3
 
 
-async def until(check: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
-    async def poll() -> Any:
-        while not (value := check()):
-            await asyncio.sleep(0.02)
-        return value
-
+async def until(check: Callable[[], Any], what: str) -> Any:
+    """Poll `check` until it holds (15 s at most)."""
     try:
-        return await asyncio.wait_for(poll(), timeout)
+        async with asyncio.timeout(15):
+            while not (value := check()):
+                await asyncio.sleep(0.02)
+            return value
     except TimeoutError:
         raise AssertionError(f"timed out waiting for {what}") from None
 
