@@ -12,6 +12,8 @@ def test_defaults() -> None:
     assert config.listen == "0.0.0.0:50051"
     assert config.auth_token is None
     assert (config.heartbeat_timeout_seconds, config.lock_timeout_seconds) == (120, 1800)
+    # A dead worker's broken heartbeat stream releases its jobs a second later.
+    assert config.stream_lost_grace_seconds == 1.0
 
 
 def test_supabase_url_is_accepted_as_the_database() -> None:
@@ -26,6 +28,7 @@ def test_supabase_url_is_accepted_as_the_database() -> None:
     [
         ({"HEARTBEAT_TIMEOUT_SECONDS": "soon"}, "HEARTBEAT_TIMEOUT_SECONDS"),
         ({"STALE_SWEEP_INTERVAL_SECONDS": "-1"}, "STALE_SWEEP_INTERVAL_SECONDS"),
+        ({"STREAM_LOST_GRACE_SECONDS": "-1"}, "STREAM_LOST_GRACE_SECONDS"),
         ({"LOCK_TIMEOUT_SECONDS": "inf"}, "LOCK_TIMEOUT_SECONDS"),
         ({"HEARTBEAT_TIMEOUT_SECONDS": "nan"}, "HEARTBEAT_TIMEOUT_SECONDS"),
         ({"QUEUE_LISTEN": "50051"}, "QUEUE_LISTEN"),
