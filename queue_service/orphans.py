@@ -62,6 +62,12 @@ class Orphans:
     def enabled(self) -> bool:
         return self._grace > 0
 
+    @property
+    def horizon_seconds(self) -> float:
+        """How long a stream needs to remember a job's last beat: past this the stale sweep
+        releases a job nothing beats, broken stream or not."""
+        return self._give_up
+
     def start(self) -> None:
         if self.enabled:
             self._task = asyncio.create_task(self._run(), name="orphans")

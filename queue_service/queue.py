@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -149,7 +149,7 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         # Beats are answered as they are written, not one at a time: the beats of all streams
         # that arrive together travel to the database in one statement, and each beat costs a
         # future, not a task.
-        stream = _Stream()
+        stream = _Stream(self.orphans.horizon_seconds)
         self._streams.add(stream)
         if self._closing:
             stream.close()
@@ -161,7 +161,8 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
                     written = None
                     if parsed.beats:
                         written = self.heartbeats.submit_nowait(parsed.beats)
-                        stream.track(parsed.beats, written)
+                        if self.orphans.enabled:
+                            stream.track(parsed.beats, written)
                     stream.add((request, parsed, written))
                     if stream.full():
                         self.stream_pauses += 1
@@ -268,7 +269,7 @@ class _Stream:
     """One Heartbeat stream: what it has yet to answer, in the order its beats came, at most
     MAX_PENDING_BEATS of them; the jobs beaten alive on it; and how it ended."""
 
-    def __init__(self) -> None:
+    def __init__(self, horizon_seconds: float) -> None:
         self._items: deque[_Item] = deque()
         self._ready = asyncio.Event()
         self._ended = False
@@ -277,8 +278,11 @@ class _Stream:
         self._room.set()
         self.paused = False
         # Each job (id, lease) whose latest written beat on this stream found it alive, with
-        # when that beat was written (the loop's clock).
-        self.jobs: dict[_Job, float] = {}
+        # when that beat was written (the loop's clock), oldest first. A job not beaten here for
+        # `horizon_seconds` (the heartbeat timeout) is forgotten: the stale sweep has it, and a
+        # long-lived stream of a busy worker does not remember every job it ever beat.
+        self.jobs: OrderedDict[_Job, float] = OrderedDict()
+        self._horizon = horizon_seconds
         # The writes of its beats not yet done.
         self.writes: set[asyncio.Future[list[str]]] = set()
         # The client closed its side: it is done with the stream (a worker leaving, grpcurl).
@@ -297,10 +301,15 @@ class _Stream:
             jobs = self.jobs
             now = asyncio.get_running_loop().time()
             for beat, action in zip(beats, future.result(), strict=True):
+                key = (beat.job_id, beat.lease)
                 if action == DEAD:
-                    jobs.pop((beat.job_id, beat.lease), None)
+                    jobs.pop(key, None)
                 else:
-                    jobs[(beat.job_id, beat.lease)] = now
+                    jobs[key] = now
+                    jobs.move_to_end(key)
+            forgotten = now - self._horizon
+            while jobs and next(iter(jobs.values())) < forgotten:
+                jobs.popitem(last=False)
 
         written.add_done_callback(done)
 
