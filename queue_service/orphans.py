@@ -89,6 +89,11 @@ class Orphans:
         the break count), are released after the grace unless beaten since."""
         if self._task is None:
             return
+        log.info(
+            "a heartbeat stream broke: its %d job(s) are released in %gs unless beaten again",
+            len(jobs),
+            self._grace,
+        )
         if not writes:
             self._note(jobs)
             return

@@ -192,7 +192,7 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
             # requests), but the second is also cancelled, in the same turn of the loop or the
             # next: a moment's wait lets that cancellation land here, as CancelledError, before
             # the stream counts as closed by its client and its jobs are left alone.
-            if stream.jobs:
+            if stream.jobs and not stream.closed:
                 await asyncio.sleep(CANCEL_SETTLE_SECONDS)
             stream.half_closed = True
         finally:

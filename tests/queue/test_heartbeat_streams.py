@@ -22,7 +22,9 @@ from queue_service.orphans import Orphans
 from tests.support.grpc_server import RunningQueue, running_queue, service_config
 from tests.support.jobs import fetch_job, insert_job
 from tests.support.processes import queue_service_process
-from worker_service.heartbeats import RECONNECT_INITIAL_SECONDS
+from worker_service.client import QueueClient
+from worker_service.config import WorkerConfig
+from worker_service.heartbeats import RECONNECT_INITIAL_SECONDS, HeartbeatStream
 
 pytestmark = pytest.mark.integration
 
@@ -247,3 +249,29 @@ async def test_a_client_that_writes_beats_without_reading_is_held_back(
     )
     assert answered == messages * per_message
     assert growth < 40 * 2**20, f"the service grew by {growth / 2**20:.1f} MiB"
+
+
+async def test_a_worker_that_stops_closes_its_stream_and_releases_nothing(
+    qs_grace: RunningQueue, db: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker's own stream (worker_service/heartbeats.py) through the real client: stopping
+    # it half-closes the stream, which the service does not take for a dead worker's.
+    qs = qs_grace
+    lost: list[object] = []
+    monkeypatch.setattr(orphans(qs), "stream_lost", lambda jobs, writes: lost.append(jobs))
+    job = insert_job(db, status="RUNNING")
+    client = QueueClient(WorkerConfig(queue_addr=qs.target, worker_id="w"))
+    stream = HeartbeatStream(client, 0.05, "w", 5.0)
+    stream.start()
+    try:
+        entry = stream.register(str(job["id"]), 1, lambda _action: None)
+        before = fetch_job(db, job["id"])["last_heartbeat_at"]
+        await until(lambda: entry.acked > 0 and not entry.in_flight, "a beat acknowledged")
+        await until(
+            lambda: fetch_job(db, job["id"])["last_heartbeat_at"] != before, "a beat written"
+        )
+    finally:
+        await stream.stop()
+        await client.close()
+    assert lost == []
+    assert fetch_job(db, job["id"])["status"] == "RUNNING"
