@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from jobqueue.settings import ConfigError, Env, mask_url
 
@@ -33,12 +34,24 @@ class Config:
     # Exponential backoff of retryable failures: base * 2^(attempt-1), capped, with jitter.
     retry_backoff_base_seconds: float = 10.0
     retry_backoff_max_seconds: float = 3600.0
+    # Retention: finished jobs are deleted this long after they finished (0 keeps them). pg-boss
+    # deletes finished jobs after 7 days; River deletes completed and cancelled jobs after 24 h
+    # and discarded ones (its dead letter) after 7 days. FAILED is the dead letter here, which
+    # waits for an operator, so it stays longer.
+    retention_succeeded_seconds: float = 7 * 86_400.0
+    retention_cancelled_seconds: float = 7 * 86_400.0
+    retention_failed_seconds: float = 30 * 86_400.0
+    # How often the pruner deletes them (in batches of upkeep.PRUNE_BATCH); 0 turns it off.
+    retention_sweep_interval_seconds: float = 60.0
     pool_min_size: int = 2
     pool_max_size: int = 10
     # Concurrent claim statements; more claimers than this queue up in the service instead of
     # scanning the same index head in the database at once.
     max_concurrent_claims: int = 2
     apply_migrations: bool = True
+    # Local sources: when set, a job's local path must lie inside this folder (a relative one is
+    # taken inside it); the worker reads the same variable (jobqueue.ingest_input).
+    local_media_root: Path | None = None
     # A worker's heartbeat stream that breaks (its process died) releases the jobs last beaten
     # on it after this grace, unless they are beaten again meanwhile; 0 leaves dead workers to
     # the heartbeat timeout alone (queue_service/orphans.py).
@@ -61,10 +74,23 @@ class Config:
             ),
             retry_backoff_base_seconds=env.number("RETRY_BACKOFF_BASE_SECONDS", 10.0, minimum=0),
             retry_backoff_max_seconds=env.number("RETRY_BACKOFF_MAX_SECONDS", 3600.0, minimum=0),
+            retention_succeeded_seconds=env.number(
+                "RETENTION_SUCCEEDED_SECONDS", 7 * 86_400.0, minimum=0
+            ),
+            retention_cancelled_seconds=env.number(
+                "RETENTION_CANCELLED_SECONDS", 7 * 86_400.0, minimum=0
+            ),
+            retention_failed_seconds=env.number(
+                "RETENTION_FAILED_SECONDS", 30 * 86_400.0, minimum=0
+            ),
+            retention_sweep_interval_seconds=env.number(
+                "RETENTION_SWEEP_INTERVAL_SECONDS", 60.0, minimum=0
+            ),
             pool_min_size=env.whole("DB_POOL_MIN_SIZE", 2, minimum=1),
             pool_max_size=env.whole("DB_POOL_MAX_SIZE", 10, minimum=1),
             max_concurrent_claims=env.whole("MAX_CONCURRENT_CLAIMS", 2, minimum=1),
             apply_migrations=env.boolean("APPLY_MIGRATIONS", True),
+            local_media_root=env.directory("LOCAL_MEDIA_ROOT"),
             stream_lost_grace_seconds=env.number("STREAM_LOST_GRACE_SECONDS", 1.0, minimum=0),
         )
         if config.pool_max_size < config.pool_min_size:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
 from jobqueue.rpc import duration, struct
 from jobqueue.v1 import job_pb2
@@ -27,19 +27,27 @@ from queue_service.store import Claimed, Enqueued, Row, Settled
 
 # Servicers convert through this module alone.
 __all__ = [
+    "MAX_NESTING",
     "PROTO_TO_STATUS",
     "STATUS_TO_PROTO",
+    "Undeliverable",
     "decode_page_token",
     "duration",
     "encode_page_token",
+    "errors_total",
     "fill_claimed",
     "fill_enqueued",
     "fill_settled",
     "job",
+    "json_text",
     "parse_uuid",
+    "seconds",
+    "shown_struct",
     "struct",
     "struct_json",
+    "struct_object",
     "timestamp",
+    "to_datetime",
 ]
 
 STATUS_TO_PROTO: dict[str, job_pb2.JobStatus] = {
@@ -57,6 +65,30 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 # Doubles represent every integer below 2**53 exactly; past it a "whole" double is a rounding.
 _MAX_EXACT_INTEGER = 2**53
+# The range of google.protobuf.Timestamp (0001-01-01 to 9999-12-31, as Python's datetime) and
+# of Duration (about 10,000 years either way); PostgreSQL holds every such time.
+_MIN_TIMESTAMP_SECONDS = -62_135_596_800
+_MAX_TIMESTAMP_SECONDS = 253_402_300_799
+_MAX_DURATION_SECONDS = 315_576_000_000
+_MAX_NANOS = 999_999_999
+
+# How deeply a job's input or output may nest for a client to read it back. protobuf refuses to
+# decode a message nested more than 100 deep, and a Struct spends three of those levels on every
+# JSON object (Struct, map entry, Value) and two on every list (ListValue, Value): inside a Job
+# inside a ClaimResponse, a value nested 32 objects or 48 lists deep (96 levels) still decodes
+# and one more level does not (tests/queue/test_convert.py finds the edge). A row written from
+# psql can hold anything jsonb can: the service would send it, and the worker's client would
+# fail to read the whole answer.
+MAX_NESTING = 96
+_OBJECT_LEVELS = 3
+_LIST_LEVELS = 2
+# A shown job may sit a message deeper than a claimed one (ListRunningJobsResponse.RunningJob).
+_SHOWN_NESTING = MAX_NESTING - _OBJECT_LEVELS
+
+
+class Undeliverable(ValueError):
+    """A stored value that no client could read as protobuf: a number beyond a double's range
+    (jsonb keeps 1e400 exactly), or nesting deeper than MAX_NESTING."""
 
 
 def parse_uuid(value: str, field: str = "job_id") -> UUID:
@@ -75,6 +107,42 @@ def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     return message
 
 
+def to_datetime(message: timestamp_pb2.Timestamp, field: str) -> datetime:
+    """A request's Timestamp as an aware datetime; INVALID_ARGUMENT outside Timestamp's range
+    (which ToDatetime would raise as a ValueError: an INTERNAL error and a stack trace)."""
+    if (
+        not _MIN_TIMESTAMP_SECONDS <= message.seconds <= _MAX_TIMESTAMP_SECONDS
+        or not 0 <= message.nanos <= _MAX_NANOS
+    ):
+        raise InvalidArgument(
+            f"{field} must be a valid Timestamp: 0001-01-01 to 9999-12-31 (seconds "
+            f"{_MIN_TIMESTAMP_SECONDS}..{_MAX_TIMESTAMP_SECONDS}), nanos 0..{_MAX_NANOS}",
+            field=field,
+        )
+    return message.ToDatetime(tzinfo=UTC)
+
+
+def seconds(message: duration_pb2.Duration, field: str, maximum: float) -> float:
+    """A request's Duration in seconds, within 0..maximum; INVALID_ARGUMENT for a malformed one
+    (nanos out of range or of the other sign than seconds) or one out of that range."""
+    whole, nanos = message.seconds, message.nanos
+    if (
+        abs(whole) > _MAX_DURATION_SECONDS
+        or abs(nanos) > _MAX_NANOS
+        or (whole > 0 and nanos < 0)
+        or (whole < 0 and nanos > 0)
+    ):
+        raise InvalidArgument(
+            f"{field} must be a valid Duration (nanos -{_MAX_NANOS}..{_MAX_NANOS}, with the sign "
+            "of seconds)",
+            field=field,
+        )
+    value = whole + nanos / 1e9
+    if not 0 <= value <= maximum:
+        raise InvalidArgument(f"{field} must be 0..{maximum:g} s", field=field)
+    return value
+
+
 def _set_time(field: timestamp_pb2.Timestamp, value: datetime) -> None:
     delta = value - _EPOCH
     field.seconds = delta.days * 86_400 + delta.seconds
@@ -86,8 +154,18 @@ def struct_json(message: struct_pb2.Struct, field: str) -> str:
     jobqueue.rpc.struct_to_dict (whole numbers as integers, so {"n": 3} stores as 3 and hashes
     to the same idempotency key as the same input enqueued from psql), without its detour
     through json_format, and in ASCII (\\u escapes), so its length is its size in bytes."""
+    return json_text(_object(message), field)
+
+
+def struct_object(message: struct_pb2.Struct) -> dict[str, Any]:
+    """The Struct as the JSON values struct_json writes (whole numbers as integers)."""
+    return _object(message)
+
+
+def json_text(value: dict[str, Any], field: str) -> str:
+    """struct_json's encoding of struct_object's value."""
     try:
-        return _JSON.encode(_object(message))
+        return _JSON.encode(value)
     except ValueError:
         raise InvalidArgument(
             f"{field} holds a number JSON cannot (NaN, Infinity)", field=field
@@ -117,8 +195,90 @@ def _value(value: struct_pb2.Value) -> Any:
     return None  # null_value, or no kind at all
 
 
+def fill_struct(
+    message: struct_pb2.Struct, value: dict[str, Any], levels: int = MAX_NESTING
+) -> None:
+    """message.update(value), refusing what a client could not decode (Undeliverable)."""
+    _fill_object(message, value, levels)
+
+
+def _fill_object(message: struct_pb2.Struct, value: dict[str, Any], levels: int) -> None:
+    fields = message.fields
+    for key, item in value.items():
+        _fill_value(fields[key], item, levels)
+
+
+def _fill_value(message: struct_pb2.Value, value: Any, levels: int) -> None:
+    if value is None:
+        message.null_value = struct_pb2.NULL_VALUE
+    elif isinstance(value, str):
+        message.string_value = value
+    elif isinstance(value, bool):
+        message.bool_value = value
+    elif isinstance(value, int | float):
+        try:
+            message.number_value = value
+        except OverflowError:
+            raise Undeliverable(f"a number beyond a double's range ({_digits(value)})") from None
+    elif isinstance(value, dict):
+        if levels < _OBJECT_LEVELS:
+            raise Undeliverable(f"nested deeper than protobuf decodes ({MAX_NESTING} levels)")
+        _fill_object(message.struct_value, value, levels - _OBJECT_LEVELS)
+    elif isinstance(value, list):
+        if levels < _LIST_LEVELS:
+            raise Undeliverable(f"nested deeper than protobuf decodes ({MAX_NESTING} levels)")
+        items = message.list_value.values
+        for item in value:
+            _fill_value(items.add(), item, levels - _LIST_LEVELS)
+    else:
+        raise Undeliverable(f"a value of type {type(value).__name__}")
+
+
+def _digits(number: float) -> str:
+    text = str(number)
+    return text if len(text) <= 20 else f"{text[:12]}... ({len(text)} digits)"
+
+
+def shown_struct(value: dict[str, Any] | None) -> struct_pb2.Struct | None:
+    """A stored object as operators read it (GetJob, ListJobs, ...): whole, or, when some part
+    of it is Undeliverable, with that part as a string (the number's digits, a too-deep value's
+    JSON), so that one odd row does not fail every page that holds it."""
+    if value is None:
+        return None
+    message = struct_pb2.Struct()
+    try:
+        fill_struct(message, value, _SHOWN_NESTING)
+    except Undeliverable:
+        message.Clear()
+        fill_struct(message, _shown(value, _SHOWN_NESTING), _SHOWN_NESTING)
+    return message
+
+
+def _shown(value: dict[str, Any], levels: int) -> dict[str, Any]:
+    return {key: _shown_value(item, levels) for key, item in value.items()}
+
+
+def _shown_value(value: Any, levels: int) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            float(value)
+        except OverflowError:
+            return str(value)
+        return value
+    if isinstance(value, dict):
+        if levels < _OBJECT_LEVELS:
+            return json.dumps(value)
+        return _shown(value, levels - _OBJECT_LEVELS)
+    if isinstance(value, list):
+        if levels < _LIST_LEVELS:
+            return json.dumps(value)
+        return [_shown_value(item, levels - _LIST_LEVELS) for item in value]
+    return value
+
+
 def job(row: Row) -> job_pb2.Job:
     """A whole row: what GetJob, ListJobs and the admin calls answer with."""
+    history = row.get("errors") or []
     errors = [
         job_pb2.JobError(
             attempt=int(entry.get("attempt") or 0),
@@ -126,7 +286,7 @@ def job(row: Row) -> job_pb2.Job:
             code=entry.get("code") or "",
             message=entry.get("message") or "",
         )
-        for entry in row.get("errors") or []
+        for entry in history
     ]
     return job_pb2.Job(
         id=str(row["id"]),
@@ -138,8 +298,8 @@ def job(row: Row) -> job_pb2.Job:
         run_after=timestamp(row["run_after"]),
         locked_at=timestamp(row["locked_at"]),
         locked_by=row["locked_by"] or "",
-        input=struct(row["input"]),
-        output=struct(row["output"]),
+        input=shown_struct(row["input"]),
+        output=shown_struct(row["output"]),
         idempotency_key=row["idempotency_key"],
         last_error=row["last_error"] or "",
         error_code=row["error_code"] or "",
@@ -154,7 +314,17 @@ def job(row: Row) -> job_pb2.Job:
         updated_at=timestamp(row["updated_at"]),
         lease=row["lease"],
         cancel_requested=row["cancel_requested_at"] is not None,
+        errors_total=errors_total(history),
     )
+
+
+def errors_total(history: list[dict[str, Any]]) -> int:
+    """A job's failures over its life: the last entry's `number` (ingestion_job_errors_append,
+    migrations/job_queue/fail.sql), or the history's length for entries written without one."""
+    number = history[-1].get("number") if history else None
+    if isinstance(number, int) and not isinstance(number, bool):
+        return min(max(number, len(history)), 2**31 - 1)
+    return len(history)
 
 
 def fill_enqueued(
@@ -175,7 +345,8 @@ def fill_enqueued(
 
 
 def fill_claimed(job: job_pb2.Job, claimed: Claimed) -> None:
-    """A claimed job: every field but output and errors (ClaimResponse says so)."""
+    """A claimed job: every field but output, errors and errors_total (ClaimResponse says so).
+    Undeliverable when its input is: the job is then half filled, and the caller drops it."""
     job.id = str(claimed.id)
     job.queue = claimed.queue
     job.status = STATUS_TO_PROTO[claimed.status]
@@ -185,7 +356,7 @@ def fill_claimed(job: job_pb2.Job, claimed: Claimed) -> None:
     _set_time(job.run_after, claimed.run_after)
     _set_time(job.locked_at, claimed.locked_at)
     job.locked_by = claimed.locked_by
-    job.input.update(claimed.input)
+    fill_struct(job.input, claimed.input)
     job.idempotency_key = claimed.idempotency_key
     job.last_error = claimed.last_error or ""
     job.error_code = claimed.error_code or ""
@@ -227,8 +398,9 @@ def fill_settled(
         job.output.CopyFrom(output)
 
 
-def encode_page_token(row: Row) -> str:
-    raw = f"{row['created_at'].isoformat()}|{row['id']}".encode()
+def encode_page_token(row: Row, column: str = "created_at") -> str:
+    """Where the next page starts: the row's (column, id), the order its list is in."""
+    raw = f"{row[column].isoformat()}|{row['id']}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 

@@ -4,12 +4,14 @@ the jobs list's filter and pages."""
 
 from __future__ import annotations
 
+import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.gateway.conftest import Stack
+from tests.gateway.conftest import Stack, running_stack
 from tests.support.jobs import fetch_job, insert_job
 
 pytestmark = pytest.mark.integration
@@ -24,6 +26,27 @@ def test_enqueue_answers_201_for_a_new_job_and_200_for_a_known_one(stack: Stack)
     row = fetch_job(stack.db, first.json()["job_id"])
     assert row["input"] == {"source_type": "local", "path": "/data/videos/ad.mp4"}
     assert row["priority"] == 5
+
+
+def test_a_local_path_outside_the_queue_services_media_root_is_a_400(
+    database_url: str, tmp_path: Path
+) -> None:
+    # The gateway does not know LOCAL_MEDIA_ROOT; the queue service applies it, and its
+    # INVALID_ARGUMENT is the REST API's 400 naming the body's own field.
+    root = tmp_path / "media"
+    with running_stack(database_url, {"LOCAL_MEDIA_ROOT": str(root)}) as stack:
+        inside = stack.http.post(
+            "/api/ingest/enqueue", json={"source_type": "local", "path": "ads/ad.mp4"}
+        )
+        assert inside.status_code == 201, inside.text
+        outside = stack.http.post(
+            "/api/ingest/enqueue", json={"source_type": "local", "path": "/etc/shadow"}
+        )
+        assert outside.status_code == 400, outside.text
+        error = outside.json()["error"]
+        assert (error["code"], error["field"]) == ("INVALID_ARGUMENT", "path")
+        assert "LOCAL_MEDIA_ROOT" in error["message"]
+        assert stack.job_count() == 1
 
 
 def test_a_job_shows_every_column_by_name(stack: Stack) -> None:
@@ -44,6 +67,24 @@ def test_a_job_shows_every_column_by_name(stack: Stack) -> None:
     assert shown["id"] == str(job["id"]) and shown["attempts"] == 1
     assert shown["last_error"] is None and shown["locked_at"] is None
     assert shown["completed_at"].startswith(str(job["completed_at"].year))
+
+
+def test_a_row_written_from_psql_that_protobuf_cannot_carry_still_reads(stack: Stack) -> None:
+    errors = [{"attempt": 1, "code": "E", "message": f"m{n}", "number": n} for n in range(8, 28)]
+    row = stack.db.execute(
+        "INSERT INTO ingestion_jobs (input, idempotency_key, status, completed_at, errors)"
+        """ VALUES ('{"source_type": "s3", "s3_key": "a.mp4", "frames": 1e400}', 'k', 'FAILED',"""
+        " now(), %s::jsonb) RETURNING id",
+        (json.dumps(errors),),
+    ).fetchone()
+    assert row is not None
+    shown = stack.http.get(f"/api/ingest/jobs/{row[0]}")
+    assert shown.status_code == 200
+    job = shown.json()["job"]
+    assert job["input"]["frames"] == "1" + "0" * 400
+    assert (len(job["errors"]), job["errors_total"]) == (20, 27)
+    listed = stack.http.get("/api/ingest/jobs")
+    assert listed.status_code == 200 and len(listed.json()["jobs"]) == 1
 
 
 def test_cancel_of_a_running_job_is_pending_until_its_worker_stops(stack: Stack) -> None:
