@@ -144,7 +144,7 @@ class FaultRun:
     def start_worker(self, slot: str, *args: str, linked: bool = False, **env: str) -> str:
         """Start a worker in `slot` (a restart is the slot's next generation, with a new worker
         id); `linked`: through a TCP proxy of its own (`self.links[slot]`) that a test can cut
-        or pause. Returns its worker id."""
+        or partition. Returns its worker id."""
         assert self.recorder is not None, "start the queue service first"
         generation = self._generation.get(slot, 0) + 1
         self._generation[slot] = generation

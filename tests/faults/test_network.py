@@ -26,11 +26,11 @@ def partition(run: FaultRun, slot: str, seconds: float) -> tuple[float, float]:
     it began and ended."""
     link = run.links[slot]
     started_at = time.time()
-    run.loop.loop.call_soon_threadsafe(link.pause)
+    run.loop.loop.call_soon_threadsafe(link.partition)
     try:
         time.sleep(seconds)
     finally:
-        run.loop.loop.call_soon_threadsafe(link.resume)
+        run.loop.loop.call_soon_threadsafe(link.heal)
     return started_at, time.time()
 
 

@@ -1,10 +1,7 @@
 """A loopback TCP proxy that a test can cut and restore: a database outage without stopping
-the PostgreSQL that other tests share.
-
-`cut` is a crash as the client sees it (open connections reset, new ones refused), `start` again
-brings the address back. `pause` is a partition: nothing moves either way and new connections
-wait, but no connection breaks; `resume` delivers what was held, as TCP does when a network
-heals within its retransmission time."""
+the PostgreSQL that other tests share. It can also partition: hold every byte, both ways,
+without closing anything (a network that silently drops traffic, as opposed to a crash), and
+heal, delivering what it held."""
 
 from __future__ import annotations
 
@@ -23,7 +20,16 @@ class TcpProxy:
 
     @property
     def listening(self) -> bool:
+        """False after `cut` until `start` brings the address back."""
         return self._server is not None
+
+    def partition(self) -> None:
+        """Deliver nothing, either way, until `heal`; connections stay open, and new ones wait
+        unconnected."""
+        self._flowing.clear()
+
+    def heal(self) -> None:
+        self._flowing.set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
@@ -38,13 +44,6 @@ class TcpProxy:
         for writer in list(self._links):
             writer.transport.abort()
         self._links.clear()
-
-    def pause(self) -> None:
-        """Hold every byte in both directions, and new connections, until `resume`."""
-        self._flowing.clear()
-
-    def resume(self) -> None:
-        self._flowing.set()
 
     async def _accept(
         self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
