@@ -53,11 +53,6 @@ def test_a_partition_shorter_than_the_heartbeat_timeout_releases_nothing(run: Fa
     assert report.extra_runs == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 item 6: a worker cut off from the queue service keeps running its job "
-    "past the heartbeat timeout (no self-fencing)",
-)
 def test_a_long_partition_releases_the_job_and_the_cut_off_worker_stops_it(run: FaultRun) -> None:
     # The job would take 10 s; the partition lasts 12 s, four heartbeat timeouts.
     run.worker_env["FAULT_HOLD_SECONDS"] = "10"

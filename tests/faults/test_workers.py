@@ -57,11 +57,6 @@ def test_a_kill_9_storm_loses_nothing_and_completes_nothing_twice(run: FaultRun)
     assert released_from_live_workers(report, run.faults) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 item 7: a killed worker's jobs wait for the 120 s heartbeat timeout; "
-    "its heartbeat stream's end is not used",
-)
 def test_a_killed_worker_s_job_is_runnable_again_in_seconds_with_default_settings(
     run: FaultRun,
 ) -> None:
