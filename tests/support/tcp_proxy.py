@@ -18,8 +18,14 @@ class TcpProxy:
         self._flowing = asyncio.Event()
         self._flowing.set()
 
+    @property
+    def listening(self) -> bool:
+        """False after `cut` until `start` brings the address back."""
+        return self._server is not None
+
     def partition(self) -> None:
-        """Deliver nothing, either way, until `heal`; connections stay open."""
+        """Deliver nothing, either way, until `heal`; connections stay open, and new ones wait
+        unconnected."""
         self._flowing.clear()
 
     def heal(self) -> None:
@@ -42,6 +48,7 @@ class TcpProxy:
     async def _accept(
         self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
     ) -> None:
+        await self._flowing.wait()
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self.upstream)
         except OSError:
