@@ -18,6 +18,8 @@ from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from jobqueue import tracing
+
 # The ErrorInfo domain of every error the queue service raises.
 ERROR_DOMAIN = "jobqueue.v1"
 
@@ -54,13 +56,18 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
 
 
 def open_channel(target: str) -> grpc.aio.Channel:
-    """An asyncio channel to the queue service (gateway, worker)."""
-    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+    """An asyncio channel to the queue service (gateway, worker); with tracing on, its calls
+    carry the caller's trace context (jobqueue/tracing.py)."""
+    return grpc.aio.insecure_channel(
+        target, options=CHANNEL_OPTIONS, interceptors=tracing.client_interceptors()
+    )
 
 
 def open_blocking_channel(target: str) -> grpc.Channel:
     """A blocking channel, for code that runs in a thread of its own (the pipeline's stages)."""
-    return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+    channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+    interceptors = tracing.blocking_client_interceptors()
+    return grpc.intercept_channel(channel, *interceptors) if interceptors else channel
 
 
 def bearer_metadata(token: str | None) -> tuple[tuple[str, str], ...]:

@@ -11,6 +11,7 @@ from datetime import UTC
 
 import grpc
 
+from jobqueue import tracing
 from jobqueue.v1 import admin_service_pb2 as pb
 from jobqueue.v1 import admin_service_pb2_grpc, job_pb2
 from queue_service import convert
@@ -203,4 +204,5 @@ def _new_job(request: pb.EnqueueJobRequest) -> NewJob:
     if len(key) > 500:
         raise InvalidArgument("idempotency_key is at most 500 characters", field="idempotency_key")
     run_after = request.run_after.ToDatetime(tzinfo=UTC) if request.HasField("run_after") else None
-    return NewJob(input_json, queue, priority, max_attempts, key, run_after)
+    # With tracing on, the job keeps the trace of this call (the caller's, e.g. a REST request).
+    return NewJob(input_json, queue, priority, max_attempts, key, run_after, tracing.traceparent())

@@ -11,12 +11,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from jobqueue.metrics import listen_address
 from jobqueue.settings import ConfigError, Env, mask_url
 
 __all__ = ["Config", "ConfigError", "mask_url"]
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_LISTEN = "0.0.0.0:50051"
+DEFAULT_METRICS_LISTEN = "0.0.0.0:9101"
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class Config:
     # scanning the same index head in the database at once.
     max_concurrent_claims: int = 2
     apply_migrations: bool = True
+    # Where Prometheus scrapes the service (QUEUE_METRICS_LISTEN); None: no metrics endpoint.
+    metrics_listen: str | None = None
 
     @classmethod
     def from_env(cls, values: Mapping[str, str] | None = None) -> Config:
@@ -61,6 +65,11 @@ class Config:
             pool_max_size=env.whole("DB_POOL_MAX_SIZE", 10, minimum=1),
             max_concurrent_claims=env.whole("MAX_CONCURRENT_CLAIMS", 2, minimum=1),
             apply_migrations=env.boolean("APPLY_MIGRATIONS", True),
+            metrics_listen=listen_address(
+                os.environ if values is None else values,
+                "QUEUE_METRICS_LISTEN",
+                DEFAULT_METRICS_LISTEN,
+            ),
         )
         if config.pool_max_size < config.pool_min_size:
             raise ConfigError("DB_POOL_MAX_SIZE must be at least DB_POOL_MIN_SIZE")

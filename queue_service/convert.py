@@ -154,6 +154,7 @@ def job(row: Row) -> job_pb2.Job:
         updated_at=timestamp(row["updated_at"]),
         lease=row["lease"],
         cancel_requested=row["cancel_requested_at"] is not None,
+        trace_context=row.get("trace_context") or "",
     )
 
 
@@ -197,6 +198,8 @@ def fill_claimed(job: job_pb2.Job, claimed: Claimed) -> None:
     job.updated_at.CopyFrom(job.locked_at)
     _set_time(job.created_at, claimed.created_at)
     job.lease = claimed.lease
+    if claimed.trace_context:
+        job.trace_context = claimed.trace_context
 
 
 def fill_settled(

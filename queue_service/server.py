@@ -20,6 +20,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from jobqueue import metrics as served_metrics
+from jobqueue import tracing
 from jobqueue.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
@@ -35,7 +37,9 @@ from queue_service.auth import BearerTokenInterceptor
 from queue_service.claims import Claimer
 from queue_service.config import Config
 from queue_service.errors import StoreUnavailable
+from queue_service.metrics import JobTableCollector
 from queue_service.notify import JobNotifier
+from queue_service.observe import ObservedStore, ObservingInterceptor
 from queue_service.queue import QueueServicer
 from queue_service.reaper import Reaper
 from queue_service.store import Store
@@ -74,8 +78,17 @@ class QueueServer:
     health: HealthServicer
     port: int
     _watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+    # The Prometheus endpoint (QUEUE_METRICS_LISTEN), once started.
+    metrics: served_metrics.MetricsServer | None = None
+    _collector: JobTableCollector | None = field(default=None, repr=False)
 
     async def start(self) -> None:
+        if self.config.metrics_listen is not None:
+            self._collector = JobTableCollector(
+                self.store.job_table, self.pool, asyncio.get_running_loop()
+            )
+            served_metrics.REGISTRY.register(self._collector)
+            self.metrics = served_metrics.serve(self.config.metrics_listen)
         self.notifier.start()
         self.queue.start()
         self.admin.start()
@@ -97,6 +110,10 @@ class QueueServer:
         await self.admin.stop()
         await self.notifier.stop()
         await self.claimer.stop()
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.stop)
+        if self._collector is not None:
+            served_metrics.REGISTRY.unregister(self._collector)
         await self.pool.close()
 
     async def _database_ok(self) -> bool:
@@ -147,7 +164,9 @@ async def build(config: Config) -> QueueServer:
         name="queue-service",
     )
     await pool.open(wait=False)
-    store = Store(
+    # Counted and traced only when someone looks (QUEUE_METRICS_LISTEN, OTEL_*).
+    observed = config.metrics_listen is not None or tracing.enabled()
+    store = (ObservedStore if observed else Store)(
         pool,
         backoff_base_seconds=config.retry_backoff_base_seconds,
         backoff_max_seconds=config.retry_backoff_max_seconds,
@@ -156,7 +175,12 @@ async def build(config: Config) -> QueueServer:
     notifier = JobNotifier(config.database_url, claimer)
     queue = QueueServicer(store, claimer)
     admin = AdminServicer(store, config)
-    interceptors = [BearerTokenInterceptor(config.auth_token)] if config.auth_token else []
+    interceptors: list[grpc.aio.ServerInterceptor] = (
+        [BearerTokenInterceptor(config.auth_token)] if config.auth_token else []
+    )
+    if observed:
+        # First, so that it times every call, those the token check refuses included.
+        interceptors.insert(0, ObservingInterceptor(metrics_on=config.metrics_listen is not None))
     server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
     queue_service_pb2_grpc.add_QueueServiceServicer_to_server(queue, server)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)

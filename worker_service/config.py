@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from jobqueue.metrics import listen_address
 from jobqueue.settings import Env
 
 DEFAULT_QUEUE_ADDR = "127.0.0.1:50051"
@@ -47,6 +48,8 @@ class WorkerConfig:
     rpc_timeout_seconds: float = 10.0
     # Start-up retries an unreachable queue service for this long before giving up.
     connect_timeout_seconds: float = 10.0
+    # Where Prometheus scrapes this worker (WORKER_METRICS_LISTEN); None: no endpoint.
+    metrics_listen: str | None = None
 
 
 # (flag destination, environment variable, flag spelling): the one table of mirrors.
@@ -117,6 +120,7 @@ def resolve(flags: Mapping[str, object], env: Mapping[str, str]) -> WorkerConfig
         connect_timeout_seconds=read.number(
             "WORKER_CONNECT_TIMEOUT_SECONDS", defaults.connect_timeout_seconds, minimum=0
         ),
+        metrics_listen=listen_address(env, "WORKER_METRICS_LISTEN", None),
     )
     if len(config.worker_id) > 200 or re.search(r"\s", config.worker_id):
         raise read.error("WORKER_ID", "must be 1..200 characters without spaces")

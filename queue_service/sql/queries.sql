@@ -15,11 +15,19 @@ SELECT job_id::text, already_existed, status, max_attempts, idempotency_key, run
 FROM enqueue_jobs(%(inputs)b::text[]::jsonb[], %(queues)b::text[], %(priorities)b::integer[],
                   %(max_attempts)b::integer[], %(keys)b::text[], %(run_afters)b::timestamptz[]);
 
+-- name: enqueue_traced
+-- The same, each new job keeping the trace context it was enqueued in (tracing on; 011).
+SELECT job_id::text, already_existed, status, max_attempts, idempotency_key, run_after, created_at
+FROM enqueue_jobs_traced(%(inputs)b::text[]::jsonb[], %(queues)b::text[], %(priorities)b::integer[],
+                         %(max_attempts)b::integer[], %(keys)b::text[],
+                         %(run_afters)b::timestamptz[], %(trace_contexts)b::text[]);
+
 -- name: claim
 -- Every column but output (NULL on a job that can be claimed) and the errors history; the
 -- claim's own time is also the job's last_heartbeat_at, processing_started_at and updated_at.
 SELECT id, queue, status, priority, attempts, max_attempts, run_after, locked_at, locked_by,
-       input, idempotency_key, last_error, error_code, stage, progress, created_at, lease
+       input, idempotency_key, last_error, error_code, stage, progress, created_at, lease,
+       trace_context
 FROM claim_jobs(%(worker_id)s, %(limit)s, %(queue)s);
 
 -- name: heartbeat
@@ -117,8 +125,22 @@ WHERE j.status = 'RUNNING'
 ORDER BY j.locked_at, j.id;
 
 -- name: release_stale
-SELECT job_id, reason, status
-FROM release_stale_jobs(%(heartbeat_timeout)s, %(lock_timeout)s);
+-- With each job's queue, for the metrics' released counts (one key probe per released job).
+SELECT r.job_id, r.reason, r.status,
+       (SELECT j.queue FROM ingestion_jobs j WHERE j.id = r.job_id) AS queue
+FROM release_stale_jobs(%(heartbeat_timeout)s, %(lock_timeout)s) r;
+
+-- name: job_table
+-- The metrics' gauges (queue_service/metrics.py, cached between scrapes): jobs by queue and
+-- status, the oldest heartbeat of a RUNNING job, and the longest wait of a job due now.
+SELECT queue, status, count(*) AS count,
+       coalesce(max(extract(epoch FROM clock_timestamp() - coalesce(last_heartbeat_at, locked_at)))
+                    FILTER (WHERE status = 'RUNNING'), 0)::float8 AS heartbeat_age,
+       coalesce(max(extract(epoch FROM clock_timestamp() - run_after))
+                    FILTER (WHERE status IN ('QUEUED', 'RETRY')
+                              AND run_after <= clock_timestamp()), 0)::float8 AS runnable_age
+FROM ingestion_jobs
+GROUP BY queue, status;
 
 -- name: ping
 SELECT 1;
