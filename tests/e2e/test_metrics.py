@@ -166,8 +166,10 @@ def test_each_scrape_matches_the_database(run: Run) -> None:
 
     # The run as it stands: everything settled but the held job, RUNNING in its gate stage.
     wait_for(
-        lambda: run.count("status IN ('SUCCEEDED', 'FAILED')") == len(GOOD) + len(MISSING)
-        and run.count("status = 'RUNNING' AND stage = 'wait_for_gate'") == 1,
+        lambda: (
+            run.count("status IN ('SUCCEEDED', 'FAILED')") == len(GOOD) + len(MISSING)
+            and run.count("status = 'RUNNING' AND stage = 'wait_for_gate'") == 1
+        ),
         what=lambda: f"the run to settle; worker output:\n{run.worker.output}",
     )
 
@@ -270,9 +272,12 @@ def test_each_scrape_matches_the_database(run: Run) -> None:
         len(GOOD) + len(MISSING)
     )
     assert value(gateway_samples, requests, method="POST", route=route, status="200") == 1
-    assert value(
-        gateway_samples, requests, method="GET", route="/api/ingest/jobs/{job_id}", status="400"
-    ) == 1
+    assert (
+        value(
+            gateway_samples, requests, method="GET", route="/api/ingest/jobs/{job_id}", status="400"
+        )
+        == 1
+    )
     assert value(
         gateway_samples, "jobqueue_gateway_request_duration_seconds_count", method="POST",
         route=route,

@@ -57,7 +57,7 @@ async def traced_queue(
 
 
 def _by_trace(spans: tuple[ReadableSpan, ...], trace_id: int) -> list[ReadableSpan]:
-    return [span for span in spans if span.context is not None and span.context.trace_id == trace_id]
+    return [s for s in spans if s.context is not None and s.context.trace_id == trace_id]
 
 
 def _scope(span: ReadableSpan) -> str:
