@@ -83,6 +83,11 @@ def traceparent() -> str:
     return carrier.get(TRACEPARENT, "")
 
 
+def in_trace() -> bool:
+    """Whether this thread or task is inside a span (tracing on)."""
+    return _provider is not None and trace.get_current_span().get_span_context().is_valid
+
+
 def context_of(traceparent_value: str) -> otel_context.Context | None:
     """The context a stored or received traceparent names (None when empty)."""
     if not traceparent_value:
@@ -141,6 +146,8 @@ class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
         client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> Any:
+        if not in_trace():  # a poll outside any trace (a Claim): no trace of its own
+            return await continuation(client_call_details, request)
         name = _method_name(client_call_details.method)
         with tracer(__name__).start_as_current_span(
             name, kind=SpanKind.CLIENT, attributes={"rpc.system": "grpc"}
@@ -198,6 +205,8 @@ class _BlockingUnaryUnary(grpc.UnaryUnaryClientInterceptor):
     def intercept_unary_unary(
         self, continuation: Callable[..., Any], client_call_details: Any, request: Any
     ) -> Any:
+        if not in_trace():
+            return continuation(client_call_details, request)
         name = _method_name(client_call_details.method)
         with tracer(__name__).start_as_current_span(
             name, kind=SpanKind.CLIENT, attributes={"rpc.system": "grpc"}

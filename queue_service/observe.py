@@ -36,6 +36,7 @@ from queue_service.store import (
 )
 
 HEARTBEAT_METHOD = "/jobqueue.v1.QueueService/Heartbeat"
+WORKER_METHODS = "/jobqueue.v1.QueueService/"
 # The trace contexts of jobs claimed here, kept until they settle (bounded: a job settled
 # elsewhere, or never, is forgotten in time).
 MAX_TRACED_JOBS = 100_000
@@ -220,11 +221,14 @@ class _Observe:
         self.metrics_on = metrics_on
 
     def _span(self) -> Any:
-        if not tracing.enabled():
+        if not tracing.enabled() or self.method == HEARTBEAT_METHOD:
             return None
+        parent = tracing.context_from_metadata(self.metadata)
+        if parent is None and self.method.startswith(WORKER_METHODS):
+            return None  # a worker's poll or batch outside any trace: no trace of its own
         return tracing.tracer(TRACER).start_span(
             self.method.lstrip("/"),
-            context=tracing.context_from_metadata(self.metadata),
+            context=parent,
             kind=SpanKind.SERVER,
             attributes={"rpc.system": "grpc", "rpc.method": self.method},
         )

@@ -54,7 +54,13 @@ ENV = shutil.which("env") or "/usr/bin/env"
 
 PYTHON_SERVICES = ("queue", "gateway", "worker")
 # The secrets of .env.example: each must reach the services only through a ${...} reference.
-SECRETS = ("POSTGRES_PASSWORD", "QUEUE_AUTH_TOKEN", "ADMIN_API_KEY", "AWS_SECRET_ACCESS_KEY")
+SECRETS = (
+    "POSTGRES_PASSWORD",
+    "QUEUE_AUTH_TOKEN",
+    "ADMIN_API_KEY",
+    "AWS_SECRET_ACCESS_KEY",
+    "GRAFANA_ADMIN_PASSWORD",
+)
 WORKERS = 3
 
 Config = dict[str, Any]
@@ -238,7 +244,12 @@ def test_a_missing_required_secret_stops_compose(tmp_path: Path) -> None:
 
 
 def test_the_services(resolved: Config) -> None:
-    assert set(resolved["services"]) == {"postgres", "queue", "gateway", "worker"}
+    """The system; Prometheus and Grafana only with `--profile monitoring`
+    (tests/e2e/test_monitoring_compose.py)."""
+    services = resolved["services"]
+    always = {name for name, service in services.items() if not service.get("profiles")}
+    assert always == {"postgres", "queue", "gateway", "worker"}
+    assert set(services) - always == {"prometheus", "grafana"}
 
 
 def test_the_worker_scales(resolved: Config) -> None:
@@ -429,7 +440,16 @@ class LocalStack:
         self.queue_port = free_port()
         self.gateway_port = free_port()
         queue_local = f"127.0.0.1:{self.queue_port}"
+        metrics = [
+            services[name]["environment"][variable]
+            for name, variable in (
+                ("queue", "QUEUE_METRICS_LISTEN"),
+                ("worker", "WORKER_METRICS_LISTEN"),
+            )
+        ]
         self._addresses = {
+            # Any free port: the three workers share one environment here, not one host each.
+            **{address: "127.0.0.1:0" for address in metrics},
             f"queue:{queue_port}": queue_local,
             f"0.0.0.0:{queue_port}": queue_local,
             f"127.0.0.1:{queue_port}": queue_local,
@@ -454,7 +474,14 @@ class LocalStack:
             env["GATEWAY_PORT"] = str(self.gateway_port)
         changed = {name for name in env if env[name] != compose_env[name]}
         # Only the addresses may differ from the compose file; every other value is its own.
-        assert changed <= {"DATABASE_URL", "QUEUE_LISTEN", "QUEUE_ADDR", "GATEWAY_PORT"}, changed
+        assert changed <= {
+            "DATABASE_URL",
+            "QUEUE_LISTEN",
+            "QUEUE_ADDR",
+            "GATEWAY_PORT",
+            "QUEUE_METRICS_LISTEN",
+            "WORKER_METRICS_LISTEN",
+        }, changed
         assert not re.search(r"\b(postgres|queue):\d", " ".join(env.values())), env
         return {**image_environment(), **env}
 
