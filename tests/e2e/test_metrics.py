@@ -79,6 +79,7 @@ class Run:
     db: psycopg.Connection[Any]
     queue: Process
     worker: Process
+    gateway: Process
     gateway_url: str
     queue_metrics: str
     worker_metrics: str
@@ -108,11 +109,18 @@ def run(template_database: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     try:
         with ExitStack() as stack:
             queue = stack.enter_context(
-                queue_service_process(database_url, HEARTBEAT_TIMEOUT_SECONDS="60")
+                queue_service_process(
+                    database_url,
+                    HEARTBEAT_TIMEOUT_SECONDS="60",
+                    LOG_FORMAT="json",
+                    LOG_LEVEL="INFO",
+                )
             )
             queue_metrics = queue.wait_for_line(r"Metrics at (http://\S+)").group(1)
             queue_addr = f"127.0.0.1:{queue.port}"
-            _, gateway_url = stack.enter_context(gateway_process(queue_addr, ADMIN_KEY))
+            gateway, gateway_url = stack.enter_context(
+                gateway_process(queue_addr, ADMIN_KEY, LOG_FORMAT="json", LOG_LEVEL="INFO")
+            )
             worker = stack.enter_context(
                 worker_process(
                     ["--concurrency", "2", "--poll-interval", "1"],
@@ -131,7 +139,7 @@ def run(template_database: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
             )
             worker_metrics = worker.wait_for_line(r"Metrics at (http://\S+)").group(1)
             db = stack.enter_context(psycopg.connect(database_url, autocommit=True))
-            yield Run(db, queue, worker, gateway_url, queue_metrics, worker_metrics, gate)
+            yield Run(db, queue, worker, gateway, gateway_url, queue_metrics, worker_metrics, gate)
     finally:
         drop_database(name)
 
@@ -321,3 +329,17 @@ def test_the_worker_logs_json_lines_with_the_job_fields(run: Run) -> None:
         assert all(entry["attempt"] == attempts for entry in lines)
         assert all(entry["worker_id"] == "metrics-worker" for entry in lines)
         assert any("S3_NOT_FOUND" in entry["message"] for entry in lines)
+
+
+TEXT_LOG = re.compile(r"\d{4}-\d\d-\d\d \S+ (DEBUG|INFO|WARNING|ERROR) ")
+
+
+@pytest.mark.parametrize("process", ["queue", "gateway"])
+def test_the_queue_service_and_the_gateway_log_json_lines(run: Run, process: str) -> None:
+    """LOG_FORMAT=json in the other two processes: their log lines (start-up, migrations,
+    uvicorn's own) are JSON objects; their output lines (`... listening on`) stay as they are."""
+    output: Process = getattr(run, process)
+    logged = [json.loads(line) for line in output.lines if line.startswith("{")]
+    assert logged, output.output
+    assert all({"time", "level", "logger", "message"} <= set(entry) for entry in logged)
+    assert not [line for line in output.lines if TEXT_LOG.match(line)], output.output
