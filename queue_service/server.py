@@ -84,11 +84,12 @@ class QueueServer:
 
     async def start(self) -> None:
         if self.config.metrics_listen is not None:
+            # Bound first: a port in use stops the start-up with nothing left registered.
+            self.metrics = served_metrics.serve(self.config.metrics_listen)
             self._collector = JobTableCollector(
                 self.store.job_table, self.pool, asyncio.get_running_loop()
             )
             served_metrics.REGISTRY.register(self._collector)
-            self.metrics = served_metrics.serve(self.config.metrics_listen)
         self.notifier.start()
         self.queue.start()
         self.admin.start()
