@@ -83,9 +83,7 @@ class QueueServer:
     _collector: JobTableCollector | None = field(default=None, repr=False)
 
     async def start(self) -> None:
-        if self.config.metrics_listen is not None:
-            # Bound first: a port in use stops the start-up with nothing left registered.
-            self.metrics = served_metrics.serve(self.config.metrics_listen)
+        if self.metrics is not None:
             self._collector = JobTableCollector(
                 self.store.job_table, self.pool, asyncio.get_running_loop()
             )
@@ -151,7 +149,11 @@ class QueueServer:
 
 
 async def build(config: Config) -> QueueServer:
-    """Create (but do not start) a queue service for `config`. Binds the port."""
+    """Create (but do not start) a queue service for `config`. Binds the ports."""
+    # First: a metrics port in use stops the start-up before anything else is made.
+    metrics = (
+        served_metrics.serve(config.metrics_listen) if config.metrics_listen is not None else None
+    )
     pool = psycopg_pool.AsyncConnectionPool(
         config.database_url,
         min_size=config.pool_min_size,
@@ -200,6 +202,8 @@ async def build(config: Config) -> QueueServer:
     )
     port = server.add_insecure_port(config.listen)
     if port == 0:
+        if metrics is not None:
+            metrics.stop()
         raise OSError(f"cannot listen on {config.listen}")
     return QueueServer(
         config=config,
@@ -213,4 +217,5 @@ async def build(config: Config) -> QueueServer:
         reaper=Reaper(store, config),
         health=health,
         port=port,
+        metrics=metrics,
     )
