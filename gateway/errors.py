@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.schemas import SOURCE_TYPES
+from jobqueue.ingest_input import SOURCE_TYPES
 from jobqueue.rpc import error_info
 
 log = logging.getLogger(__name__)
@@ -98,8 +98,15 @@ GRPC_TO_HTTP: dict[grpc.StatusCode, HttpError] = {
         504, "DEADLINE_EXCEEDED", False, "the queue service did not answer in time"
     ),
 }
-# Proto request fields whose REST names differ (the ListJobs query parameters).
-REST_NAMES = {"page_token": "cursor", "page_size": "limit"}
+# Proto request fields whose REST names differ: the ListJobs query parameters, and the job
+# input's keys (the REST enqueue body carries them at its top level).
+REST_NAMES = {
+    "page_token": "cursor",
+    "page_size": "limit",
+    "input.source_type": "source_type",
+    "input.s3_key": "s3_key",
+    "input.path": "path",
+}
 UPSTREAM_ERROR = HttpError(502, "UPSTREAM_ERROR", False, "the queue service failed")
 
 

@@ -1,62 +1,40 @@
 """The REST API's request and response models: the OpenAPI document is generated from these.
 
 Requests are strict (JSON types only, no coercion) and closed (unknown fields are refused), so a
-typo such as `"s3key"` is an error instead of a job with a missing key. Strings that reach the
-queue service are checked here for what PostgreSQL and protobuf cannot store (NUL and other
-control characters, lone surrogates): those would otherwise fail deep in the stack as a 5xx.
+typo such as `"s3key"` is an error instead of a job with a missing key. The source fields follow
+the one input schema (jobqueue.ingest_input), which the queue service applies again (with
+LOCAL_MEDIA_ROOT, which only it knows); the bounds are jobqueue.limits, the queue service's own.
+Strings are checked here for what PostgreSQL and protobuf cannot store (NUL and other control
+characters, lone surrogates): those would otherwise fail deep in the stack as a 5xx.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from jobqueue import ingest_input, limits
+from jobqueue.ingest_input import MAX_PATH_BYTES, MAX_S3_KEY_BYTES, InputError
+
 STATUSES = ("QUEUED", "RUNNING", "SUCCEEDED", "RETRY", "FAILED", "CANCELLED")
 Status = Literal["QUEUED", "RUNNING", "SUCCEEDED", "RETRY", "FAILED", "CANCELLED"]
-SOURCE_TYPES = ("s3", "local")
 Health = Literal["healthy", "degraded", "unhealthy"]
 
-# C0 and C1 control characters, DEL included.
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-# S3's limit on a key is 1024 bytes of UTF-8.
-MAX_S3_KEY_BYTES = 1024
-MAX_PATH_BYTES = 4096
 
+def _input_rule(rule: Callable[[Any], str]) -> Callable[[str], str]:
+    """A rule of the one input schema (jobqueue.ingest_input) as a pydantic validator: the
+    queue service applies the same rules, and LOCAL_MEDIA_ROOT (which only it knows) on top."""
 
-def _storable(value: str) -> str:
-    """Refuse what cannot be stored or is surely a mistake; never rewrite the value."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode (no lone surrogates)") from None
-    if CONTROL_CHARACTERS.search(value):
-        raise ValueError("must not contain control characters")
-    if value != value.strip():
-        raise ValueError("must not start or end with whitespace")
-    return value
+    def validate(value: str) -> str:
+        try:
+            return rule(value)
+        except InputError as error:
+            raise ValueError(error.message.removeprefix(f"{error.field} ")) from None
 
-
-def _relative_path(value: str, *, max_bytes: int) -> str:
-    if len(value.encode("utf-8", "surrogatepass")) > max_bytes:
-        raise ValueError(f"must be at most {max_bytes} bytes")
-    if ".." in value.split("/"):
-        raise ValueError("must not contain '..' segments")
-    return value
-
-
-def _s3_key(value: str) -> str:
-    _storable(value)
-    if value.startswith("/"):
-        raise ValueError("must not start with '/' (S3 keys are relative to the bucket)")
-    return _relative_path(value, max_bytes=MAX_S3_KEY_BYTES)
-
-
-def _local_path(value: str) -> str:
-    _storable(value)
-    return _relative_path(value, max_bytes=MAX_PATH_BYTES)
+    return validate
 
 
 def _whole_number(value: Any) -> Any:
@@ -72,24 +50,49 @@ WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
 S3Key = Annotated[
     str,
     Field(min_length=1, max_length=MAX_S3_KEY_BYTES, examples=["videos/test-ad.mp4"]),
-    AfterValidator(_s3_key),
+    AfterValidator(_input_rule(ingest_input.s3_key)),
 ]
 LocalPath = Annotated[
     str,
     Field(min_length=1, max_length=MAX_PATH_BYTES, examples=["/data/videos/test-ad.mp4"]),
-    AfterValidator(_local_path),
+    AfterValidator(_input_rule(ingest_input.local_path)),
 ]
-IdempotencyKey = Annotated[str, Field(min_length=1, max_length=500), AfterValidator(_storable)]
-# A queue name as a filter: what the queue service could have stored as one.
-QueueName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_storable)]
+
+
+def _caller_key(value: str) -> str:
+    if limits.DERIVED_KEY.fullmatch(value):
+        raise ValueError(
+            "64 lowercase hex characters are reserved for the keys derived from the input; "
+            "send another form (e.g. with a prefix)"
+        )
+    return value
+
+
+IdempotencyKey = Annotated[
+    str,
+    Field(min_length=1, max_length=limits.MAX_IDEMPOTENCY_KEY_CHARS),
+    AfterValidator(ingest_input.storable_text),
+    AfterValidator(_caller_key),
+]
+# A queue name as a filter: what the queue service accepts as one.
+QueueName = Annotated[
+    str,
+    Field(min_length=1, max_length=limits.MAX_QUEUE_FILTER_CHARS),
+    AfterValidator(ingest_input.storable_text),
+]
 
 
 class _EnqueueOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    priority: WholeNumber = Field(default=0, ge=-1000, le=1000, description="Higher runs first.")
+    priority: WholeNumber = Field(
+        default=0, ge=limits.PRIORITY_MIN, le=limits.PRIORITY_MAX, description="Higher runs first."
+    )
     max_attempts: WholeNumber | None = Field(
-        default=None, ge=1, le=100, description="Attempts before FAILED; default 5."
+        default=None,
+        ge=1,
+        le=limits.MAX_ATTEMPTS_MAX,
+        description="Attempts before FAILED; default 5.",
     )
     idempotency_key: IdempotencyKey | None = Field(
         default=None,
@@ -110,7 +113,12 @@ class S3Source(_EnqueueOptions):
 
 class LocalSource(_EnqueueOptions):
     source_type: Literal["local"]
-    path: LocalPath = Field(description="A file path on the worker host; no '..' segments.")
+    path: LocalPath = Field(
+        description=(
+            "A file path on the worker host; no '..' segments. Absolute, or relative to the "
+            "queue service's LOCAL_MEDIA_ROOT; inside LOCAL_MEDIA_ROOT when that is set."
+        )
+    )
 
     def job_input(self) -> dict[str, Any]:
         return {"source_type": "local", "path": self.path}

@@ -37,9 +37,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "Environment: DATABASE_URL (or SUPABASE_DB_URL), QUEUE_LISTEN, QUEUE_AUTH_TOKEN, "
             "HEARTBEAT_TIMEOUT_SECONDS, LOCK_TIMEOUT_SECONDS, STALE_SWEEP_INTERVAL_SECONDS, "
             "RETRY_BACKOFF_BASE_SECONDS, RETRY_BACKOFF_MAX_SECONDS, DB_POOL_MIN_SIZE, "
-            "DB_POOL_MAX_SIZE, MAX_CONCURRENT_CLAIMS, APPLY_MIGRATIONS, QUEUE_METRICS_LISTEN "
-            "(0.0.0.0:9101; off disables), LOG_LEVEL, LOG_FORMAT (text | json), "
-            "OTEL_EXPORTER_OTLP_ENDPOINT (traces; off unless set) and the other OTEL_* variables."
+            "DB_POOL_MAX_SIZE, MAX_CONCURRENT_CLAIMS, APPLY_MIGRATIONS, LOCAL_MEDIA_ROOT, "
+            "QUEUE_METRICS_LISTEN (0.0.0.0:9101; off disables), LOG_LEVEL, LOG_FORMAT (text | "
+            "json), OTEL_EXPORTER_OTLP_ENDPOINT (traces; off unless set) and the other OTEL_* "
+            "variables."
         ),
     )
     parser.add_argument(

@@ -7,14 +7,15 @@ commit, batching.Coalescer), so concurrent producers share the cost of a commit.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC
+from pathlib import Path
 
 import grpc
 
-from jobqueue import tracing
+from jobqueue import ingest_input, limits, tracing
+from jobqueue.ingest_input import InputError
 from jobqueue.v1 import admin_service_pb2 as pb
 from jobqueue.v1 import admin_service_pb2_grpc, job_pb2
-from queue_service import convert
+from queue_service import bounds, convert
 from queue_service.batching import Coalescer
 from queue_service.config import Config
 from queue_service.errors import InvalidArgument, grpc_errors
@@ -23,7 +24,6 @@ from queue_service.store import Enqueued, NewJob, Row, Store
 MAX_ENQUEUE_BATCH = 1000
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 50
-MAX_INPUT_BYTES = 256 * 1024
 STATUSES = ("QUEUED", "RUNNING", "SUCCEEDED", "RETRY", "FAILED", "CANCELLED")
 
 
@@ -46,7 +46,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
     async def EnqueueJob(
         self, request: pb.EnqueueJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.EnqueueJobResponse:
-        new_job = _new_job(request)
+        new_job = _new_job(request, self._config.local_media_root)
         response = pb.EnqueueJobResponse()
         _answer(response, new_job, request, await self.enqueues.submit(new_job))
         return response
@@ -57,7 +57,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
     ) -> pb.EnqueueJobsResponse:
         if not 1 <= len(request.jobs) <= MAX_ENQUEUE_BATCH:
             raise InvalidArgument(f"jobs must hold 1..{MAX_ENQUEUE_BATCH} entries", field="jobs")
-        new_jobs = [_new_job(job) for job in request.jobs]
+        new_jobs = [_new_job(job, self._config.local_media_root) for job in request.jobs]
         results = await self._store.enqueue(new_jobs)
         response = pb.EnqueueJobsResponse()
         answers = response.results
@@ -85,7 +85,10 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
             status = convert.PROTO_TO_STATUS[request.status]
         after = convert.decode_page_token(request.page_token) if request.page_token else None
         rows = await self._store.list_jobs(
-            status=status, queue=request.queue or None, limit=page_size + 1, after=after
+            status=status,
+            queue=bounds.queue_filter(request.queue),
+            limit=page_size + 1,
+            after=after,
         )
         page, more = rows[:page_size], len(rows) > page_size
         return pb.ListJobsResponse(
@@ -111,7 +114,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         self, request: pb.GetQueueStatsRequest, context: grpc.aio.ServicerContext
     ) -> pb.QueueStats:
         row = await self._store.queue_stats(
-            request.queue or None, self._config.heartbeat_timeout_seconds
+            bounds.queue_filter(request.queue), self._config.heartbeat_timeout_seconds
         )
         by_status = {status: int(row["by_status"].get(status, 0)) for status in STATUSES}
         return pb.QueueStats(
@@ -125,7 +128,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
     async def ListRunningJobs(
         self, request: pb.ListRunningJobsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListRunningJobsResponse:
-        rows = await self._store.running_jobs(request.queue or None)
+        rows = await self._store.running_jobs(bounds.queue_filter(request.queue))
         return pb.ListRunningJobsResponse(
             jobs=[
                 job_pb2.RunningJob(
@@ -177,32 +180,48 @@ def _answer(
         )
 
 
-def _new_job(request: pb.EnqueueJobRequest) -> NewJob:
+def _new_job(request: pb.EnqueueJobRequest, local_media_root: Path | None) -> NewJob:
+    """A request's job, checked against the bounds in jobqueue.limits and the one input schema
+    (jobqueue.ingest_input): what the service stores, a worker's pipeline can start on."""
     input_ = request.input
     if not input_.fields:
         raise InvalidArgument("input is required: a non-empty JSON object", field="input")
+    value = convert.struct_object(input_)
     # ASCII JSON, so its length is its size in bytes.
-    input_json = convert.struct_json(input_, "input")
-    if len(input_json) > MAX_INPUT_BYTES:
-        raise InvalidArgument(f"input is larger than {MAX_INPUT_BYTES} bytes", field="input")
+    input_json = convert.json_text(value, "input")
+    if len(input_json) > limits.MAX_INPUT_BYTES:
+        raise InvalidArgument(
+            f"input is larger than {limits.MAX_INPUT_BYTES} bytes as JSON", field="input"
+        )
     if "\\u0000" in input_json:
         raise InvalidArgument(
             "input cannot hold NUL characters (jsonb refuses them)", field="input"
         )
-    queue = request.queue or "default"
-    if len(queue) > 100:
-        raise InvalidArgument("queue is at most 100 characters", field="queue")
+    try:
+        ingest_input.parse(value, local_media_root)
+    except InputError as error:
+        field = f"input.{error.field}" if error.field else "input"
+        raise InvalidArgument(f"invalid input: {error.message}", field=field) from None
+    queue = bounds.queue_name(request.queue)
     max_attempts = request.max_attempts
-    if not 0 <= max_attempts <= 100:
+    if not 0 <= max_attempts <= limits.MAX_ATTEMPTS_MAX:
         raise InvalidArgument(
-            "max_attempts must be 1..100 (0 for the default)", field="max_attempts"
+            f"max_attempts must be 1..{limits.MAX_ATTEMPTS_MAX} (0 for the default)",
+            field="max_attempts",
         )
     priority = request.priority
-    if not -1000 <= priority <= 1000:
-        raise InvalidArgument("priority must be -1000..1000", field="priority")
+    if not limits.PRIORITY_MIN <= priority <= limits.PRIORITY_MAX:
+        raise InvalidArgument(
+            f"priority must be {limits.PRIORITY_MIN}..{limits.PRIORITY_MAX}", field="priority"
+        )
     key = request.idempotency_key
-    if len(key) > 500:
-        raise InvalidArgument("idempotency_key is at most 500 characters", field="idempotency_key")
-    run_after = request.run_after.ToDatetime(tzinfo=UTC) if request.HasField("run_after") else None
+    problem = limits.idempotency_key_problem(key)
+    if problem is not None:
+        raise InvalidArgument(problem, field="idempotency_key")
+    run_after = (
+        convert.to_datetime(request.run_after, "run_after")
+        if request.HasField("run_after")
+        else None
+    )
     # With tracing on, the job keeps the trace of this call (the caller's, e.g. a REST request).
     return NewJob(input_json, queue, priority, max_attempts, key, run_after, tracing.traceparent())

@@ -14,7 +14,8 @@ costs nothing while it waits: no statement runs until there is something to clai
   passes its wake-up on to the next waiter, so an announced job never waits for nobody.
 - Jobs announced for later (a backoff, a future run_after) arm the queue's due timer: one timer
   per queue, at the earliest such job, learned from the announcements and from one indexed
-  query (next_due) when the line forms, after the listener reconnects and after each timer.
+  query (next_due) once someone waits in the line after a look that found nothing, after the
+  listener reconnects and after each timer.
   When it fires it wakes the waiter at the front to look; a waiter whose look comes back full
   wakes the next one, so a backlog that comes due at once is taken by as many as it needs.
 - Once every RECHECK_SECONDS per queue (not per waiter) the front waiter looks anyway: the
@@ -22,6 +23,9 @@ costs nothing while it waits: no statement runs until there is something to clai
   reconnecting, that becomes once a second, and every waiter looks again once it is back.
 - A new Claim that finds waiters already asleep in its line does not look at all: everything
   announced since they fell asleep has waiters on it, so its own look could only find nothing.
+- A line lives only while a Claim is in it: the last one to leave drops it, timers and all, so a
+  queue name costs the service memory only while someone waits on it (queue names are bounded
+  too: jobqueue.limits). A Claim that takes jobs at its first look never asks for a due time.
 """
 
 from __future__ import annotations
@@ -115,10 +119,12 @@ class Claimer:
         self._lines: dict[str, _Line] = {}
         self._heard = False  # the listener is listening: announcements arrive
         self._orphans: set[asyncio.Future[None]] = set()
+        # Due-time lookups in flight, also those of lines dropped meanwhile (stop awaits them).
+        self._lookups: set[asyncio.Future[None]] = set()
 
     async def stop(self) -> None:
         """Cancel the timers and due-time lookups (the service is stopping)."""
-        lookups = [line.lookup for line in self._lines.values() if line.lookup is not None]
+        lookups = list(self._lookups)
         for line in self._lines.values():
             for timer in (line.due_timer, line.recheck_timer):
                 if timer is not None:
@@ -141,7 +147,9 @@ class Claimer:
         waiter = _Waiter(limit)
         look = not (self._heard and any(not w.claiming for w in line.asleep))
         line.waiters += 1
-        # In the line before the first look, so that a job announced during it is not missed.
+        # In the line before the first look, so that a job announced during it is not missed
+        # (as one that looks: it needs no due time unless the look finds nothing).
+        waiter.claiming = look
         self._sleep(queue, line, waiter)
         try:
             while True:
@@ -162,6 +170,8 @@ class Claimer:
                         self._sleep(queue, line, waiter, front=True)
                         if look:
                             continue
+                    else:
+                        self._tend(queue, line)  # it waits now: the line needs its due time
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return []
@@ -243,8 +253,10 @@ class Claimer:
             if not line.waiters:
                 self._forget(queue, line)
             return
-        if not line.due_known and line.lookup is None:
-            line.lookup = asyncio.ensure_future(self._look_up_due(queue, line))
+        if not line.due_known and line.lookup is None and any(not w.claiming for w in line.asleep):
+            line.lookup = lookup = asyncio.ensure_future(self._look_up_due(queue, line))
+            self._lookups.add(lookup)
+            lookup.add_done_callback(self._lookups.discard)
         if line.due_timer is not None and (line.due is None or line.due_timer.when() > line.due):
             line.due_timer.cancel()
             line.due_timer = None
@@ -296,9 +308,9 @@ class Claimer:
             self._tend(queue, line)
 
     def _forget(self, queue: str, line: _Line) -> None:
-        """An empty line keeps only what it knows of its due time, and only while it is kept
-        up to date by announcements."""
-        if line.lookup is None and self._lines.get(queue) is line and not line.due_known:
+        """Nobody is in the line: drop it (its timers are cancelled). What it knew of its due
+        time is asked again when a line forms anew; a lookup in flight finds it gone."""
+        if self._lines.get(queue) is line:
             del self._lines[queue]
 
     # -- one claim statement ------------------------------------------------------------------

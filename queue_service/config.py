@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from jobqueue.metrics import listen_address
 from jobqueue.settings import ConfigError, Env, mask_url
@@ -41,6 +42,9 @@ class Config:
     # scanning the same index head in the database at once.
     max_concurrent_claims: int = 2
     apply_migrations: bool = True
+    # Local sources: when set, a job's local path must lie inside this folder (a relative one is
+    # taken inside it); the worker reads the same variable (jobqueue.ingest_input).
+    local_media_root: Path | None = None
     # Where Prometheus scrapes the service (QUEUE_METRICS_LISTEN); None: no metrics endpoint.
     metrics_listen: str | None = None
 
@@ -65,6 +69,7 @@ class Config:
             pool_max_size=env.whole("DB_POOL_MAX_SIZE", 10, minimum=1),
             max_concurrent_claims=env.whole("MAX_CONCURRENT_CLAIMS", 2, minimum=1),
             apply_migrations=env.boolean("APPLY_MIGRATIONS", True),
+            local_media_root=env.directory("LOCAL_MEDIA_ROOT"),
             metrics_listen=listen_address(
                 os.environ if values is None else values,
                 "QUEUE_METRICS_LISTEN",

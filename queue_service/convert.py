@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
 from jobqueue.rpc import duration, struct
 from jobqueue.v1 import job_pb2
@@ -36,10 +36,14 @@ __all__ = [
     "fill_enqueued",
     "fill_settled",
     "job",
+    "json_text",
     "parse_uuid",
+    "seconds",
     "struct",
     "struct_json",
+    "struct_object",
     "timestamp",
+    "to_datetime",
 ]
 
 STATUS_TO_PROTO: dict[str, job_pb2.JobStatus] = {
@@ -57,6 +61,12 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 # Doubles represent every integer below 2**53 exactly; past it a "whole" double is a rounding.
 _MAX_EXACT_INTEGER = 2**53
+# The range of google.protobuf.Timestamp (0001-01-01 to 9999-12-31, as Python's datetime) and
+# of Duration (about 10,000 years either way); PostgreSQL holds every such time.
+_MIN_TIMESTAMP_SECONDS = -62_135_596_800
+_MAX_TIMESTAMP_SECONDS = 253_402_300_799
+_MAX_DURATION_SECONDS = 315_576_000_000
+_MAX_NANOS = 999_999_999
 
 
 def parse_uuid(value: str, field: str = "job_id") -> UUID:
@@ -75,6 +85,42 @@ def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     return message
 
 
+def to_datetime(message: timestamp_pb2.Timestamp, field: str) -> datetime:
+    """A request's Timestamp as an aware datetime; INVALID_ARGUMENT outside Timestamp's range
+    (which ToDatetime would raise as a ValueError: an INTERNAL error and a stack trace)."""
+    if (
+        not _MIN_TIMESTAMP_SECONDS <= message.seconds <= _MAX_TIMESTAMP_SECONDS
+        or not 0 <= message.nanos <= _MAX_NANOS
+    ):
+        raise InvalidArgument(
+            f"{field} must be a valid Timestamp: 0001-01-01 to 9999-12-31 (seconds "
+            f"{_MIN_TIMESTAMP_SECONDS}..{_MAX_TIMESTAMP_SECONDS}), nanos 0..{_MAX_NANOS}",
+            field=field,
+        )
+    return message.ToDatetime(tzinfo=UTC)
+
+
+def seconds(message: duration_pb2.Duration, field: str, maximum: float) -> float:
+    """A request's Duration in seconds, within 0..maximum; INVALID_ARGUMENT for a malformed one
+    (nanos out of range or of the other sign than seconds) or one out of that range."""
+    whole, nanos = message.seconds, message.nanos
+    if (
+        abs(whole) > _MAX_DURATION_SECONDS
+        or abs(nanos) > _MAX_NANOS
+        or (whole > 0 and nanos < 0)
+        or (whole < 0 and nanos > 0)
+    ):
+        raise InvalidArgument(
+            f"{field} must be a valid Duration (nanos -{_MAX_NANOS}..{_MAX_NANOS}, with the sign "
+            "of seconds)",
+            field=field,
+        )
+    value = whole + nanos / 1e9
+    if not 0 <= value <= maximum:
+        raise InvalidArgument(f"{field} must be 0..{maximum:g} s", field=field)
+    return value
+
+
 def _set_time(field: timestamp_pb2.Timestamp, value: datetime) -> None:
     delta = value - _EPOCH
     field.seconds = delta.days * 86_400 + delta.seconds
@@ -86,8 +132,18 @@ def struct_json(message: struct_pb2.Struct, field: str) -> str:
     jobqueue.rpc.struct_to_dict (whole numbers as integers, so {"n": 3} stores as 3 and hashes
     to the same idempotency key as the same input enqueued from psql), without its detour
     through json_format, and in ASCII (\\u escapes), so its length is its size in bytes."""
+    return json_text(_object(message), field)
+
+
+def struct_object(message: struct_pb2.Struct) -> dict[str, Any]:
+    """The Struct as the JSON values struct_json writes (whole numbers as integers)."""
+    return _object(message)
+
+
+def json_text(value: dict[str, Any], field: str) -> str:
+    """struct_json's encoding of struct_object's value."""
     try:
-        return _JSON.encode(_object(message))
+        return _JSON.encode(value)
     except ValueError:
         raise InvalidArgument(
             f"{field} holds a number JSON cannot (NaN, Infinity)", field=field

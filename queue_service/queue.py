@@ -11,9 +11,10 @@ from typing import TypeVar
 
 import grpc
 
+from jobqueue import limits
 from jobqueue.v1 import job_pb2, queue_service_pb2_grpc
 from jobqueue.v1 import queue_service_pb2 as pb
-from queue_service import convert
+from queue_service import bounds, convert
 from queue_service.batching import Coalescer
 from queue_service.claims import Claimer
 from queue_service.errors import InvalidArgument, grpc_errors, grpc_stream_errors
@@ -37,7 +38,7 @@ MAX_BATCH = 1000
 MAX_BEATS = 10_000
 # Beats per statement (a message with more is a statement of its own).
 MAX_BATCH_BEATS = 2_000
-MAX_TEXT = 10_000
+MAX_TEXT = limits.MAX_TEXT_CHARS
 
 ACTIONS = {
     "continue": pb.HEARTBEAT_ACTION_CONTINUE,
@@ -93,23 +94,20 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
     async def Claim(
         self, request: pb.ClaimRequest, context: grpc.aio.ServicerContext
     ) -> pb.ClaimResponse:
-        worker_id = request.worker_id.strip()
-        if not worker_id or len(worker_id) > 200:
-            raise InvalidArgument(
-                "worker_id is required (at most 200 characters)", field="worker_id"
-            )
+        worker_id = bounds.worker_id(request.worker_id)
         if not 1 <= request.max_jobs <= MAX_CLAIM:
             raise InvalidArgument(f"max_jobs must be 1..{MAX_CLAIM}", field="max_jobs")
-        wait = request.wait.ToNanoseconds() / 1e9 if request.HasField("wait") else 0.0
-        if not 0 <= wait <= MAX_CLAIM_WAIT_SECONDS:
-            raise InvalidArgument(f"wait must be 0..{MAX_CLAIM_WAIT_SECONDS:g} s", field="wait")
+        queue = bounds.queue_name(request.queue)
+        wait = (
+            convert.seconds(request.wait, "wait", MAX_CLAIM_WAIT_SECONDS)
+            if request.HasField("wait")
+            else 0.0
+        )
         # Never wait past the caller's own deadline: answer empty just before it instead.
         remaining = context.time_remaining()
         if remaining is not None:
             wait = max(0.0, min(wait, remaining - 0.5))
-        rows = await self._claimer.claim(
-            worker_id, request.max_jobs, request.queue or "default", wait
-        )
+        rows = await self._claimer.claim(worker_id, request.max_jobs, queue, wait)
         response = pb.ClaimResponse()
         jobs = response.jobs
         for row in rows:
@@ -310,13 +308,13 @@ def _completion(request: pb.CompleteRequest) -> Completion:
 def _failure(request: pb.FailRequest) -> Failure:
     retry_after = None
     if request.HasField("retry_after"):
-        retry_after = request.retry_after.ToNanoseconds() / 1e9
-        if retry_after < 0:
-            raise InvalidArgument("retry_after must not be negative", field="retry_after")
+        retry_after = convert.seconds(
+            request.retry_after, "retry_after", limits.MAX_RETRY_AFTER_SECONDS
+        )
     return Failure(
         job_id=convert.parse_uuid(request.job_id),
         lease=_lease(request.lease),
-        error_code=_printable(request.error_code[:200]),
+        error_code=_printable(request.error_code[: limits.MAX_ERROR_CODE_CHARS]),
         message=_printable(request.message[:MAX_TEXT]),
         retryable=request.retryable,
         retry_after_seconds=retry_after,

@@ -236,7 +236,8 @@ class Store:
             {str(k): v for k, v in (await self.get_jobs(list(known))).items()} if known else {}
         )
         if any(row.job_id is None for row in rows) or len(existing) < len(set(known)):
-            # Only when a job was deleted between the insert and the read-back of its key.
+            # Only when a job was deleted between the insert and the read-back of its key, or
+            # while a deploy re-applies 004 before 007 (the key is taken in another queue).
             raise StoreUnavailable("enqueue raced with a deletion; retry")
         return [(row, existing.get(row.job_id) if row.already_existed else None) for row in rows]
 

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from jobqueue import limits
 from jobqueue.metrics import listen_address
 from jobqueue.settings import Env
 
@@ -122,10 +123,13 @@ def resolve(flags: Mapping[str, object], env: Mapping[str, str]) -> WorkerConfig
         ),
         metrics_listen=listen_address(env, "WORKER_METRICS_LISTEN", None),
     )
-    if len(config.worker_id) > 200 or re.search(r"\s", config.worker_id):
-        raise read.error("WORKER_ID", "must be 1..200 characters without spaces")
-    if len(config.queue) > 100:
-        raise read.error("WORKER_QUEUE", "must be 1..100 characters")
+    if len(config.worker_id) > limits.MAX_WORKER_ID_CHARS or re.search(r"\s", config.worker_id):
+        raise read.error(
+            "WORKER_ID", f"must be 1..{limits.MAX_WORKER_ID_CHARS} characters without spaces"
+        )
+    problem = limits.queue_name_problem(config.queue)
+    if problem is not None:
+        raise read.error("WORKER_QUEUE", problem.removeprefix("queue "))
     if not re.fullmatch(r"[\w.]+:[\w.]+", config.pipeline):
         raise read.error("WORKER_PIPELINE", f"must be module:callable, got {config.pipeline!r}")
     return config

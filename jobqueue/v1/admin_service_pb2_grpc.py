@@ -87,15 +87,19 @@ class AdminServiceServicer:
 
     def EnqueueJob(self, request, context):
         """Adds a job. Idempotent: the idempotency key is the caller's, or derived
-        from queue and input; enqueueing a known key returns the existing job
-        (whatever its status) with already_existed = true and changes nothing.
+        from queue and input; enqueueing a key known in the job's queue returns
+        the existing job (whatever its status) with already_existed = true and
+        changes nothing. Keys are namespaced by queue: the same caller key in two
+        queues makes two jobs.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def EnqueueJobs(self, request, context):
-        """Adds several jobs in one statement; results are in request order.
+        """Adds several jobs in one statement; results are in request order. One
+        entry that breaks a rule fails the whole call with INVALID_ARGUMENT and
+        stores nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -2,9 +2,12 @@
 
 -- ---------------------------------------------------------------------------------------------
 -- Enqueue. The idempotency key is the caller's, or a hash of queue and input (jsonb's text form
--- is canonical: key order and white space do not change it). Conflicts are resolved by the
--- unique index, never by a read-then-insert, so any number of concurrent enqueues of one key
--- make one row and all of them get its id. New jobs are announced (notify_queue): those that
+-- is canonical: key order and white space do not change it). A key names one job within its
+-- queue (the same caller key in two queues makes two jobs), and a caller may not send a key of
+-- the derived form (64 lowercase hex characters: 22023 invalid_parameter_value), so that no
+-- caller's key can capture the enqueues of another input (007_idempotency_namespaces.sql).
+-- Conflicts are resolved by the unique index, never by a read-then-insert, so any number of
+-- concurrent enqueues of one key make one row and all of them get its id. New jobs are announced (notify_queue): those that
 -- may run now wake waiting claimers, later ones arm their due timer; a known key changes
 -- nothing and wakes no one.
 --
@@ -75,6 +78,14 @@ DECLARE
     v_new_queues text[];
     v_new_due    timestamptz[];
 BEGIN
+    -- A caller's key of the derived form would name another input's job: refused, whole call.
+    IF EXISTS (SELECT 1 FROM unnest(p_keys) AS k(key)
+               WHERE length(k.key) = 64 AND k.key ~ '^[0-9a-f]{64}$') THEN
+        RAISE EXCEPTION 'an idempotency key of 64 lowercase hex characters is reserved for the '
+                        'keys derived from queue and input; send another form (e.g. a prefix)'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
     -- Each entry as it is to be stored, in request order.
     SELECT array_agg(e.id), array_agg(e.queue), array_agg(e.max_attempts), array_agg(e.key),
            array_agg(e.run_after)
@@ -100,7 +111,9 @@ BEGIN
         FROM unnest(v_ids, v_queues, p_priorities, v_tries, p_inputs, v_keys, v_due)
              WITH ORDINALITY AS r(id, queue, priority, max_attempts, input, key, run_after, ord)
         ORDER BY r.ord
-        ON CONFLICT (idempotency_key) DO NOTHING
+        -- Whichever unique index holds the keys (queue and key since 007, the key alone before):
+        -- the existing job is looked up by queue and key below.
+        ON CONFLICT DO NOTHING
         RETURNING j.id, j.queue, j.run_after
     )
     SELECT array_agg(ins.id), array_agg(ins.queue), array_agg(ins.run_after)
@@ -128,12 +141,13 @@ BEGIN
                 e.key,
                 CASE WHEN n.id IS NULL THEN j.run_after ELSE e.run_after END,
                 CASE WHEN n.id IS NULL THEN j.created_at ELSE $5 END
-         FROM unnest($1::uuid[], $2::integer[], $3::text[], $4::timestamptz[]) WITH ORDINALITY
-              AS e(id, max_attempts, key, run_after, ord)
+         FROM unnest($1::uuid[], $2::integer[], $3::text[], $4::timestamptz[], $7::text[])
+              WITH ORDINALITY AS e(id, max_attempts, key, run_after, queue, ord)
          LEFT JOIN unnest($6::uuid[]) AS n(id) ON n.id = e.id
-         LEFT JOIN ingestion_jobs j ON j.idempotency_key = e.key AND n.id IS NULL
+         LEFT JOIN ingestion_jobs j
+                ON j.queue = e.queue AND j.idempotency_key = e.key AND n.id IS NULL
          ORDER BY e.ord'
-        USING v_ids, v_tries, v_keys, v_due, v_now, coalesce(v_new_ids, '{}');
+        USING v_ids, v_tries, v_keys, v_due, v_now, coalesce(v_new_ids, '{}'), v_queues;
 END
 $$;
 

@@ -5,11 +5,12 @@ the jobs list's filter and pages."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.gateway.conftest import Stack
+from tests.gateway.conftest import Stack, running_stack
 from tests.support.jobs import fetch_job, insert_job
 
 pytestmark = pytest.mark.integration
@@ -24,6 +25,27 @@ def test_enqueue_answers_201_for_a_new_job_and_200_for_a_known_one(stack: Stack)
     row = fetch_job(stack.db, first.json()["job_id"])
     assert row["input"] == {"source_type": "local", "path": "/data/videos/ad.mp4"}
     assert row["priority"] == 5
+
+
+def test_a_local_path_outside_the_queue_services_media_root_is_a_400(
+    database_url: str, tmp_path: Path
+) -> None:
+    # The gateway does not know LOCAL_MEDIA_ROOT; the queue service applies it, and its
+    # INVALID_ARGUMENT is the REST API's 400 naming the body's own field.
+    root = tmp_path / "media"
+    with running_stack(database_url, {"LOCAL_MEDIA_ROOT": str(root)}) as stack:
+        inside = stack.http.post(
+            "/api/ingest/enqueue", json={"source_type": "local", "path": "ads/ad.mp4"}
+        )
+        assert inside.status_code == 201, inside.text
+        outside = stack.http.post(
+            "/api/ingest/enqueue", json={"source_type": "local", "path": "/etc/shadow"}
+        )
+        assert outside.status_code == 400, outside.text
+        error = outside.json()["error"]
+        assert (error["code"], error["field"]) == ("INVALID_ARGUMENT", "path")
+        assert "LOCAL_MEDIA_ROOT" in error["message"]
+        assert stack.job_count() == 1
 
 
 def test_a_job_shows_every_column_by_name(stack: Stack) -> None:

@@ -136,6 +136,8 @@ BAD_ENQUEUE_BODIES: list[tuple[Any, str | None]] = [
     (enqueue(idempotency_key="k" * 501), "idempotency_key"),
     (enqueue(idempotency_key="a\x00b"), "idempotency_key"),
     (enqueue(idempotency_key=7), "idempotency_key"),
+    # The form of the keys derived from the input: a caller's could name another input's job.
+    (enqueue(idempotency_key="0123456789abcdef" * 4), "idempotency_key"),
     ([], None),
     ("videos/a.mp4", None),
     (None, None),

@@ -21,6 +21,7 @@ class Store:
         self.answers = list(answers)
         self.looks = 0
         self.due: dict[str, float] = {}
+        self.due_lookups = 0
 
     async def claim(self, worker_id: str, limit: int, queue: str) -> list[Any]:
         self.looks += 1
@@ -30,6 +31,7 @@ class Store:
         return jobs
 
     async def next_due(self, queues: Sequence[str]) -> dict[str, float]:
+        self.due_lookups += 1
         return {queue: self.due[queue] for queue in queues if queue in self.due}
 
 
@@ -119,3 +121,58 @@ async def test_a_wake_up_owed_to_a_waiter_that_went_away_goes_to_the_next() -> N
     gone.cancel()  # ... which goes before it looks
     store.answers = [(["job"], None)]
     assert await asyncio.wait_for(staying, 1) == ["job"]
+
+
+async def test_a_line_is_dropped_with_its_timers_when_its_last_waiter_leaves() -> None:
+    # Issue 11, item 4: a line per queue name was kept for good, so Claims with many distinct
+    # names grew the service without bound.
+    store = Store()
+    claims = claimer(store)
+    for name in ("a", "b"):
+        store.due[name] = 3600.0  # a job due later: the line learns of it and arms a timer
+    waiting = [asyncio.create_task(claims.claim("w", 1, name, 30)) for name in ("a", "b", "c")]
+    await until(lambda: len(claims._lines) == 3 and store.due_lookups == 3)
+    await until(lambda: all(line.due_timer for q, line in claims._lines.items() if q != "c"))
+    timers = [line.due_timer for line in claims._lines.values() if line.due_timer is not None]
+    timers += [line.recheck_timer for line in claims._lines.values()]
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+    assert claims._lines == {}
+    assert all(timer is not None and timer.cancelled() for timer in timers)
+
+    # Waits that end on their own, and claims that do not wait, leave nothing either.
+    assert await claims.claim("w", 1, "d", 0.01) == []
+    assert await claims.claim("w", 1, "e", 0) == []
+    assert claims._lines == {}
+
+
+async def test_a_claim_that_takes_jobs_at_once_asks_no_due_time() -> None:
+    store = Store(*[(["job"], None) for _ in range(3)])
+    claims = claimer(store)
+    for _ in range(3):
+        assert await claims.claim("w", 1, QUEUE, 30) == ["job"]
+    assert store.due_lookups == 0
+    assert claims._lines == {}
+
+
+async def test_a_due_time_lookup_that_ends_after_its_line_is_gone_changes_nothing() -> None:
+    store = Store()
+    answer = asyncio.Event()
+    next_due = store.next_due
+
+    async def slow(queues: Sequence[str]) -> dict[str, float]:
+        await answer.wait()
+        return await next_due(queues)
+
+    store.next_due = slow  # type: ignore[method-assign]
+    claims = claimer(store)
+    waiting = asyncio.create_task(claims.claim("w", 1, QUEUE, 30))
+    await until(lambda: bool(claims._lookups))
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+    assert claims._lines == {}
+    answer.set()
+    await until(lambda: not claims._lookups)
+    assert claims._lines == {}
+    await claims.stop()

@@ -152,3 +152,12 @@ def test_the_token_and_unflagged_settings_are_read_from_the_environment() -> Non
     assert config.once is True
     with pytest.raises(ConfigError, match=r"^WORKER_QUEUE|--queue \(WORKER_QUEUE\)"):
         resolve({}, {"WORKER_QUEUE": "q" * 101})
+
+
+def test_a_queue_name_follows_the_queue_services_rule() -> None:
+    # The queue service refuses a Claim on any other name (jobqueue.limits): the worker says so
+    # at start-up instead of failing every Claim.
+    assert resolve({"queue": "media.ads:v2/eu-west_1"}, {}).queue == "media.ads:v2/eu-west_1"
+    for name in ("media ads", "-media", "média"):
+        with pytest.raises(ConfigError, match=r"--queue \(WORKER_QUEUE\) must be letters"):
+            resolve({"queue": name}, {})
