@@ -116,7 +116,8 @@ class JobTableCollector(Collector):
         self._pending: concurrent.futures.Future[list[Row]] | None = None
 
     def _table(self) -> list[Row]:
-        if time.monotonic() - self._read_at < CACHE_SECONDS:
+        if time.monotonic() - self._read_at < CACHE_SECONDS or self._on_loop():
+            # Fresh enough; or asked on the event loop itself, which must not wait on itself.
             return self._rows
         if self._pending is None or self._pending.done():
             self._pending = asyncio.run_coroutine_threadsafe(self._read(), self._loop)
@@ -127,8 +128,21 @@ class JobTableCollector(Collector):
             log.warning("metrics: cannot read the job table: %s", type(error).__name__)
         return self._rows
 
+    def _on_loop(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        """The families without their values: what registering needs (without this, the
+        registry would collect at once, on the event loop that the reading itself needs)."""
+        return self._families([])
+
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        rows = self._table()
+        return self._families(self._table())
+
+    def _families(self, rows: list[Row]) -> Iterator[GaugeMetricFamily]:
         jobs = GaugeMetricFamily(
             "jobqueue_jobs",
             f"Jobs in the table by queue and status (read at most every {CACHE_SECONDS:g} s).",

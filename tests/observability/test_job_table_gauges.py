@@ -96,3 +96,13 @@ def test_a_database_that_stops_answering_leaves_the_last_reading(
     text = scrape(collector)
     assert table.reads == 2
     assert 'jobqueue_jobs{queue="default",status="QUEUED"} 7.0' in text
+
+
+def test_registering_reads_nothing(loop: asyncio.AbstractEventLoop) -> None:
+    """The service registers the collector on its event loop: describing it for the registry
+    must not wait on a reading that needs that loop."""
+    table = Table()
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(JobTableCollector(table.read, Pool(), loop))  # type: ignore[arg-type]
+    assert table.reads == 0
+    assert "jobqueue_jobs" in registry._names_to_collectors
