@@ -6,10 +6,13 @@ Runs in bench/.peers/venv (setup_peers.sh), never in the project's .venv:
     python bench/peer_python.py enqueue --system S --db URL --mode single|bulk|trickle --count N
                                         [--start I] [--batch B] [--gap-ms G] [--timings]
     python bench/peer_python.py work    --system S --db URL --concurrency C --starts FILE
+    python bench/peer_python.py depth   --system pgqueuer --db URL --count N --start I
 
 `enqueue` prints `RESULT {json}` last; `work` prints `READY` once it is working and, on SIGTERM,
 stops gracefully, writes the handler start times ([[i, epoch seconds], ...]) to FILE and exits 0.
-The handler does nothing else: it records when it started.
+The handler does nothing else: it records when it started. `depth` times N calls of each of
+PgQueuer's own queries one after another, as its QueueManager makes them: enqueue one job,
+dequeue a batch of one, update its heartbeat, log it as successful (its completion).
 """
 
 from __future__ import annotations
@@ -88,6 +91,46 @@ async def pgqueuer_work(args: argparse.Namespace, record: Callable[[int], None])
     print("READY", flush=True)
     await task
     await connection.close()
+
+
+async def pgqueuer_depth(args: argparse.Namespace) -> None:
+    import uuid
+    from datetime import timedelta
+
+    from pgqueuer.queries import EntrypointExecutionParameter
+
+    queries, connection = await pgqueuer_queries(args.db)
+    timings: dict[str, list[float]] = {"enqueue": [], "claim": [], "heartbeat": [], "complete": []}
+    for i in range(args.start, args.start + args.count):
+        t = time.perf_counter()
+        await queries.enqueue(TASK, json.dumps({"i": i}).encode(), 0)
+        timings["enqueue"].append(time.perf_counter() - t)
+    manager_id = uuid.uuid4()
+    entrypoints = {TASK: EntrypointExecutionParameter(concurrency_limit=0)}
+    jobs = []
+    for _ in range(args.count):
+        t = time.perf_counter()
+        batch = await queries.dequeue(
+            batch_size=1,
+            entrypoints=entrypoints,
+            queue_manager_id=manager_id,
+            global_concurrency_limit=None,
+            heartbeat_timeout=timedelta(seconds=30),  # QueueManager.run's default
+        )
+        timings["claim"].append(time.perf_counter() - t)
+        if len(batch) != 1:
+            raise SystemExit(f"dequeue returned {len(batch)} jobs, expected 1")
+        jobs.append(batch[0])
+    for job in jobs:
+        t = time.perf_counter()
+        await queries.update_heartbeat([job.id])
+        timings["heartbeat"].append(time.perf_counter() - t)
+    for job in jobs:
+        t = time.perf_counter()
+        await queries.log_jobs([(job, "successful", None)])
+        timings["complete"].append(time.perf_counter() - t)
+    await connection.close()
+    result(timings)
 
 
 # -- Procrastinate ----------------------------------------------------------------------------
@@ -182,13 +225,19 @@ def record(i: int) -> None:
     STARTS.append((i, time.time()))
 
 
+async def depth(args: argparse.Namespace) -> None:
+    if args.system != "pgqueuer":
+        raise SystemExit("depth: PgQueuer only")
+    await pgqueuer_depth(args)
+
+
 async def work(args: argparse.Namespace) -> None:
     await (pgqueuer_work if args.system == "pgqueuer" else procrastinate_work)(args, record)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("command", choices=["setup", "enqueue", "work"])
+    parser.add_argument("command", choices=["setup", "enqueue", "work", "depth"])
     parser.add_argument("--system", choices=["pgqueuer", "procrastinate"], required=True)
     parser.add_argument("--db", required=True)
     parser.add_argument("--mode", choices=["single", "bulk", "trickle"], default="single")
@@ -201,7 +250,8 @@ def main() -> None:
     parser.add_argument("--starts", default="starts.json")
     args = parser.parse_args()
     try:
-        asyncio.run({"setup": setup, "enqueue": enqueue, "work": work}[args.command](args))
+        commands = {"setup": setup, "enqueue": enqueue, "work": work, "depth": depth}
+        asyncio.run(commands[args.command](args))
     finally:
         if args.command == "work":
             with open(args.starts, "w") as out:

@@ -18,12 +18,16 @@ Scenarios, each system on a database of its own, created here and dropped afterw
                      at a time --latency-gap-ms apart: p50/p95/p99 of handler start - enqueue
                      call start; the handler records its start time (the no-op stage puts
                      `started_at` in the job output; the peers' handlers keep it in memory)
-  5 depth            this project and graphile-worker with 0, 100k, 1M other rows in the job
-                     table (SQL generate_series): single-enqueue latency, this project's Claim
-                     latency, enqueue -> start latency
-  6 heartbeats       this project: --heartbeat-jobs claimed jobs kept alive over raw Heartbeat
-                     streams, each beating every 5 s; queue-service CPU over 30 s
-  7 memory           RSS of the worker process after the drain
+  5 depth            this project, graphile-worker and PgQueuer with 0, 100k (and with
+                     --depths, 1M) other rows in the job table, a runnable backlog or kept
+                     finished jobs, added by SQL (generate_series) with no ANALYZE after it:
+                     p50/p95 of single enqueue, claim of one, heartbeat and complete (what each
+                     system exposes), and enqueue -> start latency, against the empty table
+  6 heartbeats       this project: --heartbeat-jobs running jobs, each beating every 5 s through
+                     the worker's own batched heartbeat stream, one per simulated worker of C
+                     jobs; queue-service CPU over --heartbeat-seconds
+  7 memory           RSS of the worker process, idle (scenario 4's, before its first job)
+                     and after the drain
 
 Completion is read from the database with one cheap indexed EXISTS query every 25 ms. A failure
 of one system (install, start, a scenario) is reported as "failed: <one line>" and the others
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import math
@@ -336,6 +341,8 @@ class System:
     install_part = ""
     pending_sql = ""
     clean_sql = ""
+    # The tables the depth scenario fills (autovacuum off on them while it runs).
+    depth_tables: tuple[str, ...] = ()
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -395,6 +402,7 @@ class Project(System):
         "OR EXISTS (SELECT 1 FROM ingestion_jobs WHERE status = 'RUNNING')"
     )
     clean_sql = "TRUNCATE ingestion_jobs CASCADE"
+    depth_tables = ("ingestion_jobs",)
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
@@ -534,6 +542,7 @@ class Graphile(NodePeer):
     # Finished jobs are deleted; the depth scenario's filler is below `floor`.
     floor = 0
     clean_sql = "TRUNCATE graphile_worker._private_jobs, graphile_worker._private_job_queues"
+    depth_tables = ("graphile_worker._private_jobs",)
 
     @property
     def pending_sql(self) -> str:  # type: ignore[override]
@@ -563,6 +572,7 @@ class PgQueuer(PythonPeer):
     # Finished jobs leave the table (their log rows go to pgqueuer_log).
     pending_sql = "SELECT EXISTS (SELECT 1 FROM pgqueuer)"
     clean_sql = "TRUNCATE pgqueuer, pgqueuer_log, pgqueuer_statistics"
+    depth_tables = ("pgqueuer", "pgqueuer_log")
 
 
 class Procrastinate(PythonPeer):
@@ -596,8 +606,8 @@ def percentile(values: Sequence[float], q: float) -> float:
 class Results:
     # scenario -> system -> figures (or a failure line)
     figures: dict[str, dict[str, dict[str, Any] | str]] = field(default_factory=dict)
-    # (system, depth) -> figures or a failure line
-    depth: dict[tuple[str, int], dict[str, Any] | str] = field(default_factory=dict)
+    # (system, filler kind, depth) -> figures or a failure line
+    depth: dict[tuple[str, str, int], dict[str, Any] | str] = field(default_factory=dict)
     loads: list[tuple[str, float, float, float]] = field(default_factory=list)
     # system -> (monotonic start, end) of its turn, and others' mean cores during it
     turns: dict[str, tuple[float, float]] = field(default_factory=dict)
@@ -739,17 +749,26 @@ def vacuum(conn: psycopg.Connection[Any]) -> None:
 
 
 def measure_latency(
-    system: System, worker: Proc, count: int, gap_ms: float, start: int
+    system: System,
+    worker: Proc,
+    count: int,
+    gap_ms: float,
+    start: int,
+    on_ready: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Warm the idle worker up, trickle `count` jobs, and match handler starts to enqueue calls.
 
     Returns the enqueue call start times by job key; the caller reads the starts after stopping
-    the worker.
+    the worker. `on_ready` is called once the worker is ready and has idled for a second, before
+    its first job.
     """
     ctx = system.ctx
     assert ctx.conn is not None
     timeout = 120 + count * gap_ms / 1000 * 4
     system.wait_ready(worker)
+    if on_ready is not None:
+        time.sleep(1.0)
+        on_ready()
     system.enqueue("trickle", WARMUP_JOBS, start, gap_ms=20)
     wait_until_done(ctx.conn, system.pending_sql, timeout, SLOW_POLL_SECONDS, worker)
     time.sleep(1.0)  # idle: whatever the worker does when there is no work, it does now
@@ -834,9 +853,13 @@ def bench_system(system: System, results: Results) -> None:
         system.clean()
         starts_file = ctx.logs / f"{system.name}-latency-starts.json"
         worker = system.start_worker(c, starts_file)
+
+        def idle_rss() -> None:
+            results.put("memory idle", system.name, {"rss_mib": worker.rss_mib()})
+
         try:
             calls = measure_latency(
-                system, worker, args.latency_jobs, args.latency_gap_ms, 10_000_000
+                system, worker, args.latency_jobs, args.latency_gap_ms, 10_000_000, idle_rss
             )
         except BaseException:
             system.stop_worker(worker, starts_file)
@@ -862,138 +885,187 @@ def bench_system(system: System, results: Results) -> None:
         scenario(results, "latency", system, latency)
 
 
+DEPTH_OPS = ("enqueue", "claim", "heartbeat", "complete")
+
+
 def bench_depth(system: System, results: Results) -> None:
-    """Scenario 5: latencies with 0, 100k, 1M other rows in the table."""
+    """Scenario 5: per-call latencies with 0, 100k, 1M other rows in the job table.
+
+    For each kind of filler (--depth-kinds): the tables are emptied and analyzed (statistics of
+    an empty table, as a new deployment has), autovacuum is turned off on them so that no
+    analysis runs in between, and the filler is added with one INSERT ... SELECT generate_series
+    per depth, with no ANALYZE after it: the plans and statistics are those of the empty table,
+    as between two autovacuum analyses of a table that grows. Every system alike.
+    """
     ctx = system.ctx
     args = ctx.args
     assert ctx.conn is not None
     conn = ctx.conn
-    system.clean()
-    filled = 0
-    for step, depth in enumerate(sorted(args.depths)):
-        results.loads.append((f"depth {depth} {system.name}", *loadavg()))
-        print(f"[{time.strftime('%H:%M:%S')}] {system.label}: depth {depth:,} ...", flush=True)
-        try:
-            started = time.monotonic()
-            fill(system, filled, depth)
-            filled = depth
-            vacuum(conn)
-            fill_seconds = time.monotonic() - started
-            # Job keys of this step: inputs never repeat (this project's enqueue is idempotent).
-            base = 100_000_000 + step * 10_000_000
-            figures: dict[str, Any] = {"fill_s": fill_seconds}
-            if isinstance(system, Project):
-                answer = system.client(
-                    "depth",
-                    "--samples",
-                    str(args.depth_samples),
-                    "--start",
-                    str(base),
-                    timeout=120 + args.depth_samples,
-                )
-                enqueue_s, claim_s = answer["enqueue"], answer["claim"]
-                figures["claim_p50"] = percentile(claim_s, 50) * 1000
-                figures["claim_p95"] = percentile(claim_s, 95) * 1000
-            else:
-                answer = system.enqueue("single", args.depth_samples, base, timings=True)
-                enqueue_s = answer["timings"]
-            figures["enqueue_p50"] = percentile(enqueue_s, 50) * 1000
-            figures["enqueue_p95"] = percentile(enqueue_s, 95) * 1000
-            starts_file = ctx.logs / f"{system.name}-depth-{depth}-starts.json"
-            worker = system.start_worker(args.concurrency, starts_file)
+    for kind_index, kind in enumerate(args.depth_kinds):
+        system.clean()
+        for table in system.depth_tables:
+            conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")  # type: ignore[arg-type]
+            conn.execute(f"ANALYZE {table}")  # type: ignore[arg-type]
+        filled = 0
+        for step, depth in enumerate(sorted(args.depths)):
+            key = (system.name, kind, depth)
+            results.loads.append((f"depth {kind} {depth} {system.name}", *loadavg()))
+            print(
+                f"[{time.strftime('%H:%M:%S')}] {system.label}: depth {kind} {depth:,} ...",
+                flush=True,
+            )
             try:
-                calls = measure_latency(
-                    system, worker, args.depth_samples, args.depth_gap_ms, base + 5_000_000
-                )
-            except BaseException:
-                system.stop_worker(worker, starts_file)
-                raise
-            starts = system.stop_worker(worker, starts_file, list(calls))
-            lat = latency_figures(calls, starts)
-            figures["start_p50"], figures["start_p95"] = lat["p50"], lat["p95"]
-            print(f"    {json.dumps(figures)}", flush=True)
-            results.depth[(system.name, depth)] = figures
-        except Exception as error:  # one system's failure must not end the run
-            line = one_line(f"failed: {error}", 200)
-            print(f"    {line}", flush=True)
-            results.depth[(system.name, depth)] = line
-            return
+                started = time.monotonic()
+                fill(system, kind, filled, depth)
+                filled = depth
+                figures: dict[str, Any] = {"fill_s": time.monotonic() - started}
+                # Job keys of this step: inputs never repeat (this project's enqueue is idempotent).
+                base = 100_000_000 + (kind_index * 10 + step) * 10_000_000
+                # The first calls of each kind (new connections, plans made) are not counted.
+                warm, samples = args.depth_warmup, args.depth_samples
+                calls = warm + samples
+                if isinstance(system, Project):
+                    timeout = 120 + calls
+                    answer = system.client(
+                        "depth", "--samples", str(calls), "--start", str(base), timeout=timeout
+                    )
+                elif isinstance(system, PgQueuer):
+                    answer = system.client(
+                        "depth",
+                        "--db",
+                        ctx.url,
+                        "--count",
+                        str(calls),
+                        "--start",
+                        str(base),
+                        timeout=120 + calls,
+                    )
+                else:  # graphile-worker's claim is internal to its worker: enqueue alone
+                    answer = {"enqueue": system.enqueue("single", calls, base, timings=True)}
+                    answer["enqueue"] = answer["enqueue"]["timings"]
+                for op in DEPTH_OPS:
+                    if op in answer:
+                        counted = answer[op][warm:]
+                        figures[f"{op}_p50"] = percentile(counted, 50) * 1000
+                        figures[f"{op}_p95"] = percentile(counted, 95) * 1000
+                if kind == "finished":  # with a runnable backlog, a worker would drain it
+                    starts_file = ctx.logs / f"{system.name}-depth-{kind}-{depth}-starts.json"
+                    worker = system.start_worker(args.concurrency, starts_file)
+                    try:
+                        calls = measure_latency(
+                            system, worker, samples, args.depth_gap_ms, base + 5_000_000
+                        )
+                    except BaseException:
+                        system.stop_worker(worker, starts_file)
+                        raise
+                    starts = system.stop_worker(worker, starts_file, list(calls))
+                    lat = latency_figures(calls, starts)
+                    figures["start_p50"], figures["start_p95"] = lat["p50"], lat["p95"]
+                print(f"    {json.dumps(figures)}", flush=True)
+                results.depth[key] = figures
+            except Exception as error:  # one system's failure must not end the run
+                line = one_line(f"failed: {error}", 200)
+                print(f"    {line}", flush=True)
+                results.depth[key] = line
+                break
 
 
-def fill(system: System, current: int, depth: int) -> None:
-    """Add rows up to `depth` with SQL alone: rows no worker or claim may take."""
+def fill(system: System, kind: str, current: int, depth: int) -> None:
+    """Add filler rows up to `depth` with one SQL statement.
+
+    queued: runnable jobs, due now, at the measured jobs' priority and older than them (a
+    backlog: a claim takes them first). finished: what each system keeps of finished jobs (this
+    project: SUCCEEDED rows; graphile-worker, which deletes finished jobs: permanently failed
+    ones; PgQueuer, which moves them out: rows of its log table).
+    """
     if depth <= current:
         return
     assert system.ctx.conn is not None
     conn = system.ctx.conn
     params = {"first": current + 1, "last": depth}
+    queued = kind == "queued"
     if isinstance(system, Project):
-        # 90% SUCCEEDED history, 10% QUEUED for tomorrow at priority -1 (a backlog behind the
-        # measured jobs, which have priority 0 and are due now).
         conn.execute(
             """
             INSERT INTO ingestion_jobs (status, priority, attempts, lease, run_after, locked_at,
                 locked_by, input, output, idempotency_key, stage, progress, completed_at,
                 processing_started_at, processing_completed_at, last_heartbeat_at, created_at,
                 updated_at)
-            SELECT CASE WHEN g %% 10 = 0 THEN 'QUEUED' ELSE 'SUCCEEDED' END,
-                   CASE WHEN g %% 10 = 0 THEN -1 ELSE 0 END,
-                   CASE WHEN g %% 10 = 0 THEN 0 ELSE 1 END,
-                   CASE WHEN g %% 10 = 0 THEN 0 ELSE 1 END,
-                   CASE WHEN g %% 10 = 0 THEN now() + interval '1 day'
-                        ELSE now() - g * interval '1 second' END,
-                   CASE WHEN g %% 10 = 0 THEN NULL ELSE now() - g * interval '1 second' END,
-                   CASE WHEN g %% 10 = 0 THEN NULL ELSE 'bench-fill' END,
+            SELECT CASE WHEN %(queued)s THEN 'QUEUED' ELSE 'SUCCEEDED' END,
+                   0,
+                   CASE WHEN %(queued)s THEN 0 ELSE 1 END,
+                   CASE WHEN %(queued)s THEN 0 ELSE 1 END,
+                   now() - g * interval '1 second',
+                   CASE WHEN %(queued)s THEN NULL ELSE now() - g * interval '1 second' END,
+                   CASE WHEN %(queued)s THEN NULL ELSE 'bench-fill' END,
                    jsonb_build_object('source_type', 's3', 's3_key', 'fill/' || g || '.mp4'),
-                   CASE WHEN g %% 10 = 0 THEN NULL ELSE '{"started_at": 0}'::jsonb END,
+                   CASE WHEN %(queued)s THEN NULL ELSE '{"started_at": 0}'::jsonb END,
                    'fill-' || g,
-                   CASE WHEN g %% 10 = 0 THEN NULL ELSE 'succeeded' END,
-                   CASE WHEN g %% 10 = 0 THEN 0 ELSE 1 END,
-                   CASE WHEN g %% 10 = 0 THEN NULL ELSE now() - g * interval '1 second' END,
-                   CASE WHEN g %% 10 = 0 THEN NULL ELSE now() - g * interval '1 second' END,
-                   CASE WHEN g %% 10 = 0 THEN NULL ELSE now() - g * interval '1 second' END,
-                   CASE WHEN g %% 10 = 0 THEN NULL ELSE now() - g * interval '1 second' END,
+                   CASE WHEN %(queued)s THEN NULL ELSE 'succeeded' END,
+                   CASE WHEN %(queued)s THEN 0 ELSE 1 END,
+                   CASE WHEN %(queued)s THEN NULL ELSE now() - g * interval '1 second' END,
+                   CASE WHEN %(queued)s THEN NULL ELSE now() - g * interval '1 second' END,
+                   CASE WHEN %(queued)s THEN NULL ELSE now() - g * interval '1 second' END,
+                   CASE WHEN %(queued)s THEN NULL ELSE now() - g * interval '1 second' END,
                    now() - g * interval '1 second',
                    now() - g * interval '1 second'
             FROM generate_series(%(first)s::int, %(last)s::int) AS g
             """,
-            params,
+            {**params, "queued": queued},
         )
     elif isinstance(system, Graphile):
-        # graphile-worker deletes finished jobs; what stays is permanently failed jobs (90%)
-        # and scheduled ones (10%, due tomorrow, lower priority).
         conn.execute(
             """
             INSERT INTO graphile_worker._private_jobs (task_id, payload, priority, run_at,
                 attempts, max_attempts, last_error)
             SELECT (SELECT id FROM graphile_worker._private_tasks WHERE identifier = 'noop'),
                    json_build_object('i', -g),
-                   CASE WHEN g %% 10 = 0 THEN 1 ELSE 0 END,
-                   CASE WHEN g %% 10 = 0 THEN now() + interval '1 day'
-                        ELSE now() - g * interval '1 second' END,
-                   CASE WHEN g %% 10 = 0 THEN 0 ELSE 25 END,
+                   0,
+                   now() - g * interval '1 second',
+                   CASE WHEN %(queued)s THEN 0 ELSE 25 END,
                    25,
-                   CASE WHEN g %% 10 = 0 THEN NULL ELSE 'bench filler' END
+                   CASE WHEN %(queued)s THEN NULL ELSE 'bench filler' END
             FROM generate_series(%(first)s::int, %(last)s::int) AS g
             """,
-            params,
+            {**params, "queued": queued},
         )
         row = conn.execute(
             "SELECT coalesce(max(id), 0) FROM graphile_worker._private_jobs"
         ).fetchone()
         system.floor = int(row[0]) if row else 0
+    elif isinstance(system, PgQueuer) and queued:
+        conn.execute(
+            """
+            INSERT INTO pgqueuer (priority, created, updated, heartbeat, execute_after, status,
+                entrypoint, payload)
+            SELECT 0, now() - g * interval '1 second', now() - g * interval '1 second',
+                   now() - g * interval '1 second', now() - g * interval '1 second', 'queued',
+                   'noop', convert_to(json_build_object('i', -g)::text, 'UTF8')
+            FROM generate_series(%(first)s::int, %(last)s::int) AS g
+            """,
+            params,
+        )
+    elif isinstance(system, PgQueuer):
+        conn.execute(
+            """
+            INSERT INTO pgqueuer_log (created, job_id, status, priority, entrypoint, aggregated)
+            SELECT now() - g * interval '1 second', 1000000000 + g, 'successful', 0, 'noop', true
+            FROM generate_series(%(first)s::int, %(last)s::int) AS g
+            """,
+            params,
+        )
     else:
         raise Failed(f"no depth fill for {system.label}")
 
 
 def bench_heartbeats(system: Project, results: Results) -> None:
-    """Scenario 6: --heartbeat-jobs running jobs beating every 5 s; queue-service CPU."""
+    """Scenario 6: --heartbeat-jobs running jobs beating every 5 s through the worker's own
+    heartbeat stream; queue-service CPU over the window."""
     ctx = system.ctx
     args = ctx.args
     assert ctx.conn is not None and system.service is not None
     service = system.service
     conn = ctx.conn
-    marks: dict[str, tuple[float, float, dict[int, float]]] = {}
 
     def backends() -> dict[int, float]:
         rows = conn.execute(
@@ -1006,19 +1078,23 @@ def bench_heartbeats(system: Project, results: Results) -> None:
                 found[pid] = cpu_seconds(pid)
         return found
 
-    def on_line(line: str) -> None:
-        if line.startswith("WINDOW "):
-            marks[line.split()[1]] = (time.monotonic(), service.cpu_seconds(), backends())
+    def run(mode: str) -> dict[str, Any]:
+        marks: dict[str, tuple[float, float, dict[int, float]]] = {}
 
-    def run() -> dict[str, Any]:
+        def on_line(line: str) -> None:
+            if line.startswith("WINDOW "):
+                marks[line.split()[1]] = (time.monotonic(), service.cpu_seconds(), backends())
+
         system.clean()
         vacuum(conn)
         answer = system.client(
             "heartbeat",
             "--jobs",
             str(args.heartbeat_jobs),
-            "--streams",
-            str(args.heartbeat_streams),
+            "--per-worker",
+            str(args.heartbeat_per_worker),
+            "--claimed",
+            mode,
             "--interval",
             "5",
             "--seconds",
@@ -1037,9 +1113,10 @@ def bench_heartbeats(system: Project, results: Results) -> None:
             raise Failed(f"{answer['not_continue']} heartbeats were not answered CONTINUE")
         return {
             "jobs": answer["jobs"],
-            "streams": answer["streams"],
+            "workers": answer["workers"],
             "seconds": seconds,
             "beats_per_s": answer["window_beats"] / seconds,
+            "messages_per_s": answer["window_messages"] / seconds,
             "answers": answer["answers"],
             "sent": answer["sent"],
             "service_cpu_pct": (cpu1 - cpu0) / seconds * 100,
@@ -1047,7 +1124,8 @@ def bench_heartbeats(system: Project, results: Results) -> None:
             "postgres_cpu_pct": pg_cpu / seconds * 100,
         }
 
-    scenario(results, "heartbeats", system, run)
+    for mode in args.heartbeat_claimed:
+        scenario(results, f"heartbeats {mode}", system, functools.partial(run, mode))
 
 
 # -- the project's code -----------------------------------------------------------------------
@@ -1240,6 +1318,223 @@ def summary(results: Results) -> list[str]:
     return lines
 
 
+def depth_baseline(results: Results, name: str, kind: str) -> dict[str, Any] | None:
+    """The figures of the smallest depth measured (0: the empty table) of a system and kind."""
+    found = sorted((d, v) for (n, k, d), v in results.depth.items() if n == name and k == kind)
+    for _, value in found:
+        return value if isinstance(value, dict) else None
+    return None
+
+
+def depth_section(results: Results, args: argparse.Namespace) -> list[str]:
+    samples, gap = args.depth_samples, args.depth_gap_ms
+    out = [
+        "## 5. Depth scaling",
+        "",
+        "Other rows in the job table, added by one `INSERT ... SELECT generate_series` per depth "
+        "with **no ANALYZE afterwards**: each kind of filler starts from emptied tables that "
+        "are analyzed while empty, with autovacuum turned off on them for the scenario, so the "
+        "statistics and any plan cached since are those of the empty table (as between two "
+        "autovacuum analyses of a growing table). The services keep running from one depth to "
+        "the next. Same for every system.",
+        "",
+        "- **queued**: a runnable backlog, due now, at the measured jobs' priority and older "
+        "than them, so a claim takes the backlog's head;",
+        "- **finished**: what each system keeps of finished jobs: this project SUCCEEDED rows, "
+        "graphile-worker (which deletes finished jobs) permanently failed ones, PgQueuer "
+        "(which moves them out) rows of its log table.",
+        "",
+        f"Per depth, {samples} calls of each (after {args.depth_warmup} not counted), one after "
+        "another from one client: this project "
+        "`EnqueueJob`, `Claim(max_jobs=1)`, one beat per claimed job on a Heartbeat stream "
+        "(`beats` of one, as the worker sends it) and `CompleteBatch` of one entry; PgQueuer "
+        "its own queries as its QueueManager runs them (`enqueue`, `dequeue(batch_size=1)`, "
+        "`update_heartbeat`, `log_jobs`); graphile-worker `addJob` only (its claim is internal "
+        f"to its worker). With finished filler, also {samples} jobs trickled to an idle worker "
+        f"{gap:g} ms apart (enqueue → handler start: the wake-up and claim path; with a "
+        "runnable backlog a worker would drain the backlog instead).",
+        "",
+        "Cells: p50 / p95 in ms; x: the p50 and p95 against the same system's empty table "
+        "(the issue's target: within 1.5x).",
+        "",
+        "| system | filler | rows | fill s | enqueue | claim | heartbeat | complete "
+        "| enqueue→start |",
+        "|---|---|---:|---:|---|---|---|---|---|",
+    ]
+    order = {name: k for k, name in enumerate(SYSTEMS)}
+    kinds = {kind: k for k, kind in enumerate(("queued", "finished"))}
+    for (name, kind, depth), value in sorted(
+        results.depth.items(), key=lambda kv: (order[kv[0][0]], kinds[kv[0][1]], kv[0][2])
+    ):
+        head = f"| {SYSTEM_LABELS[name]} | {kind} | {depth:,} |"
+        if isinstance(value, str):
+            out.append(f"{head} {value} | | | | | |")
+            continue
+        base = depth_baseline(results, name, kind)
+        cells = [fmt(value["fill_s"], 1)]
+        for op in (*DEPTH_OPS, "start"):
+            if f"{op}_p50" not in value:
+                cells.append("-")
+                continue
+            p50, p95 = value[f"{op}_p50"], value[f"{op}_p95"]
+            cell = f"{p50:.2f} / {p95:.2f}"
+            if base is not None and base is not value and f"{op}_p50" in base:
+                cell += f" ({p50 / base[f'{op}_p50']:.2f}x / {p95 / base[f'{op}_p95']:.2f}x)"
+            cells.append(cell)
+        out.append(head + " " + " | ".join(cells) + " |")
+    if not results.depth:
+        out.append("| - | not run | | | | | | | |")
+    return out
+
+
+def heartbeat_section(results: Results, args: argparse.Namespace) -> list[str]:
+    workers = max(1, args.heartbeat_jobs // args.heartbeat_per_worker)
+    out = [
+        f"## 6. Heartbeats (this project: {args.heartbeat_jobs:,} running jobs, each beating "
+        f"every 5 s, {workers:,} workers of {args.heartbeat_per_worker} jobs)",
+        "",
+        "| jobs handed out | beats/s | messages/s | queue-service CPU (% of one core) "
+        "| PostgreSQL backends CPU (% of one core) | client CPU (% of one core) | window s "
+        "| answers (all CONTINUE) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for mode in args.heartbeat_claimed:
+        hb = results.figures.get(f"heartbeats {mode}", {}).get("project", "not run")
+        if isinstance(hb, str):
+            out.append(f"| {mode} | {hb} | | | | | | |")
+            continue
+        out.append(
+            f"| {mode} | {fmt(hb['beats_per_s'])} | {fmt(hb['messages_per_s'])} "
+            f"| {fmt(hb['service_cpu_pct'], 1)} | {fmt(hb['postgres_cpu_pct'], 1)} "
+            f"| {fmt(hb['client_cpu_pct'], 1)} | {fmt(hb['seconds'], 1)} "
+            f"| {hb['answers']:,} of {hb['sent']:,} |"
+        )
+    out += [
+        "",
+        "Each simulated worker runs the worker's own heartbeat stream "
+        "(`worker_service.heartbeats.HeartbeatStream`: the beats falling due together go out in "
+        "one `HeartbeatRequest.beats`) on a gRPC connection of its own; all of them run in one "
+        "client process. A job beats every 5 s from the moment it is handed to its worker's "
+        "stream: **together**, a worker's jobs all at one moment (as one Claim gives them; "
+        "workers at random moments), or **apart**, each job at a random moment of the "
+        "interval (as long jobs that end at random times leave them: the steady state of a "
+        "fleet of video workers). CPU is user + system time from /proc/<pid>/stat over the "
+        "window (after two intervals of warm-up): the queue-service process, the PostgreSQL "
+        "backends connected to its database, and the client (which must keep up: beats/s "
+        "should be jobs / 5 s or a little more, since a beat may go out early). Answers: every "
+        "one that came back was CONTINUE; the beats still in flight when the streams were "
+        "stopped have none.",
+    ]
+    return out
+
+
+def memory_section(results: Results, args: argparse.Namespace, systems: list[str]) -> list[str]:
+    idle = results.figures.get("memory idle", {})
+    drained = results.figures.get("memory", {})
+    best_idle, best_idle_name = best_peer(idle, "rss_mib", False)
+    best_drained, best_drained_name = best_peer(drained, "rss_mib", False)
+    out = [
+        "## 7. Memory per worker process (RSS)",
+        "",
+        "| system | idle MiB | ratio | after the drain MiB | ratio |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in systems:
+        cells = []
+        for table, best in ((idle, best_idle), (drained, best_drained)):
+            value = table.get(name, "not run")
+            if isinstance(value, str):
+                cells += [value, ""]
+            else:
+                cells += [fmt(value["rss_mib"]), ratio(value["rss_mib"], best)]
+        out.append(f"| {SYSTEM_LABELS[name]} | " + " | ".join(cells) + " |")
+    out += [
+        "",
+        f"Best peer: idle {best_idle_name or '-'}, after the drain {best_drained_name or '-'}. "
+        "Idle: the worker started on an empty queue, ready, after a second of idling (scenario "
+        "4's worker, before its first job); after the drain: scenario 3's worker, when the "
+        f"database showed every one of the {args.jobs:,} jobs done.",
+    ]
+    project_memory = drained.get("project")
+    if isinstance(project_memory, dict) and "service_mib" in project_memory:
+        out += [
+            "",
+            "This project's worker needs the queue service beside it (one per deployment, not "
+            f"per worker): its RSS before the drain was {fmt(project_memory['service_mib'])} MiB.",
+        ]
+    return out
+
+
+def targets_section(results: Results, args: argparse.Namespace) -> list[str]:
+    """Issue 10's "Done when" targets that this benchmark measures, met or not."""
+    figures = results.figures
+
+    def mine_and(scenario_name: str, peer: str, key: str) -> tuple[float | None, float | None]:
+        cells = figures.get(scenario_name, {})
+        a, b = cells.get("project"), cells.get(peer)
+        return (
+            a[key] if isinstance(a, dict) and key in a else None,
+            b[key] if isinstance(b, dict) and key in b else None,
+        )
+
+    rows: list[tuple[str, str, bool | None]] = []
+
+    def against(title: str, scenario_name: str, peer: str, key: str, higher: bool) -> None:
+        mine, theirs = mine_and(scenario_name, peer, key)
+        if mine is None or theirs is None:
+            rows.append((title, "not measured", None))
+            return
+        met = mine >= theirs if higher else mine <= theirs
+        rows.append((title, f"{fmt(mine, 1)} vs {fmt(theirs, 1)} ({mine / theirs:.2f}x)", met))
+
+    against(
+        "real-worker drain ≥ 1.0x graphile-worker (jobs/s)", "drain", "graphile", "jobs_per_s", True
+    )
+    against("enqueue→start p50 ≤ graphile-worker's (ms)", "latency", "graphile", "p50", False)
+    p99, _ = mine_and("latency", "graphile", "p99")
+    rows.append(
+        ("enqueue→start p99 ≤ 10 ms", "not measured", None)
+        if p99 is None
+        else ("enqueue→start p99 ≤ 10 ms", f"{fmt(p99, 1)} ms", p99 <= 10)
+    )
+    against(
+        "single enqueue ≥ 1.0x graphile-worker (jobs/s)", "single", "graphile", "jobs_per_s", True
+    )
+    against("single enqueue ≥ 1.0x PgQueuer (jobs/s)", "single", "pgqueuer", "jobs_per_s", True)
+    against("bulk enqueue ≥ 1.0x graphile-worker (jobs/s)", "bulk", "graphile", "jobs_per_s", True)
+    deepest = max((d for (n, k, d) in results.depth if n == "project" and k == "queued"), default=0)
+    for op in ("enqueue", "claim"):
+        title = f"{op} at {deepest:,} queued rows within 1.5x of the empty table (p50)"
+        value = results.depth.get(("project", "queued", deepest))
+        base = depth_baseline(results, "project", "queued")
+        if not deepest or not isinstance(value, dict) or base is None:
+            rows.append((title, "not measured", None))
+            continue
+        r = value[f"{op}_p50"] / base[f"{op}_p50"]
+        text = f"{value[f'{op}_p50']:.2f} ms vs {base[f'{op}_p50']:.2f} ms ({r:.2f}x)"
+        rows.append((title, text, r <= 1.5))
+    for mode in args.heartbeat_claimed:
+        hb = figures.get(f"heartbeats {mode}", {}).get("project")
+        title = (
+            f"{args.heartbeat_jobs:,} jobs beating every 5 s (handed out {mode}): < 25 % of a core"
+        )
+        if isinstance(hb, dict):
+            rows.append((title, f"{hb['service_cpu_pct']:.1f} %", hb["service_cpu_pct"] < 25))
+        else:
+            rows.append((title, "not measured", None))
+    out = [
+        "## Issue 10's targets measured here",
+        "",
+        "| target | this run | met |",
+        "|---|---|---|",
+    ]
+    for title, text, met in rows:
+        out.append(f"| {title} | {text} | {'-' if met is None else 'yes' if met else '**no**'} |")
+    if deepest and deepest < 1_000_000:
+        out += ["", f"The deepest table of this run held {deepest:,} rows, not 1,000,000."]
+    return out
+
+
 def report(results: Results, args: argparse.Namespace, systems: list[str], command: str) -> str:
     v = results.versions
     loads = [load[1] for load in results.loads]
@@ -1283,6 +1578,8 @@ def report(results: Results, args: argparse.Namespace, systems: list[str], comma
         "## Summary: this project against the best peer",
         "",
         *summary(results),
+        "",
+        *targets_section(results, args),
         "",
         "## 1. Single enqueue (one job per call, one client)",
         "",
@@ -1331,72 +1628,11 @@ def report(results: Results, args: argparse.Namespace, systems: list[str], comma
         "its latency includes jobs waiting behind earlier ones, not only its wake-up path; "
         "scenario 5 trickles slower.",
         "",
-        "## 5. Depth scaling",
+        *depth_section(results, args),
         "",
-        "Other rows in the job table, written by SQL (generate_series) before the "
-        "measurement. This project: 90% SUCCEEDED history, 10% QUEUED for tomorrow at a lower "
-        "priority. graphile-worker deletes finished jobs, so its filler is 90% permanently "
-        "failed and 10% scheduled for tomorrow. Per depth: "
-        f"{args.depth_samples} single enqueues one after another, {args.depth_samples} "
-        "Claim(max_jobs=1) calls (this project; each claimed job then completed, untimed) and "
-        f"{args.depth_samples} jobs trickled to an idle worker {args.depth_gap_ms:g} ms apart "
-        "(slower than scenario 4, so that the figure is the wake-up and claim path, not jobs "
-        "queueing behind each other).",
+        *heartbeat_section(results, args),
         "",
-        "| system | rows | fill s | enqueue p50 ms | enqueue p95 ms | claim p50 ms "
-        "| claim p95 ms | enqueue→start p50 ms | enqueue→start p95 ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    order = {name: k for k, name in enumerate(SYSTEMS)}
-    for (name, depth), value in sorted(
-        results.depth.items(), key=lambda kv: (order[kv[0][0]], kv[0][1])
-    ):
-        if isinstance(value, str):
-            out.append(f"| {SYSTEM_LABELS[name]} | {depth:,} | {value} | | | | | | |")
-            continue
-        cols = ["fill_s", "enqueue_p50", "enqueue_p95", "claim_p50", "claim_p95"]
-        cols += ["start_p50", "start_p95"]
-        row = [fmt(value[k], 2 if k != "fill_s" else 1) if k in value else "-" for k in cols]
-        out.append(f"| {SYSTEM_LABELS[name]} | {depth:,} | " + " | ".join(row) + " |")
-    if not results.depth:
-        out.append("| - | not run | | | | | | | |")
-    hb = results.figures.get("heartbeats", {}).get("project", "not run")
-    out += [
-        "",
-        f"## 6. Heartbeats (this project: {args.heartbeat_jobs:,} running jobs, each beating "
-        f"every 5 s, over {args.heartbeat_streams:,} Heartbeat streams)",
-        "",
-        "| beats/s sent | queue-service CPU (% of one core) | PostgreSQL backends CPU "
-        "(% of one core) | client CPU (% of one core) | window s | answers (all CONTINUE) |",
-        "|---:|---:|---:|---:|---:|---:|",
-    ]
-    if isinstance(hb, str):
-        out.append(f"| {hb} | | | | | |")
-    else:
-        out.append(
-            f"| {fmt(hb['beats_per_s'])} | {fmt(hb['service_cpu_pct'], 1)} "
-            f"| {fmt(hb['postgres_cpu_pct'], 1)} | {fmt(hb['client_cpu_pct'], 1)} "
-            f"| {fmt(hb['seconds'], 1)} | {hb['answers']:,} of {hb['sent']:,} |"
-        )
-    out += [
-        "",
-        "CPU is user + system time from /proc/<pid>/stat over the measured window (after one "
-        "5 s interval of warm-up): the queue-service process, and the PostgreSQL backends "
-        "connected to its database. The jobs are claimed first (Claim, 1,000 at a time); the "
-        "client sends each job's beat in its own 100 ms slice of the interval.",
-        "",
-        "## 7. Memory per worker process (RSS after the drain)",
-        "",
-        *scenario_table(results, "memory", systems, [("MiB", "rss_mib", 0)], "rss_mib", False),
-    ]
-    project_memory = results.figures.get("memory", {}).get("project")
-    if isinstance(project_memory, dict) and "service_mib" in project_memory:
-        out += [
-            "",
-            "This project's worker needs the queue service beside it (one per deployment, not "
-            f"per worker): its RSS before the drain was {fmt(project_memory['service_mib'])} MiB.",
-        ]
-    out += [
+        *memory_section(results, args, systems),
         "",
         "## How each system is configured",
         "",
@@ -1427,12 +1663,16 @@ def report(results: Results, args: argparse.Namespace, systems: list[str], comma
 
 
 THROUGHPUT_HEADING = "## bench/throughput.py"
+# Written by hand after a run (profiles, plans): kept, like the narrower benchmark's results.
+PROFILE_HEADING = "## Where the time goes"
 
 
 def throughput_section(existing: str) -> str:
-    """The narrower benchmark's results, kept from the file this run replaces."""
-    if THROUGHPUT_HEADING in existing:
-        return existing[existing.index(THROUGHPUT_HEADING) :]
+    """The sections a run does not write (the profiles, the narrower benchmark's results),
+    kept from the file this run replaces."""
+    kept = [existing.index(h) for h in (PROFILE_HEADING, THROUGHPUT_HEADING) if h in existing]
+    if kept:
+        return existing[min(kept) :]
     if existing.startswith("# Queue throughput"):
         body = existing[len("# Queue throughput") :].lstrip("\n")
         return (
@@ -1458,23 +1698,41 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-gap-ms", type=float, default=5.0)
     parser.add_argument(
         "--depths",
-        default="0,100000,1000000",
-        help="comma-separated row counts of scenario 5; empty skips it",
+        default="0,100000",
+        help="comma-separated row counts of scenario 5 (bench/RESULTS.md: 0,100000,1000000, "
+        "about 10 minutes more); empty skips it",
+    )
+    parser.add_argument(
+        "--depth-kinds",
+        default="queued,finished",
+        help="filler of scenario 5: queued (a runnable backlog), finished (kept history)",
     )
     parser.add_argument("--depth-samples", type=int, default=200)
+    parser.add_argument(
+        "--depth-warmup", type=int, default=10, help="calls of each kind before the samples"
+    )
     parser.add_argument(
         "--depth-gap-ms",
         type=float,
         default=50.0,
         help="trickle spacing of scenario 5: slow enough that no system queues jobs up",
     )
-    parser.add_argument("--depth-systems", default="project,graphile", help="systems of scenario 5")
+    parser.add_argument(
+        "--depth-systems", default="project,graphile,pgqueuer", help="systems of scenario 5"
+    )
     parser.add_argument("--heartbeat-jobs", type=int, default=10000)
     parser.add_argument(
-        "--heartbeat-streams",
+        "--heartbeat-per-worker",
         type=int,
         default=0,
-        help="Heartbeat streams of scenario 6; 0 = jobs / concurrency (one per worker)",
+        help="jobs per simulated worker of scenario 6 (a heartbeat stream and connection "
+        "each); 0 = --concurrency",
+    )
+    parser.add_argument(
+        "--heartbeat-claimed",
+        default="together,apart",
+        help="scenario 6's runs: a worker's jobs handed out together (one Claim), or apart "
+        "(each at a random moment of an interval, as long jobs ending at random leave them)",
     )
     parser.add_argument("--heartbeat-seconds", type=float, default=30.0)
     parser.add_argument(
@@ -1498,6 +1756,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.depths = [int(d) for d in args.depths.split(",") if d.strip()]
     args.systems = [s for s in args.systems.split(",") if s.strip()]
     args.depth_systems = [s for s in args.depth_systems.split(",") if s.strip()]
+    args.depth_kinds = [s for s in args.depth_kinds.split(",") if s.strip()]
+    args.heartbeat_claimed = [s for s in args.heartbeat_claimed.split(",") if s.strip()]
+    for kind in args.depth_kinds:
+        if kind not in ("queued", "finished"):
+            parser.error(f"unknown depth kind {kind!r}")
+    for mode in args.heartbeat_claimed:
+        if mode not in ("together", "apart"):
+            parser.error(f"unknown --heartbeat-claimed {mode!r}")
+    for name in args.depth_systems:
+        if name not in ("project", "graphile", "pgqueuer"):
+            parser.error(f"no depth scenario for {name!r} (project, graphile, pgqueuer)")
     args.scenarios = [s for s in args.scenarios.split(",") if s.strip()]
     for name in args.scenarios:
         if name not in SCENARIOS:
@@ -1505,8 +1774,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for name in args.systems + args.depth_systems:
         if name not in SYSTEMS:
             parser.error(f"unknown system {name!r}")
-    if not args.heartbeat_streams:
-        args.heartbeat_streams = max(1, args.heartbeat_jobs // max(1, args.concurrency))
+    if not args.heartbeat_per_worker:
+        args.heartbeat_per_worker = args.concurrency
     if args.jobs < 1 or args.concurrency < 1 or not 1 <= args.bulk_size <= 1000:
         parser.error("--jobs and --concurrency must be positive, --bulk-size 1..1000")
     return args

@@ -55,13 +55,10 @@ class QueueClient:
             pb.GetQueueStatsRequest(), metadata=self._metadata, timeout=self._timeout
         )
 
-    async def running_jobs(self, queue: str | None) -> list[job_pb2.RunningJob]:
-        answer = await self._admin.ListRunningJobs(
-            pb.ListRunningJobsRequest(queue=queue or ""),
-            metadata=self._metadata,
-            timeout=self._timeout,
+    async def running_jobs(self, request: pb.ListRunningJobsRequest) -> pb.ListRunningJobsResponse:
+        return await self._admin.ListRunningJobs(
+            request, metadata=self._metadata, timeout=self._timeout
         )
-        return list(answer.jobs)
 
     async def get_advert(self, ad_id: str) -> advert_service_pb2.Advert:
         return await self._adverts.GetAdvert(

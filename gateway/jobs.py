@@ -62,6 +62,7 @@ def job(message: job_pb2.Job) -> Job:
             )
             for entry in message.errors
         ],
+        errors_total=message.errors_total,
         stage=message.stage or None,
         progress=message.progress,
         last_heartbeat_at=to_datetime(message, "last_heartbeat_at"),

@@ -202,14 +202,27 @@ async def queue_stats(request: Request, client: Client) -> StatsResponse:
     "/running",
     response_model=RunningJobsResponse,
     summary="The RUNNING jobs, with stage, progress, run time and heartbeat age",
-    dependencies=[allow_query("queue")],
+    dependencies=[allow_query("queue", "limit", "cursor")],
 )
-async def running_jobs(client: Client, queue: QueueFilter = None) -> RunningJobsResponse:
+async def running_jobs(
+    client: Client,
+    queue: QueueFilter = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 500,
+    cursor: Annotated[
+        str | None,
+        Query(min_length=1, max_length=1000, description="next_cursor of the previous page."),
+    ] = None,
+) -> RunningJobsResponse:
     """What `python -m worker_service --show-running` prints, as JSON: each RUNNING job with
     `running_seconds` (since its claim) and `heartbeat_age_seconds`. A heartbeat age past the
     queue service's HEARTBEAT_TIMEOUT_SECONDS means the worker is gone and the job will be
     released. `job.locked_by` names the worker."""
-    return RunningJobsResponse(jobs=[jobs.running(job) for job in await client.running_jobs(queue)])
+    page = await client.running_jobs(
+        pb.ListRunningJobsRequest(queue=queue or "", page_size=limit, page_token=cursor or "")
+    )
+    return RunningJobsResponse(
+        jobs=[jobs.running(job) for job in page.jobs], next_cursor=page.next_page_token or None
+    )
 
 
 @router.get(

@@ -157,7 +157,10 @@ class Job(BaseModel):
     idempotency_key: str | None
     last_error: str | None
     error_code: str | None
-    errors: list[JobError]
+    errors: list[JobError] = Field(description="The last 20 failed attempts, oldest first.")
+    errors_total: int = Field(
+        description="Failed attempts over the job's life, operator retries included."
+    )
     stage: str | None
     progress: float
     last_heartbeat_at: datetime | None
@@ -239,7 +242,10 @@ class RunningJob(BaseModel):
 
 
 class RunningJobsResponse(BaseModel):
-    jobs: list[RunningJob] = Field(description="Every RUNNING job, the earliest claimed first.")
+    jobs: list[RunningJob] = Field(description="RUNNING jobs, the earliest claimed first.")
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page; null on the last page."
+    )
 
 
 class Keyframe(BaseModel):

@@ -9,12 +9,13 @@ made again, and the conversions between protobuf's well-known types and Python v
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -148,19 +149,34 @@ def struct(value: Mapping[str, Any] | None) -> struct_pb2.Struct | None:
 def struct_to_dict(message: struct_pb2.Struct) -> dict[str, Any]:
     """The Struct as JSON values. Struct carries every number as a double; whole numbers come
     back as ints, so {"n": 3} stores as 3 (not 3.0) and hashes to the same idempotency key as
-    the same input enqueued from psql."""
-    return _whole_numbers_as_ints(json_format.MessageToDict(message))  # type: ignore[no-any-return]
+    the same input enqueued from psql. A NaN or an infinity raises ValueError (JSON has none).
+
+    What json_format.MessageToDict makes of the message, whole numbers turned into ints, read by
+    a direct walk of the message: a third of the cost of that detour for a job's input."""
+    fields = message.fields  # (by key: a little cheaper than .items() on this map)
+    return {key: _value(fields[key]) for key in fields}
 
 
 # Doubles represent every integer below 2**53 exactly; past it a "whole" double is a rounding.
 _MAX_EXACT_INTEGER = 2**53
 
 
-def _whole_numbers_as_ints(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer() and abs(value) < _MAX_EXACT_INTEGER:
-        return int(value)
-    if isinstance(value, dict):
-        return {key: _whole_numbers_as_ints(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_whole_numbers_as_ints(item) for item in value]
-    return value
+def _value(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        number = value.number_value
+        if number.is_integer():
+            return int(number) if abs(number) < _MAX_EXACT_INTEGER else number
+        if not math.isfinite(number):
+            raise ValueError(f"a Struct holds {number}, which JSON cannot")
+        return number
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        fields = value.struct_value.fields
+        return {key: _value(fields[key]) for key in fields}
+    if kind == "list_value":
+        return [_value(item) for item in value.list_value.values]
+    return None  # null_value, or no kind at all

@@ -24,6 +24,8 @@ from queue_service.store import Enqueued, NewJob, Row, Store
 MAX_ENQUEUE_BATCH = 1000
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 50
+MAX_RUNNING_PAGE_SIZE = 1000
+DEFAULT_RUNNING_PAGE_SIZE = 500
 STATUSES = ("QUEUED", "RUNNING", "SUCCEEDED", "RETRY", "FAILED", "CANCELLED")
 
 
@@ -128,7 +130,16 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
     async def ListRunningJobs(
         self, request: pb.ListRunningJobsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListRunningJobsResponse:
-        rows = await self._store.running_jobs(bounds.queue_filter(request.queue))
+        page_size = request.page_size or DEFAULT_RUNNING_PAGE_SIZE
+        if not 1 <= page_size <= MAX_RUNNING_PAGE_SIZE:
+            raise InvalidArgument(
+                f"page_size must be 1..{MAX_RUNNING_PAGE_SIZE}", field="page_size"
+            )
+        after = convert.decode_page_token(request.page_token) if request.page_token else None
+        rows = await self._store.running_jobs(
+            bounds.queue_filter(request.queue), limit=page_size + 1, after=after
+        )
+        page, more = rows[:page_size], len(rows) > page_size
         return pb.ListRunningJobsResponse(
             jobs=[
                 job_pb2.RunningJob(
@@ -136,8 +147,9 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
                     running=convert.duration(float(row["running_seconds"])),
                     heartbeat_age=convert.duration(float(row["heartbeat_age_seconds"])),
                 )
-                for row in rows
-            ]
+                for row in page
+            ],
+            next_page_token=convert.encode_page_token(page[-1], "locked_at") if more else "",
         )
 
     @grpc_errors

@@ -36,6 +36,15 @@ class Config:
     # Exponential backoff of retryable failures: base * 2^(attempt-1), capped, with jitter.
     retry_backoff_base_seconds: float = 10.0
     retry_backoff_max_seconds: float = 3600.0
+    # Retention: finished jobs are deleted this long after they finished (0 keeps them). pg-boss
+    # deletes finished jobs after 7 days; River deletes completed and cancelled jobs after 24 h
+    # and discarded ones (its dead letter) after 7 days. FAILED is the dead letter here, which
+    # waits for an operator, so it stays longer.
+    retention_succeeded_seconds: float = 7 * 86_400.0
+    retention_cancelled_seconds: float = 7 * 86_400.0
+    retention_failed_seconds: float = 30 * 86_400.0
+    # How often the pruner deletes them (in batches of upkeep.PRUNE_BATCH); 0 turns it off.
+    retention_sweep_interval_seconds: float = 60.0
     pool_min_size: int = 2
     pool_max_size: int = 10
     # Concurrent claim statements; more claimers than this queue up in the service instead of
@@ -65,6 +74,18 @@ class Config:
             ),
             retry_backoff_base_seconds=env.number("RETRY_BACKOFF_BASE_SECONDS", 10.0, minimum=0),
             retry_backoff_max_seconds=env.number("RETRY_BACKOFF_MAX_SECONDS", 3600.0, minimum=0),
+            retention_succeeded_seconds=env.number(
+                "RETENTION_SUCCEEDED_SECONDS", 7 * 86_400.0, minimum=0
+            ),
+            retention_cancelled_seconds=env.number(
+                "RETENTION_CANCELLED_SECONDS", 7 * 86_400.0, minimum=0
+            ),
+            retention_failed_seconds=env.number(
+                "RETENTION_FAILED_SECONDS", 30 * 86_400.0, minimum=0
+            ),
+            retention_sweep_interval_seconds=env.number(
+                "RETENTION_SWEEP_INTERVAL_SECONDS", 60.0, minimum=0
+            ),
             pool_min_size=env.whole("DB_POOL_MIN_SIZE", 2, minimum=1),
             pool_max_size=env.whole("DB_POOL_MAX_SIZE", 10, minimum=1),
             max_concurrent_claims=env.whole("MAX_CONCURRENT_CLAIMS", 2, minimum=1),

@@ -27,11 +27,14 @@ from queue_service.store import Claimed, Enqueued, Row, Settled
 
 # Servicers convert through this module alone.
 __all__ = [
+    "MAX_NESTING",
     "PROTO_TO_STATUS",
     "STATUS_TO_PROTO",
+    "Undeliverable",
     "decode_page_token",
     "duration",
     "encode_page_token",
+    "errors_total",
     "fill_claimed",
     "fill_enqueued",
     "fill_settled",
@@ -39,6 +42,7 @@ __all__ = [
     "json_text",
     "parse_uuid",
     "seconds",
+    "shown_struct",
     "struct",
     "struct_json",
     "struct_object",
@@ -67,6 +71,24 @@ _MIN_TIMESTAMP_SECONDS = -62_135_596_800
 _MAX_TIMESTAMP_SECONDS = 253_402_300_799
 _MAX_DURATION_SECONDS = 315_576_000_000
 _MAX_NANOS = 999_999_999
+
+# How deeply a job's input or output may nest for a client to read it back. protobuf refuses to
+# decode a message nested more than 100 deep, and a Struct spends three of those levels on every
+# JSON object (Struct, map entry, Value) and two on every list (ListValue, Value): inside a Job
+# inside a ClaimResponse, a value nested 32 objects or 48 lists deep (96 levels) still decodes
+# and one more level does not (tests/queue/test_convert.py finds the edge). A row written from
+# psql can hold anything jsonb can: the service would send it, and the worker's client would
+# fail to read the whole answer.
+MAX_NESTING = 96
+_OBJECT_LEVELS = 3
+_LIST_LEVELS = 2
+# A shown job may sit a message deeper than a claimed one (ListRunningJobsResponse.RunningJob).
+_SHOWN_NESTING = MAX_NESTING - _OBJECT_LEVELS
+
+
+class Undeliverable(ValueError):
+    """A stored value that no client could read as protobuf: a number beyond a double's range
+    (jsonb keeps 1e400 exactly), or nesting deeper than MAX_NESTING."""
 
 
 def parse_uuid(value: str, field: str = "job_id") -> UUID:
@@ -173,8 +195,90 @@ def _value(value: struct_pb2.Value) -> Any:
     return None  # null_value, or no kind at all
 
 
+def fill_struct(
+    message: struct_pb2.Struct, value: dict[str, Any], levels: int = MAX_NESTING
+) -> None:
+    """message.update(value), refusing what a client could not decode (Undeliverable)."""
+    _fill_object(message, value, levels)
+
+
+def _fill_object(message: struct_pb2.Struct, value: dict[str, Any], levels: int) -> None:
+    fields = message.fields
+    for key, item in value.items():
+        _fill_value(fields[key], item, levels)
+
+
+def _fill_value(message: struct_pb2.Value, value: Any, levels: int) -> None:
+    if value is None:
+        message.null_value = struct_pb2.NULL_VALUE
+    elif isinstance(value, str):
+        message.string_value = value
+    elif isinstance(value, bool):
+        message.bool_value = value
+    elif isinstance(value, int | float):
+        try:
+            message.number_value = value
+        except OverflowError:
+            raise Undeliverable(f"a number beyond a double's range ({_digits(value)})") from None
+    elif isinstance(value, dict):
+        if levels < _OBJECT_LEVELS:
+            raise Undeliverable(f"nested deeper than protobuf decodes ({MAX_NESTING} levels)")
+        _fill_object(message.struct_value, value, levels - _OBJECT_LEVELS)
+    elif isinstance(value, list):
+        if levels < _LIST_LEVELS:
+            raise Undeliverable(f"nested deeper than protobuf decodes ({MAX_NESTING} levels)")
+        items = message.list_value.values
+        for item in value:
+            _fill_value(items.add(), item, levels - _LIST_LEVELS)
+    else:
+        raise Undeliverable(f"a value of type {type(value).__name__}")
+
+
+def _digits(number: float) -> str:
+    text = str(number)
+    return text if len(text) <= 20 else f"{text[:12]}... ({len(text)} digits)"
+
+
+def shown_struct(value: dict[str, Any] | None) -> struct_pb2.Struct | None:
+    """A stored object as operators read it (GetJob, ListJobs, ...): whole, or, when some part
+    of it is Undeliverable, with that part as a string (the number's digits, a too-deep value's
+    JSON), so that one odd row does not fail every page that holds it."""
+    if value is None:
+        return None
+    message = struct_pb2.Struct()
+    try:
+        fill_struct(message, value, _SHOWN_NESTING)
+    except Undeliverable:
+        message.Clear()
+        fill_struct(message, _shown(value, _SHOWN_NESTING), _SHOWN_NESTING)
+    return message
+
+
+def _shown(value: dict[str, Any], levels: int) -> dict[str, Any]:
+    return {key: _shown_value(item, levels) for key, item in value.items()}
+
+
+def _shown_value(value: Any, levels: int) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            float(value)
+        except OverflowError:
+            return str(value)
+        return value
+    if isinstance(value, dict):
+        if levels < _OBJECT_LEVELS:
+            return json.dumps(value)
+        return _shown(value, levels - _OBJECT_LEVELS)
+    if isinstance(value, list):
+        if levels < _LIST_LEVELS:
+            return json.dumps(value)
+        return [_shown_value(item, levels - _LIST_LEVELS) for item in value]
+    return value
+
+
 def job(row: Row) -> job_pb2.Job:
     """A whole row: what GetJob, ListJobs and the admin calls answer with."""
+    history = row.get("errors") or []
     errors = [
         job_pb2.JobError(
             attempt=int(entry.get("attempt") or 0),
@@ -182,7 +286,7 @@ def job(row: Row) -> job_pb2.Job:
             code=entry.get("code") or "",
             message=entry.get("message") or "",
         )
-        for entry in row.get("errors") or []
+        for entry in history
     ]
     return job_pb2.Job(
         id=str(row["id"]),
@@ -194,8 +298,8 @@ def job(row: Row) -> job_pb2.Job:
         run_after=timestamp(row["run_after"]),
         locked_at=timestamp(row["locked_at"]),
         locked_by=row["locked_by"] or "",
-        input=struct(row["input"]),
-        output=struct(row["output"]),
+        input=shown_struct(row["input"]),
+        output=shown_struct(row["output"]),
         idempotency_key=row["idempotency_key"],
         last_error=row["last_error"] or "",
         error_code=row["error_code"] or "",
@@ -210,8 +314,18 @@ def job(row: Row) -> job_pb2.Job:
         updated_at=timestamp(row["updated_at"]),
         lease=row["lease"],
         cancel_requested=row["cancel_requested_at"] is not None,
+        errors_total=errors_total(history),
         trace_context=row.get("trace_context") or "",
     )
+
+
+def errors_total(history: list[dict[str, Any]]) -> int:
+    """A job's failures over its life: the last entry's `number` (ingestion_job_errors_append,
+    migrations/job_queue/fail.sql), or the history's length for entries written without one."""
+    number = history[-1].get("number") if history else None
+    if isinstance(number, int) and not isinstance(number, bool):
+        return min(max(number, len(history)), 2**31 - 1)
+    return len(history)
 
 
 def fill_enqueued(
@@ -232,7 +346,8 @@ def fill_enqueued(
 
 
 def fill_claimed(job: job_pb2.Job, claimed: Claimed) -> None:
-    """A claimed job: every field but output and errors (ClaimResponse says so)."""
+    """A claimed job: every field but output, errors and errors_total (ClaimResponse says so).
+    Undeliverable when its input is: the job is then half filled, and the caller drops it."""
     job.id = str(claimed.id)
     job.queue = claimed.queue
     job.status = STATUS_TO_PROTO[claimed.status]
@@ -242,7 +357,7 @@ def fill_claimed(job: job_pb2.Job, claimed: Claimed) -> None:
     _set_time(job.run_after, claimed.run_after)
     _set_time(job.locked_at, claimed.locked_at)
     job.locked_by = claimed.locked_by
-    job.input.update(claimed.input)
+    fill_struct(job.input, claimed.input)
     job.idempotency_key = claimed.idempotency_key
     job.last_error = claimed.last_error or ""
     job.error_code = claimed.error_code or ""
@@ -286,8 +401,9 @@ def fill_settled(
         job.output.CopyFrom(output)
 
 
-def encode_page_token(row: Row) -> str:
-    raw = f"{row['created_at'].isoformat()}|{row['id']}".encode()
+def encode_page_token(row: Row, column: str = "created_at") -> str:
+    """Where the next page starts: the row's (column, id), the order its list is in."""
+    raw = f"{row[column].isoformat()}|{row['id']}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 

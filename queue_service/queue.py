@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
-from typing import TypeVar
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from typing import Any, NamedTuple, TypeVar
 
 import grpc
 
@@ -20,6 +20,7 @@ from queue_service.claims import Claimer
 from queue_service.errors import InvalidArgument, grpc_errors, grpc_stream_errors
 from queue_service.store import (
     Beat,
+    Claimed,
     Completion,
     Failure,
     Release,
@@ -39,6 +40,14 @@ MAX_BEATS = 10_000
 # Beats per statement (a message with more is a statement of its own).
 MAX_BATCH_BEATS = 2_000
 MAX_TEXT = limits.MAX_TEXT_CHARS
+# A Claim's answer stays under this many bytes: well under gRPC's default 4 MiB receive limit,
+# so any client (grpcurl too) can read it. Jobs past it are handed back at once, unspent.
+MAX_CLAIM_ANSWER_BYTES = 3 * 1024 * 1024
+# What a job in a ClaimResponse costs beyond its own size: a tag and a length of up to 5 bytes.
+_ENTRY_OVERHEAD = 6
+# The error code of a claimed job that no client could read (convert.Undeliverable): it is
+# failed at once, for good, since every later claim of it would fail the same way.
+UNDELIVERABLE_CODE = "INVALID_INPUT"
 
 ACTIONS = {
     "continue": pb.HEARTBEAT_ACTION_CONTINUE,
@@ -72,6 +81,8 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         # The open heartbeat streams: they end at once when the service stops (the workers
         # reconnect, to this service's successor) instead of holding the shutdown for its grace.
         self._streams: set[_Answers] = set()
+        # Settles of undelivered claims that outlive their call.
+        self._background: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         for coalescer in self._coalescers:
@@ -87,6 +98,7 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
             answers.close()
 
     async def stop(self) -> None:
+        await asyncio.gather(*self._background, return_exceptions=True)
         for coalescer in self._coalescers:
             await coalescer.stop()
 
@@ -109,10 +121,56 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
             wait = max(0.0, min(wait, remaining - 0.5))
         rows = await self._claimer.claim(worker_id, request.max_jobs, queue, wait)
         response = pb.ClaimResponse()
-        jobs = response.jobs
-        for row in rows:
-            convert.fill_claimed(jobs.add(), row)
+        filled = _fill_answer(response, rows)
+        if filled.undeliverable or filled.handed_back:
+            # Settled whatever becomes of this call; a caller that goes away meanwhile gets
+            # nothing, so what its answer held is handed back too (as claims.py does for a
+            # caller that goes away during the claim statement).
+            settling = self._in_background(self._settle_undelivered(filled))
+            try:
+                await asyncio.shield(settling)
+            except asyncio.CancelledError:
+                if filled.delivered:
+                    self._in_background(
+                        self._claimer.release(filled.delivered, "claim cancelled by the caller")
+                    )
+                raise
         return response
+
+    async def _settle_undelivered(self, filled: _Filled) -> None:
+        """Fail the claimed jobs that no client could read; hand back those the answer had no
+        room for (QUEUED at once, the attempt not counted: release_job)."""
+        if filled.undeliverable:
+            for failure in filled.undeliverable:
+                log.error(
+                    "claimed job cannot be delivered; failed for good job_id=%s lease=%s: %s",
+                    failure.job_id,
+                    failure.lease,
+                    failure.message,
+                )
+            try:
+                await self._store.fail(filled.undeliverable)
+            except Exception:
+                log.exception(
+                    "could not fail %d undeliverable job(s); the stale sweep will release them",
+                    len(filled.undeliverable),
+                )
+        if filled.handed_back:
+            log.info(
+                "claim answer full (%d bytes): handing back %d job(s)",
+                MAX_CLAIM_ANSWER_BYTES,
+                len(filled.handed_back),
+            )
+            await self._claimer.release(
+                filled.handed_back,
+                f"the claim's answer was full ({MAX_CLAIM_ANSWER_BYTES} bytes)",
+            )
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
 
     @grpc_stream_errors
     async def Heartbeat(
@@ -241,6 +299,57 @@ class _Answers:
             self._ready.clear()
             await self._ready.wait()
         return self._items.popleft()
+
+
+class _Filled(NamedTuple):
+    """A Claim's claimed rows, by what became of them."""
+
+    delivered: list[Claimed]
+    # Their input cannot be delivered, or is larger than a whole answer: failed for good.
+    undeliverable: list[Failure]
+    # The answer had no room left: handed back.
+    handed_back: list[Claimed]
+
+
+def _fill_answer(response: pb.ClaimResponse, rows: Sequence[Claimed]) -> _Filled:
+    """Fill a Claim's answer with the claimed rows, in order, while it stays under
+    MAX_CLAIM_ANSWER_BYTES; one row that cannot be delivered leaves the others of its batch in
+    the answer."""
+    jobs = response.jobs
+    size = 0
+    delivered: list[Claimed] = []
+    undeliverable: list[Failure] = []
+    for index, row in enumerate(rows):
+        job = jobs.add()
+        try:
+            convert.fill_claimed(job, row)
+        except convert.Undeliverable as error:
+            del jobs[-1]
+            undeliverable.append(_undeliverable(row, f"its input holds {error}"))
+            continue
+        cost = job.ByteSize() + _ENTRY_OVERHEAD
+        if size + cost <= MAX_CLAIM_ANSWER_BYTES:
+            size += cost
+            delivered.append(row)
+            continue
+        del jobs[-1]
+        if cost > MAX_CLAIM_ANSWER_BYTES:
+            undeliverable.append(
+                _undeliverable(row, f"it is {cost} bytes, more than a claim's whole answer")
+            )
+            continue
+        return _Filled(delivered, undeliverable, list(rows[index:]))
+    return _Filled(delivered, undeliverable, [])
+
+
+def _undeliverable(row: Claimed, why: str) -> Failure:
+    return Failure(
+        job_id=row.id,
+        lease=row.lease,
+        error_code=UNDELIVERABLE_CODE,
+        message=f"the job cannot be delivered to a worker: {why}",
+        retryable=False,
+    )
 
 
 async def _settled(coalescer: Coalescer[EntryT, Settled], entry: EntryT) -> Settled:

@@ -43,6 +43,7 @@ from queue_service.observe import ObservedStore, ObservingInterceptor
 from queue_service.queue import QueueServicer
 from queue_service.reaper import Reaper
 from queue_service.store import Store
+from queue_service.upkeep import Upkeep
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class QueueServer:
     queue: QueueServicer
     admin: AdminServicer
     reaper: Reaper
+    upkeep: Upkeep
     health: HealthServicer
     port: int
     _watcher: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -95,6 +97,7 @@ class QueueServer:
         await self._set_health(await self._database_ok())
         self._watcher = asyncio.create_task(self._watch_database(), name="db-health")
         self.reaper.start()
+        self.upkeep.start()
 
     async def stop(self, grace: float | None = 5.0) -> None:
         """Stop taking calls, let running ones finish within `grace`, then release everything."""
@@ -103,6 +106,7 @@ class QueueServer:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)
         await self.reaper.stop()
+        await self.upkeep.stop()
         self.queue.close_streams()
         await self.server.stop(grace)
         await self.queue.stop()
@@ -215,6 +219,7 @@ async def build(config: Config) -> QueueServer:
         queue=queue,
         admin=admin,
         reaper=Reaper(store, config),
+        upkeep=Upkeep(store, config),
         health=health,
         port=port,
         metrics=metrics,

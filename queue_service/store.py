@@ -46,7 +46,7 @@ R = TypeVar("R")
 # Top-level queries that read the job table: planned at each call (see the module's docstring).
 UNPREPARED = frozenset(
     {"get_job", "get_jobs", "list_jobs", "queue_stats", "running_jobs", "next_due", "job_table"}
-)
+) | {"prune_finished"}
 
 QUERIES_PATH = Path(__file__).parent / "sql" / "queries.sql"
 
@@ -377,8 +377,32 @@ class Store:
         the metrics' gauges show (a whole-table count, so callers cache it)."""
         return await self._all("job_table", {})
 
-    async def running_jobs(self, queue: str | None) -> list[Row]:
-        return await self._all("running_jobs", {"queue": queue})
+    async def running_jobs(
+        self, queue: str | None, *, limit: int, after: tuple[datetime, UUID] | None
+    ) -> list[Row]:
+        return await self._all(
+            "running_jobs",
+            {
+                "queue": queue,
+                "limit": limit,
+                "after_locked_at": after[0] if after else None,
+                "after_id": after[1] if after else None,
+            },
+        )
+
+    async def prune_finished(self, status: str, age_seconds: float, batch: int) -> int:
+        """Delete up to `batch` jobs in `status` that finished `age_seconds` ago or earlier;
+        how many it deleted."""
+        row = await self._one(
+            "prune_finished", {"status": status, "age": age_seconds, "batch": batch}
+        )
+        assert row is not None
+        return int(row["deleted"])
+
+    async def fold_counts(self) -> int:
+        row = await self._one("fold_counts", {})
+        assert row is not None
+        return int(row["folded"])
 
     async def release_stale(
         self, heartbeat_timeout_seconds: float, lock_timeout_seconds: float

@@ -208,9 +208,14 @@ class QueueClient:
         return int(response.released_count)
 
     async def running_jobs(self) -> list[job_pb2.RunningJob]:
-        response = await self._admin.ListRunningJobs(
-            admin_service_pb2.ListRunningJobsRequest(),
-            timeout=self._timeout,
-            metadata=self._metadata,
-        )
-        return list(response.jobs)
+        """Every RUNNING job, a page at a time."""
+        jobs: list[job_pb2.RunningJob] = []
+        request = admin_service_pb2.ListRunningJobsRequest()
+        while True:
+            response = await self._admin.ListRunningJobs(
+                request, timeout=self._timeout, metadata=self._metadata
+            )
+            jobs.extend(response.jobs)
+            if not response.next_page_token:
+                return jobs
+            request.page_token = response.next_page_token

@@ -119,16 +119,22 @@ class QueueStats(_message.Message):
     def __init__(self, by_status: _Optional[_Mapping[str, int]] = ..., total: _Optional[int] = ..., stale_running: _Optional[int] = ..., oldest_runnable_age_seconds: _Optional[float] = ...) -> None: ...
 
 class ListRunningJobsRequest(_message.Message):
-    __slots__ = ("queue",)
+    __slots__ = ("queue", "page_size", "page_token")
     QUEUE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     queue: str
-    def __init__(self, queue: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, queue: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListRunningJobsResponse(_message.Message):
-    __slots__ = ("jobs",)
+    __slots__ = ("jobs", "next_page_token")
     JOBS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     jobs: _containers.RepeatedCompositeFieldContainer[_job_pb2.RunningJob]
-    def __init__(self, jobs: _Optional[_Iterable[_Union[_job_pb2.RunningJob, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, jobs: _Optional[_Iterable[_Union[_job_pb2.RunningJob, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ReleaseStaleJobsRequest(_message.Message):
     __slots__ = ()

@@ -113,7 +113,9 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListJobs(self, request, context):
-        """Newest first, optionally filtered by status and queue.
+        """Newest first, optionally filtered by status and queue. A stored value that
+        no client could decode (a number beyond a double's range or nesting
+        deeper than protobuf reads, written from psql) is shown as a string.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -145,7 +147,8 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListRunningJobs(self, request, context):
-        """RUNNING jobs with stage, progress, run time and heartbeat age.
+        """RUNNING jobs with stage, progress, run time and heartbeat age, the
+        earliest claimed first, a page at a time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -7,13 +7,14 @@
 --   otherwise                        -> FAILED (the dead letter)
 -- Backoff is exponential with equal jitter: d = min(cap, base * 2^(attempts-1)), and the delay is
 -- uniform in [d/2, d], so retries of jobs that failed together spread out and run_after is
--- always in the future. Every failure appends {attempt, time, code, message} to errors.
+-- always in the future. Every failure appends {attempt, time, code, message, number} to errors,
+-- which keeps the last 20.
 -- Outcomes as complete_job (settle_outcomes); a RETRY due at once (p_retry_after <= 0) wakes
 -- waiting claimers.
 -- ---------------------------------------------------------------------------------------------
 
 -- One entry of a job's errors history, {attempt, time, code, message}, as a one-element array to
--- append: what fail_job and release_stale_jobs record for a failed attempt.
+-- append. (fail_job and release_stale_jobs append through ingestion_job_errors_append.)
 CREATE OR REPLACE FUNCTION ingestion_job_error(
     p_attempt integer,
     p_time    timestamptz,
@@ -25,6 +26,36 @@ LANGUAGE sql STABLE
 AS $$
     SELECT jsonb_build_array(jsonb_build_object(
         'attempt', p_attempt, 'time', p_time, 'code', p_code, 'message', p_message))
+$$;
+
+-- A job's errors history with one more failed attempt: what fail_job and release_stale_jobs
+-- record. The entry is {attempt, time, code, message, number}: `number` counts the job's
+-- failures over its whole life, operator retries included (an entry written before it existed
+-- counts as its position), and the history keeps only the last 20 entries, so a job retried
+-- for ever neither grows its row nor every GetJob that reads it. The last entry's number is
+-- the job's total (Job.errors_total).
+CREATE OR REPLACE FUNCTION ingestion_job_errors_append(
+    p_errors  jsonb,
+    p_attempt integer,
+    p_time    timestamptz,
+    p_code    text,
+    p_message text
+)
+RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+    WITH added AS (
+        SELECT p_errors || jsonb_build_array(jsonb_build_object(
+                   'attempt', p_attempt, 'time', p_time, 'code', p_code, 'message', p_message,
+                   'number', CASE WHEN jsonb_typeof(p_errors -> -1 -> 'number') = 'number'
+                                  THEN (p_errors -> -1 ->> 'number')::numeric::bigint
+                                  ELSE jsonb_array_length(p_errors) END + 1)) AS errors
+    )
+    SELECT CASE WHEN jsonb_array_length(errors) <= 20 THEN errors
+                ELSE (SELECT jsonb_agg(e.entry ORDER BY e.position)
+                      FROM jsonb_array_elements(errors) WITH ORDINALITY AS e(entry, position)
+                      WHERE e.position > jsonb_array_length(errors) - 20) END
+    FROM added
 $$;
 
 CREATE OR REPLACE FUNCTION fail_job(
@@ -79,7 +110,7 @@ BEGIN
             last_error              = t.message,
             error_code              = CASE WHEN t.next_status = 'CANCELLED' THEN 'CANCELLED'
                                           ELSE t.code END,
-            errors                  = j.errors || ingestion_job_error(t.attempts, v_now,
+            errors                  = ingestion_job_errors_append(j.errors, t.attempts, v_now,
                                                                       t.code, t.message),
             stage                   = CASE WHEN t.next_status = 'CANCELLED' THEN 'cancelled'
                                           ELSE 'failed' END,

@@ -86,7 +86,7 @@ BEGIN
             last_error              = m.message || coalesce(' (locked by ' || j.locked_by || ')', ''),
             error_code              = CASE WHEN m.next_status = 'CANCELLED' THEN 'CANCELLED'
                                           ELSE m.reason END,
-            errors                  = j.errors || ingestion_job_error(j.attempts, v_now,
+            errors                  = ingestion_job_errors_append(j.errors, j.attempts, v_now,
                                                                       m.reason, m.message),
             stage                   = CASE WHEN m.next_status = 'CANCELLED' THEN 'cancelled'
                                           ELSE 'released_stale' END,

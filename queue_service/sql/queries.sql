@@ -94,10 +94,13 @@ ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
 
 -- name: queue_stats
+-- Reads no finished job: the counts are 008's ingestion_job_counts (a few rows per queue and
+-- status), stale_running walks the RUNNING jobs (003's running index) and the oldest runnable
+-- job is the first of the QUEUED and RETRY ones (006's due index).
 SELECT
     coalesce((SELECT jsonb_object_agg(status, n)
-              FROM (SELECT status, count(*) AS n
-                    FROM ingestion_jobs
+              FROM (SELECT status, sum(n) AS n
+                    FROM ingestion_job_counts
                     WHERE %(queue)s::text IS NULL OR queue = %(queue)s::text
                     GROUP BY status) s), '{}'::jsonb) AS by_status,
     (SELECT count(*)
@@ -114,6 +117,8 @@ SELECT
        AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)) AS oldest_runnable_age_seconds;
 
 -- name: running_jobs
+-- The earliest claimed first; the page token is the (locked_at, id) of the last row of the
+-- previous page.
 SELECT j.*,
        extract(epoch FROM clock_timestamp() - coalesce(j.processing_started_at, j.locked_at))
            AS running_seconds,
@@ -122,7 +127,10 @@ SELECT j.*,
 FROM ingestion_jobs j
 WHERE j.status = 'RUNNING'
   AND (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
-ORDER BY j.locked_at, j.id;
+  AND (%(after_locked_at)s::timestamptz IS NULL
+       OR (j.locked_at, j.id) > (%(after_locked_at)s::timestamptz, %(after_id)s::uuid))
+ORDER BY j.locked_at, j.id
+LIMIT %(limit)s;
 
 -- name: release_stale
 -- With each job's queue, for the metrics' released counts (one key probe per released job).
@@ -131,16 +139,55 @@ SELECT r.job_id, r.reason, r.status,
 FROM release_stale_jobs(%(heartbeat_timeout)s, %(lock_timeout)s) r;
 
 -- name: job_table
--- The metrics' gauges (queue_service/metrics.py, cached between scrapes): jobs by queue and
--- status, the oldest heartbeat of a RUNNING job, and the longest wait of a job due now.
-SELECT queue, status, count(*) AS count,
-       coalesce(max(extract(epoch FROM clock_timestamp() - coalesce(last_heartbeat_at, locked_at)))
-                    FILTER (WHERE status = 'RUNNING'), 0)::float8 AS heartbeat_age,
-       coalesce(max(extract(epoch FROM clock_timestamp() - run_after))
-                    FILTER (WHERE status IN ('QUEUED', 'RETRY')
-                              AND run_after <= clock_timestamp()), 0)::float8 AS runnable_age
-FROM ingestion_jobs
-GROUP BY queue, status;
+-- The metrics' gauges (queue_service/metrics.py, cached between scrapes), reading no finished
+-- job: the counts are 008's ingestion_job_counts; the oldest heartbeat walks a queue's RUNNING
+-- jobs (003's running index) and the longest wait of a job due now is the first entry of the
+-- queue in 006's due index.
+WITH counts AS (
+    SELECT queue, status, sum(n)::bigint AS count
+    FROM ingestion_job_counts
+    GROUP BY queue, status
+    HAVING sum(n) <> 0
+)
+SELECT c.queue, c.status, c.count,
+       CASE WHEN c.status = 'RUNNING' THEN
+           (SELECT coalesce(extract(epoch FROM clock_timestamp()
+                                    - min(coalesce(j.last_heartbeat_at, j.locked_at))), 0)
+            FROM ingestion_jobs j
+            WHERE j.status = 'RUNNING' AND j.queue = c.queue)
+       ELSE 0 END::float8 AS heartbeat_age,
+       CASE WHEN c.status IN ('QUEUED', 'RETRY') THEN
+           (SELECT coalesce(extract(epoch FROM clock_timestamp() - min(j.run_after)), 0)
+            FROM ingestion_jobs j
+            WHERE j.status IN ('QUEUED', 'RETRY') AND j.queue = c.queue
+              AND j.run_after <= clock_timestamp())
+       ELSE 0 END::float8 AS runnable_age
+FROM counts c;
+
+-- name: prune_finished
+-- Retention: deletes up to %(batch)s jobs in one finished status that finished more than %(age)s
+-- seconds ago (queue_service/upkeep.py). 003's (status, created_at) index finds them: a job
+-- finishes after it is created, so every one that finished before the cutoff was created
+-- before it. Rows locked by a transition or an operator right now are skipped, not waited on.
+-- Adverts are not touched: 005 gives them no foreign key to their job.
+WITH doomed AS (
+    SELECT j.id
+    FROM ingestion_jobs j
+    WHERE j.status = %(status)s::text
+      AND j.created_at < now() - make_interval(secs => %(age)s)
+      AND j.completed_at < now() - make_interval(secs => %(age)s)
+    LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM ingestion_jobs j
+    WHERE j.id = ANY (ARRAY(SELECT doomed.id FROM doomed))
+    RETURNING 1
+)
+SELECT count(*) AS deleted FROM gone;
+
+-- name: fold_counts
+-- 008's count deltas replaced by their sums (queue_service/upkeep.py, every few seconds).
+SELECT fold_job_counts() AS folded;
 
 -- name: ping
 SELECT 1;

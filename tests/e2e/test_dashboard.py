@@ -450,7 +450,24 @@ def test_a_dead_letter_job_is_retried_and_a_queued_one_cancelled_after_confirmat
     expect(page.locator("#status")).to_have_text("CANCELLED")
     expect(page.locator("#errors tbody tr")).to_have_count(1)
     expect(page.locator("#errors")).to_contain_text("UNSUPPORTED_MEDIA")
+    expect(page.locator("#errors-older")).to_be_hidden()
     expect(page.get_by_role("button", name="Retry")).to_be_visible()
+    tab.assert_clean()
+
+
+def test_a_job_page_says_when_its_error_history_is_the_last_twenty(stack: Stack, tab: Tab) -> None:
+    # Failed 27 times over operator retries: the history keeps the last 20, numbered 8..27.
+    stack.psql(
+        "INSERT INTO ingestion_jobs (input, idempotency_key, status, completed_at, errors)"
+        ' SELECT \'{"source_type": "s3", "s3_key": "videos/often.mp4"}\', \'often\','
+        "        'FAILED', now(), jsonb_agg(jsonb_build_object('attempt', 1, 'code', 'E',"
+        "        'message', 'failure ' || n, 'number', n) ORDER BY n)"
+        " FROM generate_series(8, 27) n"
+    )
+    [row] = stack.query("SELECT id FROM ingestion_jobs WHERE idempotency_key = 'often'")
+    page = tab.sign_in(f"/ui/jobs/{row['id']}")
+    expect(page.locator("#errors tbody tr")).to_have_count(20)
+    expect(page.locator("#errors-older")).to_have_text("The last 20 of 27 failed attempts.")
     tab.assert_clean()
 
 

@@ -53,8 +53,25 @@ def test_running_filters_by_queue(stack: Stack) -> None:
 
     answer = stack.http.get("/api/ingest/running", params={"queue": "priority-ads"})
     assert [entry["job"]["id"] for entry in answer.json()["jobs"]] == [str(other["id"])]
-    assert stack.http.get("/api/ingest/running", params={"queue": "none"}).json() == {"jobs": []}
+    none = stack.http.get("/api/ingest/running", params={"queue": "none"}).json()
+    assert none == {"jobs": [], "next_cursor": None}
     assert len(stack.http.get("/api/ingest/running").json()["jobs"]) == 2
+
+
+def test_running_comes_a_page_at_a_time(stack: Stack) -> None:
+    ids = [
+        str(insert_job(stack.db, status="RUNNING", seconds_ago={"locked_at": 60 - i})["id"])
+        for i in range(3)
+    ]
+    first = stack.http.get("/api/ingest/running", params={"limit": 2}).json()
+    assert [entry["job"]["id"] for entry in first["jobs"]] == ids[:2]
+    rest = stack.http.get(
+        "/api/ingest/running", params={"limit": 2, "cursor": first["next_cursor"]}
+    ).json()
+    assert [entry["job"]["id"] for entry in rest["jobs"]] == ids[2:]
+    assert rest["next_cursor"] is None
+    too_many = stack.http.get("/api/ingest/running", params={"limit": 1001})
+    assert too_many.status_code == 400 and too_many.json()["error"]["field"] == "limit"
 
 
 def test_jobs_list_filters_by_queue(stack: Stack) -> None:

@@ -4,6 +4,7 @@ the jobs list's filter and pages."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,24 @@ def test_a_job_shows_every_column_by_name(stack: Stack) -> None:
     assert shown["id"] == str(job["id"]) and shown["attempts"] == 1
     assert shown["last_error"] is None and shown["locked_at"] is None
     assert shown["completed_at"].startswith(str(job["completed_at"].year))
+
+
+def test_a_row_written_from_psql_that_protobuf_cannot_carry_still_reads(stack: Stack) -> None:
+    errors = [{"attempt": 1, "code": "E", "message": f"m{n}", "number": n} for n in range(8, 28)]
+    row = stack.db.execute(
+        "INSERT INTO ingestion_jobs (input, idempotency_key, status, completed_at, errors)"
+        """ VALUES ('{"source_type": "s3", "s3_key": "a.mp4", "frames": 1e400}', 'k', 'FAILED',"""
+        " now(), %s::jsonb) RETURNING id",
+        (json.dumps(errors),),
+    ).fetchone()
+    assert row is not None
+    shown = stack.http.get(f"/api/ingest/jobs/{row[0]}")
+    assert shown.status_code == 200
+    job = shown.json()["job"]
+    assert job["input"]["frames"] == "1" + "0" * 400
+    assert (len(job["errors"]), job["errors_total"]) == (20, 27)
+    listed = stack.http.get("/api/ingest/jobs")
+    assert listed.status_code == 200 and len(listed.json()["jobs"]) == 1
 
 
 def test_cancel_of_a_running_job_is_pending_until_its_worker_stops(stack: Stack) -> None:

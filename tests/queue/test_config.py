@@ -14,6 +14,19 @@ def test_defaults() -> None:
     assert (config.heartbeat_timeout_seconds, config.lock_timeout_seconds) == (120, 1800)
 
 
+def test_retention_keeps_finished_jobs_a_week_and_failed_ones_a_month() -> None:
+    config = Config.from_env({})
+    day = 86_400
+    assert (
+        config.retention_succeeded_seconds,
+        config.retention_cancelled_seconds,
+        config.retention_failed_seconds,
+        config.retention_sweep_interval_seconds,
+    ) == (7 * day, 7 * day, 30 * day, 60)
+    kept = Config.from_env({"RETENTION_FAILED_SECONDS": "0"})
+    assert kept.retention_failed_seconds == 0  # FAILED jobs are never deleted
+
+
 def test_supabase_url_is_accepted_as_the_database() -> None:
     assert (
         Config.from_env({"SUPABASE_DB_URL": "postgresql://a@b/c"}).database_url
@@ -31,6 +44,9 @@ def test_supabase_url_is_accepted_as_the_database() -> None:
         ({"QUEUE_LISTEN": "50051"}, "QUEUE_LISTEN"),
         ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
         ({"DB_POOL_MIN_SIZE": "5", "DB_POOL_MAX_SIZE": "2"}, "DB_POOL_MAX_SIZE"),
+        ({"RETENTION_SUCCEEDED_SECONDS": "-1"}, "RETENTION_SUCCEEDED_SECONDS"),
+        ({"RETENTION_FAILED_SECONDS": "a month"}, "RETENTION_FAILED_SECONDS"),
+        ({"RETENTION_SWEEP_INTERVAL_SECONDS": "inf"}, "RETENTION_SWEEP_INTERVAL_SECONDS"),
     ],
 )
 def test_bad_values_name_their_variable(env: dict[str, str], named: str) -> None:

@@ -9,8 +9,11 @@ from typing import Any
 
 import pytest
 from google.protobuf import struct_pb2
+from google.protobuf.message import DecodeError
 
 from jobqueue import rpc
+from jobqueue.v1 import admin_service_pb2 as admin_pb
+from jobqueue.v1 import queue_service_pb2 as queue_pb
 from queue_service import convert
 from queue_service.errors import InvalidArgument
 
@@ -63,3 +66,60 @@ def test_struct_json_refuses_what_json_cannot_hold() -> None:
 )
 def test_timestamp_is_the_contracts_timestamp(value: datetime) -> None:
     assert convert.timestamp(value) == rpc.timestamp(value)
+
+
+def nested(objects: int, lists: int) -> Any:
+    value: Any = 1
+    for _ in range(lists):
+        value = [value]
+    for _ in range(objects):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(("objects", "lists"), [(32, 0), (0, 48), (20, 18), (31, 1)])
+def test_a_claimed_input_as_deep_as_protobuf_decodes_is_delivered(objects: int, lists: int) -> None:
+    response = queue_pb.ClaimResponse()
+    convert.fill_struct(response.jobs.add().input, {"x": nested(objects, lists)})
+    decoded = queue_pb.ClaimResponse.FromString(response.SerializeToString())
+    assert rpc.struct_to_dict(decoded.jobs[0].input) == {"x": nested(objects, lists)}
+
+
+@pytest.mark.parametrize(("objects", "lists"), [(33, 0), (0, 49), (31, 2)])
+def test_one_level_deeper_is_undeliverable_as_the_client_would_find(
+    objects: int, lists: int
+) -> None:
+    response = queue_pb.ClaimResponse()
+    response.jobs.add().input.update({"x": nested(objects, lists)})
+    with pytest.raises(DecodeError):  # what the worker's client would meet
+        queue_pb.ClaimResponse.FromString(response.SerializeToString())
+    with pytest.raises(convert.Undeliverable, match="nested deeper"):
+        convert.fill_struct(
+            queue_pb.ClaimResponse().jobs.add().input, {"x": nested(objects, lists)}
+        )
+
+
+def test_a_number_beyond_a_double_is_undeliverable() -> None:
+    # jsonb keeps {"frames": 1e400} exactly; it reads back as a 401-digit integer.
+    with pytest.raises(convert.Undeliverable, match="beyond a double's range"):
+        convert.fill_struct(struct_pb2.Struct(), {"frames": 10**400})
+
+
+def test_a_shown_job_turns_what_cannot_be_delivered_into_strings() -> None:
+    value = {"frames": 10**400, "ok": 2, "deep": nested(40, 0), "list": [10**400, "x"]}
+    shown = convert.shown_struct(value)
+    assert shown is not None
+    response = admin_pb.ListRunningJobsResponse()
+    response.jobs.add().job.input.CopyFrom(shown)
+    decoded = admin_pb.ListRunningJobsResponse.FromString(response.SerializeToString())
+    readable = rpc.struct_to_dict(decoded.jobs[0].job.input)
+    assert readable["frames"] == str(10**400)
+    assert readable["list"] == [str(10**400), "x"]
+    assert readable["ok"] == 2
+    # The part too deep to decode is its JSON text, at the depth where it stopped fitting.
+    level, kept = readable["deep"], 0
+    while isinstance(level, dict):
+        level, kept = level["a"], kept + 1
+    rest = json.loads(level)
+    assert rest == nested(40 - kept, 0) and kept > 20
+    assert convert.shown_struct({"n": 3}) == convert.struct({"n": 3})

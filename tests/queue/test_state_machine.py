@@ -632,6 +632,36 @@ async def test_running_jobs_show_stage_progress_and_ages(
     assert 4 <= running.heartbeat_age.seconds <= 8
 
 
+async def test_running_jobs_come_a_page_at_a_time(
+    qs: RunningQueue, db: psycopg.Connection[Any]
+) -> None:
+    ids = [
+        str(insert_job(db, status="RUNNING", seconds_ago={"locked_at": 100 - i})["id"])
+        for i in range(5)
+    ]
+    listed: list[str] = []
+    request = admin_pb.ListRunningJobsRequest(page_size=2)
+    pages = 0
+    while True:
+        page = await qs.admin.ListRunningJobs(request)
+        listed += [entry.job.id for entry in page.jobs]
+        pages += 1
+        if not page.next_page_token:
+            break
+        request.page_token = page.next_page_token
+    assert (listed, pages) == (ids, 3)
+    bad = await rpc_error(qs.admin.ListRunningJobs(admin_pb.ListRunningJobsRequest(page_size=1001)))
+    assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # Without a page size, a page holds 500.
+    db.execute(
+        "INSERT INTO ingestion_jobs (status, locked_at, input, idempotency_key)"
+        " SELECT 'RUNNING', now(), jsonb_build_object('n', g), 'r' || g"
+        " FROM generate_series(1, 500) g"
+    )
+    first = await qs.admin.ListRunningJobs(admin_pb.ListRunningJobsRequest())
+    assert len(first.jobs) == 500 and first.next_page_token
+
+
 # -- release (hand back) ----------------------------------------------------------------------
 
 

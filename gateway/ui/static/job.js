@@ -134,6 +134,11 @@ function renderErrors(job) {
   );
   field("errors").hidden = job.errors.length === 0;
   field("errors-empty").hidden = job.errors.length > 0;
+  // The history keeps the last 20 failed attempts; errors_total counts them all.
+  const older = (job.errors_total || 0) - job.errors.length;
+  field("errors-older").hidden = older <= 0;
+  field("errors-older").textContent =
+    older > 0 ? `The last ${job.errors.length} of ${job.errors_total} failed attempts.` : "";
 }
 
 function render(job) {
