@@ -8,6 +8,8 @@ owner. Queries live in sql/adverts.sql.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -24,7 +26,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from jobqueue.v1 import advert_service_pb2
-from queue_service.errors import InvalidArgument, LeaseLost, NotFound, StoreUnavailable
+from queue_service.errors import InvalidArgument, LeaseLost, NotFound
+from queue_service.pools import Pool
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +85,38 @@ def advert_from_row(row: Row) -> advert_service_pb2.Advert:
     return advert
 
 
+def _chunks_json(advert: advert_service_pb2.Advert) -> str:
+    """The chunks as the JSON array insert_chunks reads. One json.dumps call per chunk, so that
+    the thread running this gives the event loop the GIL between them (a single call over all
+    chunks would hold it for seconds)."""
+    return (
+        "["
+        + ",".join(
+            json.dumps(
+                {
+                    "chunk_index": chunk.index,
+                    "kind": chunk.kind,
+                    "text": chunk.text,
+                    "embedding": list(chunk.embedding),
+                    "embedding_model": chunk.embedding_model,
+                }
+            )
+            for chunk in advert.chunks
+        )
+        + "]"
+    )
+
+
 class AdvertStore:
-    def __init__(self, pool: psycopg_pool.AsyncConnectionPool) -> None:
-        self.pool = pool
+    def __init__(self, pool: Pool | psycopg_pool.AsyncConnectionPool) -> None:
+        # The service gives its adverts pool (pools.py), whose connections time their statements
+        # out: a huge advert cannot hold the job tables' connections, nor a lock for ever.
+        self.pool = pool if isinstance(pool, Pool) else Pool(pool)
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[psycopg.AsyncCursor[Row]]:
+        # A lost connection, a timeout or no free connection leaves as StoreUnavailable (pools.py):
+        # the transaction did not commit, nothing changed, the caller may retry.
         try:
             async with (
                 self.pool.connection() as conn,
@@ -95,11 +124,6 @@ class AdvertStore:
                 conn.cursor(row_factory=dict_row) as cur,
             ):
                 yield cur
-        except psycopg_pool.PoolTimeout as error:
-            raise StoreUnavailable("database unavailable: no connection") from error
-        except psycopg.OperationalError as error:
-            # The transaction did not commit: nothing changed, the caller may retry.
-            raise StoreUnavailable("database unavailable") from error
         except psycopg.errors.DataError as error:
             raise InvalidArgument(f"invalid value: {error.diag.message_primary}") from error
         except psycopg.errors.IntegrityError as error:
@@ -122,16 +146,10 @@ class AdvertStore:
             job_ref: UUID | None = parse_uuid(advert.job_id, "advert.job_id")
         else:
             job_ref = job
-        chunks = [
-            {
-                "chunk_index": chunk.index,
-                "kind": chunk.kind,
-                "text": chunk.text,
-                "embedding": list(chunk.embedding),
-                "embedding_model": chunk.embedding_model,
-            }
-            for chunk in advert.chunks
-        ]
+        # Encoded in a thread, before the job's row is locked: 4,000 chunks of 1,536 floats are
+        # 6 million floats, ~10 s of JSON encoding that once ran on the event loop, stalling
+        # every call of the service, with the row held.
+        chunks_json = await asyncio.to_thread(_chunks_json, advert)
         keyframes = [
             {
                 "timestamp_seconds": frame.timestamp_seconds,
@@ -167,9 +185,9 @@ class AdvertStore:
             assert row is not None  # an upsert always returns its row
             ad_id, created = row["id"], bool(row["created"])
             await cur.execute(queries()["delete_chunks"], {"advert_id": ad_id})
-            if chunks:
+            if advert.chunks:
                 await cur.execute(
-                    queries()["insert_chunks"], {"advert_id": ad_id, "chunks": Jsonb(chunks)}
+                    queries()["insert_chunks"], {"advert_id": ad_id, "chunks": chunks_json}
                 )
         log.info(
             "stored advert %s for %s (created=%s, job=%s, %d chunks)",
@@ -177,7 +195,7 @@ class AdvertStore:
             advert.source_key,
             created,
             job_ref,
-            len(chunks),
+            len(advert.chunks),
         )
         return str(ad_id), created
 

@@ -5,12 +5,20 @@ against 70-500 us a message), so the hot path writes whatever arrived together a
 The batching adds no waiting: the first item is flushed at once, and everything that arrives
 while that flush is in flight goes out together in the next one. Under light load a call costs
 one statement; under heavy load the batches grow by themselves.
+
+A flush that does not come back soon (a statement waiting on a lock, a slow database) must not
+hold everything that arrives after it: once the batch in flight has taken `patience` seconds,
+the next one leaves beside it, up to `max_in_flight` at once. A statement's own timeout (the
+hot path's pool sets one) bounds how long each can take, and a batch that fails fails only its
+own callers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -30,6 +38,8 @@ class Coalescer(Generic[T, R]):
         max_batch: int = 1000,
         size: Callable[[T], int] | None = None,
         isolate: tuple[type[Exception], ...] = (),
+        max_in_flight: int = 4,
+        patience: float = 0.1,
     ) -> None:
         self._flush = flush
         # A batch holds items up to this total size (each item is 1 unless `size` says how many
@@ -37,12 +47,16 @@ class Coalescer(Generic[T, R]):
         # holds its rows' locks.
         self._max_batch = max_batch
         self._size = size
-        # Errors caused by one item rather than by the database (bad input): a batch that fails
-        # with one is retried item by item, so only its own caller sees the error.
+        # Errors caused by one item rather than by the database (bad input, a lock it met): a
+        # batch that fails with one is retried item by item, so only its own caller sees it.
         self._isolate = isolate
+        self._max_in_flight = max_in_flight
+        self._patience = patience
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._flights: set[asyncio.Task[None]] = set()
+        self._last_start = 0.0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="coalescer")
@@ -52,10 +66,17 @@ class Coalescer(Generic[T, R]):
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        for flight in list(self._flights):
+            flight.cancel()
+        await asyncio.gather(*self._flights, return_exceptions=True)
         for _, future in self._pending:
             if not future.done():
                 future.cancel()
         self._pending.clear()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._flights)
 
     async def submit(self, item: T) -> R:
         return await self.submit_nowait(item)
@@ -71,16 +92,40 @@ class Coalescer(Generic[T, R]):
         return future
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            await self._wake.wait()
             self._wake.clear()
-            while self._pending:
-                taken = self._batch_length()
-                batch = self._pending[:taken]
-                del self._pending[:taken]
-                live = [(item, future) for item, future in batch if not future.cancelled()]
-                if live:
-                    await self._flush_batch(live)
+            if not self._pending:
+                await self._wake.wait()
+                continue
+            wait = self._until_next_start(loop.time())
+            if wait > 0:
+                # A new item, a finished flight or the patience running out wakes this up.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), None if wait == math.inf else wait)
+                continue
+            taken = self._batch_length()
+            batch = self._pending[:taken]
+            del self._pending[:taken]
+            live = [(item, future) for item, future in batch if not future.cancelled()]
+            if live:
+                self._last_start = loop.time()
+                flight = asyncio.create_task(self._flush_batch(live), name="coalescer-flush")
+                self._flights.add(flight)
+                flight.add_done_callback(self._landed)
+
+    def _until_next_start(self, now: float) -> float:
+        """How long the next batch waits: not at all when nothing is in flight; for the rest of
+        the youngest flight's patience while fewer than the bound are; else until one lands."""
+        if not self._flights:
+            return 0.0
+        if len(self._flights) >= self._max_in_flight:
+            return math.inf
+        return self._last_start + self._patience - now
+
+    def _landed(self, flight: asyncio.Task[None]) -> None:
+        self._flights.discard(flight)
+        self._wake.set()
 
     def _batch_length(self) -> int:
         if self._size is None:
@@ -105,6 +150,10 @@ class Coalescer(Generic[T, R]):
                 if not future.done():
                     future.set_exception(error)
             return
+        except asyncio.CancelledError:
+            for _, future in batch:
+                future.cancel()
+            raise
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)

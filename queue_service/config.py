@@ -45,8 +45,20 @@ class Config:
     retention_failed_seconds: float = 30 * 86_400.0
     # How often the pruner deletes them (in batches of upkeep.PRUNE_BATCH); 0 turns it off.
     retention_sweep_interval_seconds: float = 60.0
+    # The workers' HEARTBEAT_INTERVAL_SECONDS: after an outage the stale sweep waits one
+    # interval (plus the workers' reconnect backoff) so that their beats land first.
+    heartbeat_interval_seconds: float = 5.0
+    # ... plus this margin: the workers' reconnect backoff cap (worker_service/heartbeats.py).
+    stale_sweep_margin_seconds: float = 5.0
+    # The hot path's pool (queue_service/pools.py has every pool and why they are apart).
     pool_min_size: int = 2
     pool_max_size: int = 10
+    admin_pool_size: int = 4
+    advert_pool_size: int = 4
+    # A hot-path statement fails (UNAVAILABLE, retryable) after waiting this long on a row lock,
+    # or running this long in all.
+    lock_wait_seconds: float = 2.0
+    statement_timeout_seconds: float = 10.0
     # Concurrent claim statements; more claimers than this queue up in the service instead of
     # scanning the same index head in the database at once.
     max_concurrent_claims: int = 2
@@ -86,8 +98,16 @@ class Config:
             retention_sweep_interval_seconds=env.number(
                 "RETENTION_SWEEP_INTERVAL_SECONDS", 60.0, minimum=0
             ),
+            heartbeat_interval_seconds=env.number(
+                "HEARTBEAT_INTERVAL_SECONDS", 5.0, minimum=0.1, maximum=60
+            ),
+            stale_sweep_margin_seconds=env.number("STALE_SWEEP_MARGIN_SECONDS", 5.0, minimum=0),
             pool_min_size=env.whole("DB_POOL_MIN_SIZE", 2, minimum=1),
             pool_max_size=env.whole("DB_POOL_MAX_SIZE", 10, minimum=1),
+            admin_pool_size=env.whole("DB_ADMIN_POOL_SIZE", 4, minimum=1),
+            advert_pool_size=env.whole("DB_ADVERT_POOL_SIZE", 4, minimum=1),
+            lock_wait_seconds=env.number("DB_LOCK_WAIT_SECONDS", 2.0, minimum=0.1),
+            statement_timeout_seconds=env.number("DB_STATEMENT_TIMEOUT_SECONDS", 10.0, minimum=0.5),
             max_concurrent_claims=env.whole("MAX_CONCURRENT_CLAIMS", 2, minimum=1),
             apply_migrations=env.boolean("APPLY_MIGRATIONS", True),
             local_media_root=env.directory("LOCAL_MEDIA_ROOT"),

@@ -20,7 +20,7 @@ from uuid import UUID
 
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
-from jobqueue.rpc import duration, struct
+from jobqueue.rpc import duration, struct, struct_to_dict
 from jobqueue.v1 import job_pb2
 from queue_service.errors import InvalidArgument
 from queue_service.store import Claimed, Enqueued, Row, Settled
@@ -63,8 +63,6 @@ PROTO_TO_STATUS = {value: name for name, value in STATUS_TO_PROTO.items()}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Made once: json.dumps with options other than the defaults builds an encoder at every call.
 _JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
-# Doubles represent every integer below 2**53 exactly; past it a "whole" double is a rounding.
-_MAX_EXACT_INTEGER = 2**53
 # The range of google.protobuf.Timestamp (0001-01-01 to 9999-12-31, as Python's datetime) and
 # of Duration (about 10,000 years either way); PostgreSQL holds every such time.
 _MIN_TIMESTAMP_SECONDS = -62_135_596_800
@@ -152,14 +150,18 @@ def _set_time(field: timestamp_pb2.Timestamp, value: datetime) -> None:
 def struct_json(message: struct_pb2.Struct, field: str) -> str:
     """The Struct as the JSON text the database stores: what json.dumps makes of
     jobqueue.rpc.struct_to_dict (whole numbers as integers, so {"n": 3} stores as 3 and hashes
-    to the same idempotency key as the same input enqueued from psql), without its detour
-    through json_format, and in ASCII (\\u escapes), so its length is its size in bytes."""
-    return json_text(_object(message), field)
+    to the same idempotency key as the same input enqueued from psql), in ASCII (\\u escapes),
+    so its length is its size in bytes."""
+    return json_text(struct_object(message, field), field)
 
 
-def struct_object(message: struct_pb2.Struct) -> dict[str, Any]:
-    """The Struct as the JSON values struct_json writes (whole numbers as integers)."""
-    return _object(message)
+def struct_object(message: struct_pb2.Struct, field: str = "input") -> dict[str, Any]:
+    """The Struct as the JSON values struct_json writes (whole numbers as integers); a NaN or
+    an infinity is the caller's InvalidArgument."""
+    try:
+        return struct_to_dict(message)
+    except ValueError:
+        raise _not_json(field) from None
 
 
 def json_text(value: dict[str, Any], field: str) -> str:
@@ -167,32 +169,11 @@ def json_text(value: dict[str, Any], field: str) -> str:
     try:
         return _JSON.encode(value)
     except ValueError:
-        raise InvalidArgument(
-            f"{field} holds a number JSON cannot (NaN, Infinity)", field=field
-        ) from None
+        raise _not_json(field) from None
 
 
-def _object(message: struct_pb2.Struct) -> dict[str, Any]:
-    fields = message.fields  # (by key: a little cheaper than .items() on this map)
-    return {key: _value(fields[key]) for key in fields}
-
-
-def _value(value: struct_pb2.Value) -> Any:
-    kind = value.WhichOneof("kind")
-    if kind == "string_value":
-        return value.string_value
-    if kind == "number_value":
-        number = value.number_value
-        if number.is_integer() and abs(number) < _MAX_EXACT_INTEGER:
-            return int(number)
-        return number
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "struct_value":
-        return _object(value.struct_value)
-    if kind == "list_value":
-        return [_value(item) for item in value.list_value.values]
-    return None  # null_value, or no kind at all
+def _not_json(field: str) -> InvalidArgument:
+    return InvalidArgument(f"{field} holds a number JSON cannot (NaN, Infinity)", field=field)
 
 
 def fill_struct(

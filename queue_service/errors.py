@@ -68,6 +68,22 @@ class StoreUnavailable(DomainError):
     reason = "DATABASE_UNAVAILABLE"
 
 
+class StoreBusy(StoreUnavailable):
+    """A statement ran out of its time (statement_timeout, a deadlock broken): it changed
+    nothing, and the call is safe to retry."""
+
+    reason = "DATABASE_BUSY"
+
+
+class RowLocked(StoreBusy):
+    """A statement waited its lock_timeout on a row that another transaction holds (an
+    operator's open transaction, a StoreAdvert in progress). Caused by one job, not by the
+    database: a batch that meets it is retried entry by entry, so only that job's caller hears
+    it."""
+
+    reason = "ROW_LOCKED"
+
+
 def to_status(error: DomainError) -> grpc.Status:
     info = error_details_pb2.ErrorInfo(
         reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata

@@ -13,10 +13,9 @@ import asyncio
 import concurrent.futures
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-import psycopg_pool
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -98,18 +97,19 @@ def reason_label(code: str | None) -> str:
 
 class JobTableCollector(Collector):
     """The job table's gauges at scrape time: jobs by queue and status, the oldest heartbeat of
-    a RUNNING job (heartbeat lag), the oldest runnable job's wait; and the pool's use."""
+    a RUNNING job (heartbeat lag), the oldest runnable job's wait; and the pools' use (`pools`:
+    each class of call's psycopg pool, by name: hot, admin, adverts, background)."""
 
     def __init__(
         self,
         read: Callable[[], Any],
-        pool: psycopg_pool.AsyncConnectionPool,
+        pools: Mapping[str, Any],
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         # `read` is the store's coroutine function; scrapes come on the HTTP server's thread and
         # run it on the service's event loop.
         self._read = read
-        self._pool = pool
+        self._pools = pools
         self._loop = loop
         self._rows: list[Row] = []
         self._read_at = float("-inf")
@@ -174,24 +174,28 @@ class JobTableCollector(Collector):
         yield from self._pool_families()
 
     def _pool_families(self) -> Iterator[GaugeMetricFamily]:
-        stats = self._pool.get_stats()
-        size, idle = stats.get("pool_size", 0), stats.get("pool_available", 0)
         connections = GaugeMetricFamily(
             "jobqueue_db_pool_connections",
-            "The database pool's connections: open, idle, in_use.",
-            labels=["state"],
+            "Each database pool's connections (hot, admin, adverts, background): open, idle, "
+            "in_use.",
+            labels=["pool", "state"],
         )
-        connections.add_metric(["open"], size)
-        connections.add_metric(["idle"], idle)
-        connections.add_metric(["in_use"], max(size - idle, 0))
-        yield connections
-        yield GaugeMetricFamily(
-            "jobqueue_db_pool_max_connections",
-            "The pool's DB_POOL_MAX_SIZE.",
-            value=stats.get("pool_max", 0),
+        most = GaugeMetricFamily(
+            "jobqueue_db_pool_max_connections", "Each pool's largest size.", labels=["pool"]
         )
-        yield GaugeMetricFamily(
+        waiting = GaugeMetricFamily(
             "jobqueue_db_pool_requests_waiting",
-            "Calls waiting for a connection now.",
-            value=stats.get("requests_waiting", 0),
+            "Calls waiting for a connection of the pool now.",
+            labels=["pool"],
         )
+        for name, pool in self._pools.items():
+            stats = pool.get_stats()
+            size, idle = stats.get("pool_size", 0), stats.get("pool_available", 0)
+            connections.add_metric([name, "open"], size)
+            connections.add_metric([name, "idle"], idle)
+            connections.add_metric([name, "in_use"], max(size - idle, 0))
+            most.add_metric([name], stats.get("pool_max", 0))
+            waiting.add_metric([name], stats.get("requests_waiting", 0))
+        yield connections
+        yield most
+        yield waiting

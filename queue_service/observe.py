@@ -117,9 +117,15 @@ class ObservedStore(Store):
         return settled
 
     async def release_stale(
-        self, heartbeat_timeout_seconds: float, lock_timeout_seconds: float
+        self,
+        heartbeat_timeout_seconds: float,
+        lock_timeout_seconds: float,
+        *,
+        background: bool = False,
     ) -> list[Row]:
-        rows = await super().release_stale(heartbeat_timeout_seconds, lock_timeout_seconds)
+        rows = await super().release_stale(
+            heartbeat_timeout_seconds, lock_timeout_seconds, background=background
+        )
         for row in rows:
             reason = str(row.get("reason") or "unknown").lower()
             metrics.RELEASED.labels(row.get("queue") or "", reason).inc()

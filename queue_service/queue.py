@@ -17,7 +17,7 @@ from jobqueue.v1 import queue_service_pb2 as pb
 from queue_service import bounds, convert
 from queue_service.batching import Coalescer
 from queue_service.claims import Claimer
-from queue_service.errors import InvalidArgument, grpc_errors, grpc_stream_errors
+from queue_service.errors import InvalidArgument, RowLocked, grpc_errors, grpc_stream_errors
 from queue_service.store import (
     Beat,
     Claimed,
@@ -53,6 +53,8 @@ ACTIONS = {
     "continue": pb.HEARTBEAT_ACTION_CONTINUE,
     "cancel": pb.HEARTBEAT_ACTION_CANCEL,
     "lease_lost": pb.HEARTBEAT_ACTION_LEASE_LOST,
+    # Its row was locked: the beat was kept beside it (heartbeat.sql); the worker carries on.
+    "deferred": pb.HEARTBEAT_ACTION_CONTINUE,
 }
 OUTCOMES = {
     "ok": pb.OUTCOME_OK,
@@ -65,8 +67,9 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
     def __init__(self, store: Store, claimer: Claimer) -> None:
         self._claimer = claimer
         # Single-job calls from many workers meet here and reach the database together.
-        # One caller's bad value must not fail the others it shares a statement with.
-        bad_input = (InvalidArgument,)
+        # One caller's bad value, or a row another transaction holds, must not fail the others
+        # it shares a statement with.
+        bad_input = (InvalidArgument, RowLocked)
         # An item is one message's beats (one, or a batch): every message is one future.
         self.heartbeats: Coalescer[Sequence[Beat], list[str]] = Coalescer(
             self._write_beats, max_batch=MAX_BATCH_BEATS, size=len, isolate=bad_input

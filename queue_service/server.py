@@ -1,21 +1,20 @@
 """Builds the queue service: the grpc.aio server with its services, auth, health and reflection,
-the database pool, the job notifier, the coalescers and the stale-job reaper.
+the database pools (one per class of call: pools.py), the job notifier, the coalescers and the
+stale-job reaper.
 
 Health (`grpc.health.v1`) is SERVING only while the database answers: a watcher pings it every
-few seconds, flips to NOT_SERVING when it does not (RPCs then fail fast with UNAVAILABLE) and
-back once it does, after dropping the pool's broken connections, so an outage heals without a
-restart.
+few seconds on the background pool (so busy hot-path or admin pools cannot make it fail), flips
+to NOT_SERVING when it does not (RPCs then fail fast with UNAVAILABLE) and back once it does,
+after dropping the pools' broken connections, so an outage heals without a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 
 import grpc
-import psycopg_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
@@ -40,6 +39,7 @@ from queue_service.errors import StoreUnavailable
 from queue_service.metrics import JobTableCollector
 from queue_service.notify import JobNotifier
 from queue_service.observe import ObservedStore, ObservingInterceptor
+from queue_service.pools import Pools, pool_specs
 from queue_service.queue import QueueServicer
 from queue_service.reaper import Reaper
 from queue_service.store import Store
@@ -69,7 +69,7 @@ SERVER_OPTIONS = [
 class QueueServer:
     config: Config
     server: grpc.aio.Server
-    pool: psycopg_pool.AsyncConnectionPool
+    pools: Pools
     store: Store
     notifier: JobNotifier
     claimer: Claimer
@@ -87,7 +87,9 @@ class QueueServer:
     async def start(self) -> None:
         if self.metrics is not None:
             self._collector = JobTableCollector(
-                self.store.job_table, self.pool, asyncio.get_running_loop()
+                self.store.job_table,
+                {kind: pool.pool for kind, pool in zip(self.pools.specs, self.pools, strict=True)},
+                asyncio.get_running_loop(),
             )
             served_metrics.REGISTRY.register(self._collector)
         self.notifier.start()
@@ -117,7 +119,7 @@ class QueueServer:
             await asyncio.to_thread(self.metrics.stop)
         if self._collector is not None:
             served_metrics.REGISTRY.unregister(self._collector)
-        await self.pool.close()
+        await self.pools.close()
 
     async def _database_ok(self) -> bool:
         try:
@@ -142,10 +144,10 @@ class QueueServer:
             now_ok = await self._database_ok()
             if now_ok and not ok:
                 # Connections that died with the old server would fail their next call.
-                with contextlib.suppress(Exception):
-                    await self.pool.check()
+                self.pools.purge()
                 log.info("database reachable again; serving")
             elif ok and not now_ok:
+                self.pools.purge()
                 log.error("database unreachable; health is NOT_SERVING until it answers")
             if now_ok != ok:
                 await self._set_health(now_ok)
@@ -158,23 +160,12 @@ async def build(config: Config) -> QueueServer:
     metrics = (
         served_metrics.serve(config.metrics_listen) if config.metrics_listen is not None else None
     )
-    pool = psycopg_pool.AsyncConnectionPool(
-        config.database_url,
-        min_size=config.pool_min_size,
-        max_size=config.pool_max_size,
-        # Fail a call with UNAVAILABLE quickly when the database is down, rather than hang.
-        timeout=3.0,
-        # UTC sessions: psycopg reads a timestamptz in UTC two to three times faster than in a
-        # named zone such as the server's default Etc/UTC (the same instants either way).
-        kwargs={"autocommit": True, "options": "-c TimeZone=UTC"},
-        open=False,
-        name="queue-service",
-    )
-    await pool.open(wait=False)
+    pools = Pools(config.database_url, pool_specs(config))
+    await pools.open()
     # Counted and traced only when someone looks (QUEUE_METRICS_LISTEN, OTEL_*).
     observed = config.metrics_listen is not None or tracing.enabled()
     store = (ObservedStore if observed else Store)(
-        pool,
+        pools,
         backoff_base_seconds=config.retry_backoff_base_seconds,
         backoff_max_seconds=config.retry_backoff_max_seconds,
     )
@@ -192,7 +183,7 @@ async def build(config: Config) -> QueueServer:
     queue_service_pb2_grpc.add_QueueServiceServicer_to_server(queue, server)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
     advert_service_pb2_grpc.add_AdvertServiceServicer_to_server(
-        AdvertServicer(AdvertStore(pool)), server
+        AdvertServicer(AdvertStore(pools.adverts)), server
     )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -212,7 +203,7 @@ async def build(config: Config) -> QueueServer:
     return QueueServer(
         config=config,
         server=server,
-        pool=pool,
+        pools=pools,
         store=store,
         notifier=notifier,
         claimer=claimer,

@@ -2,9 +2,11 @@
 
 Each method is one round trip: it runs one named query from sql/queries.sql, which calls one of
 the state-machine functions of migrations/job_queue/ (docs/state-machine.md). Failures leave as
-domain errors (errors.py): a lost connection or an exhausted pool is StoreUnavailable, safe for
-the caller to retry, because each call is a single autocommit statement that either happened or
-did not.
+domain errors (errors.py): a lost connection or an exhausted pool is StoreUnavailable, a lock or
+statement timeout StoreBusy, each safe for the caller to retry, because each call is a single
+autocommit statement that either happened or did not. Each method runs on the pool of its class
+of call (pools.py): the hot path, the admin calls and the background work never wait for each
+other's connections.
 
 The hot path's rows are lean named tuples (Enqueued, Claimed, Settled), read by position in the
 order their query in sql/queries.sql names the columns; everything else reads whole rows as dicts.
@@ -27,7 +29,6 @@ from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
 import psycopg
-import psycopg_pool
 from psycopg.rows import RowFactory, args_row, dict_row, tuple_row
 
 from queue_service.errors import (
@@ -37,6 +38,7 @@ from queue_service.errors import (
     LeaseLost,
     StoreUnavailable,
 )
+from queue_service.pools import Pool, Pools
 
 log = logging.getLogger(__name__)
 
@@ -162,25 +164,21 @@ class Settled(NamedTuple):
 class Store:
     def __init__(
         self,
-        pool: psycopg_pool.AsyncConnectionPool,
+        pools: Pools,
         *,
         backoff_base_seconds: float = 10.0,
         backoff_max_seconds: float = 3600.0,
     ) -> None:
-        self.pool = pool
+        self.pools = pools
+        self.availability = pools.availability
         self.backoff_base_seconds = backoff_base_seconds
         self.backoff_max_seconds = backoff_max_seconds
 
     @asynccontextmanager
-    async def _cursor(self) -> AsyncIterator[psycopg.AsyncCursor[Row]]:
+    async def _cursor(self, pool: Pool) -> AsyncIterator[psycopg.AsyncCursor[Row]]:
         try:
-            async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
                 yield cur
-        except psycopg_pool.PoolTimeout as error:
-            raise StoreUnavailable("database unavailable: no connection") from error
-        except psycopg.OperationalError as error:
-            # The connection broke mid-call. The pool discards it and reconnects on demand.
-            raise StoreUnavailable("database unavailable") from error
         except psycopg.DataError as error:
             # The value itself (not our SQL) was refused; say which kind, not the internals.
             detail = error.diag.message_primary or str(error).splitlines()[0]
@@ -189,14 +187,21 @@ class Store:
             log.warning("constraint violation: %s", error.diag.message_primary)
             raise InvalidArgument("the values break a rule of the job table") from error
 
-    async def _all(self, name: str, params: dict[str, Any]) -> list[Row]:
-        return await self._rows(name, params, dict_row)
+    async def _all(self, name: str, params: dict[str, Any], pool: Pool | None = None) -> list[Row]:
+        return await self._rows(name, params, dict_row, pool=pool or self.pools.admin)
 
     async def _rows(
-        self, name: str, params: dict[str, Any], row_factory: RowFactory[R], *, binary: bool = False
+        self,
+        name: str,
+        params: dict[str, Any],
+        row_factory: RowFactory[R],
+        *,
+        binary: bool = False,
+        pool: Pool | None = None,
     ) -> list[R]:
-        """The rows of a named query; `binary` rows parse faster (the hot path's)."""
-        async with self._cursor() as cur:
+        """The rows of a named query, on `pool` (the hot path's unless said); `binary` rows
+        parse faster (the hot path's)."""
+        async with self._cursor(pool or self.pools.hot) as cur:
             cur.row_factory = row_factory  # type: ignore[assignment]
             await cur.execute(
                 queries()[name],
@@ -206,8 +211,8 @@ class Store:
             )
             return await cur.fetchall()  # type: ignore[return-value]
 
-    async def _one(self, name: str, params: dict[str, Any]) -> Row | None:
-        rows = await self._all(name, params)
+    async def _one(self, name: str, params: dict[str, Any], pool: Pool | None = None) -> Row | None:
+        rows = await self._all(name, params, pool)
         return rows[0] if rows else None
 
     # -- producers --------------------------------------------------------------------------
@@ -233,7 +238,9 @@ class Store:
         )
         known = {UUID(row.job_id) for row in rows if row.already_existed and row.job_id}
         existing = (
-            {str(k): v for k, v in (await self.get_jobs(list(known))).items()} if known else {}
+            {str(k): v for k, v in (await self.get_jobs(list(known), hot=True)).items()}
+            if known
+            else {}
         )
         if any(row.job_id is None for row in rows) or len(existing) < len(set(known)):
             # Only when a job was deleted between the insert and the read-back of its key, or
@@ -257,7 +264,16 @@ class Store:
         return {queue: due_in for queue, due_in in rows}
 
     async def heartbeat(self, beats: Sequence[Beat]) -> list[str]:
-        """One action per beat, in order: continue | cancel | lease_lost."""
+        """One action per beat, in order: continue | cancel | lease_lost | deferred (its row was
+        locked: heartbeat.sql). Beats that could not be written are a break the stale sweep
+        waits out (reaper.py)."""
+        try:
+            return await self._heartbeat(beats)
+        except StoreUnavailable:
+            self.availability.broke(unreachable=False)
+            raise
+
+    async def _heartbeat(self, beats: Sequence[Beat]) -> list[str]:
         rows = await self._rows(
             "heartbeat",
             {
@@ -320,8 +336,9 @@ class Store:
             raise JobNotFound(f"job {job_id} not found", job_id=str(job_id))
         return row
 
-    async def get_jobs(self, job_ids: Sequence[UUID]) -> dict[UUID, Row]:
-        rows = await self._all("get_jobs", {"job_ids": list(job_ids)})
+    async def get_jobs(self, job_ids: Sequence[UUID], *, hot: bool = False) -> dict[UUID, Row]:
+        pool = self.pools.hot if hot else self.pools.admin
+        rows = await self._all("get_jobs", {"job_ids": list(job_ids)}, pool)
         return {row["id"]: row for row in rows}
 
     async def list_jobs(
@@ -352,7 +369,7 @@ class Store:
         return await self._transition("retry", job_id, "retry")
 
     async def _transition(self, name: str, job_id: UUID, verb: str) -> Row:
-        row = await self._one(name, {"job_id": job_id})
+        row = await self._one(name, {"job_id": job_id}, self.pools.admin_writes)
         assert row is not None, f"{name} returns one row"
         outcome = row.pop("outcome")
         if outcome == "not_found":
@@ -375,7 +392,7 @@ class Store:
     async def job_table(self) -> list[Row]:
         """Jobs by queue and status, with the oldest heartbeat and runnable wait of each: what
         the metrics' gauges show (a whole-table count, so callers cache it)."""
-        return await self._all("job_table", {})
+        return await self._all("job_table", {}, self.pools.background)
 
     async def running_jobs(
         self, queue: str | None, *, limit: int, after: tuple[datetime, UUID] | None
@@ -394,26 +411,34 @@ class Store:
         """Delete up to `batch` jobs in `status` that finished `age_seconds` ago or earlier;
         how many it deleted."""
         row = await self._one(
-            "prune_finished", {"status": status, "age": age_seconds, "batch": batch}
+            "prune_finished",
+            {"status": status, "age": age_seconds, "batch": batch},
+            self.pools.background,
         )
         assert row is not None
         return int(row["deleted"])
 
     async def fold_counts(self) -> int:
-        row = await self._one("fold_counts", {})
+        row = await self._one("fold_counts", {}, self.pools.background)
         assert row is not None
         return int(row["folded"])
 
     async def release_stale(
-        self, heartbeat_timeout_seconds: float, lock_timeout_seconds: float
+        self,
+        heartbeat_timeout_seconds: float,
+        lock_timeout_seconds: float,
+        *,
+        background: bool = False,
     ) -> list[Row]:
+        """The stale sweep; `background` for the reaper's own, on the background pool."""
         return await self._all(
             "release_stale",
             {"heartbeat_timeout": heartbeat_timeout_seconds, "lock_timeout": lock_timeout_seconds},
+            self.pools.background if background else self.pools.admin_writes,
         )
 
     async def ping(self) -> None:
-        await self._one("ping", {})
+        await self._one("ping", {}, self.pools.background)
 
 
 def raise_for_outcome(settled: Settled) -> None:

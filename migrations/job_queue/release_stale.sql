@@ -34,6 +34,10 @@ $$;
 -- stays dead: the next claim takes a new one, so the missing worker cannot finish the job if it
 -- comes back. SKIP LOCKED: a job being completed right now is not released from under its
 -- worker.
+-- A beat that found the job's row locked counts as its latest heartbeat
+-- (ingestion_job_deferred_beats, migration 009; job_queue/heartbeat.sql says why); rows of it
+-- older than the timeout matter no more and are deleted here. The table is read by EXECUTE, so
+-- that 003 and 004 applied alone, without 009, still sweep.
 -- ---------------------------------------------------------------------------------------------
 
 CREATE OR REPLACE FUNCTION release_stale_jobs(
@@ -53,18 +57,36 @@ DECLARE
     v_statuses text[];
     v_runnable text[];
     v_due      timestamptz[];
+    v_def_ids    uuid[];
+    v_def_leases bigint[];
+    v_def_at     timestamptz[];
 BEGIN
-    WITH stale AS (
+    IF to_regclass('ingestion_job_deferred_beats') IS NOT NULL THEN
+        EXECUTE 'DELETE FROM ingestion_job_deferred_beats WHERE beat_at < $1'
+            USING v_now - make_interval(secs => p_heartbeat_timeout_seconds);
+        EXECUTE 'SELECT array_agg(job_id), array_agg(lease), array_agg(beat_at)
+                 FROM ingestion_job_deferred_beats'
+            INTO v_def_ids, v_def_leases, v_def_at;
+    END IF;
+
+    WITH deferred AS (
+        SELECT * FROM unnest(v_def_ids, v_def_leases, v_def_at) AS d(id, lease, beat_at)
+    ), stale AS (
         SELECT s.id, st.reason,
                CASE WHEN s.cancel_requested_at IS NOT NULL THEN 'CANCELLED'
                     WHEN s.attempts >= s.max_attempts THEN 'FAILED'
                     ELSE 'RETRY' END AS next_status,
-               extract(epoch FROM v_now - coalesce(s.last_heartbeat_at, s.locked_at))::int
+               extract(epoch FROM v_now - coalesce(beat.at, s.locked_at))::int
                    AS silent_seconds,
                extract(epoch FROM v_now - s.locked_at)::int AS locked_seconds
         FROM ingestion_jobs s
         CROSS JOIN LATERAL (
-            SELECT ingestion_job_stale_reason(s.last_heartbeat_at, s.locked_at, v_now,
+            SELECT greatest(s.last_heartbeat_at,
+                            (SELECT max(d.beat_at) FROM deferred d
+                             WHERE d.id = s.id AND d.lease = s.lease)) AS at
+        ) beat
+        CROSS JOIN LATERAL (
+            SELECT ingestion_job_stale_reason(beat.at, s.locked_at, v_now,
                                               p_heartbeat_timeout_seconds,
                                               p_lock_timeout_seconds) AS reason
         ) st

@@ -49,7 +49,7 @@ SELECT %(advert_id)s,
                  ORDER BY e.ord)
        END,
        CASE WHEN jsonb_array_length(c.embedding) > 0 THEN nullif(c.embedding_model, '') END
-FROM jsonb_to_recordset(%(chunks)s)
+FROM jsonb_to_recordset(%(chunks)s::jsonb)
      AS c(chunk_index integer, kind text, text text, embedding jsonb, embedding_model text);
 
 -- name: get_advert

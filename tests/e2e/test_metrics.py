@@ -234,8 +234,9 @@ def test_each_scrape_matches_the_database(run: Run) -> None:
     )
     assert value(queue_samples, rpc, method="jobqueue.v1.QueueService/Claim", code="OK") >= 1
     assert value(queue_samples, rpc, method="jobqueue.v1.AdminService/GetJob", code="OK") == 0
-    assert value(queue_samples, "jobqueue_db_pool_max_connections") >= 1
-    assert value(queue_samples, "jobqueue_db_pool_connections", state="open") >= 1
+    for pool in ("hot", "admin", "adverts", "background"):
+        assert value(queue_samples, "jobqueue_db_pool_max_connections", pool=pool) >= 1, pool
+    assert value(queue_samples, "jobqueue_db_pool_connections", pool="hot", state="open") >= 1
     for family in (
         "jobqueue_jobs", "jobqueue_jobs_enqueued_total", "jobqueue_jobs_claimed_total",
         "jobqueue_jobs_completed_total", "jobqueue_jobs_failed_total",

@@ -59,7 +59,7 @@ def scrape(collector: JobTableCollector) -> str:
 
 def test_the_gauges_show_the_table_and_the_pool(loop: asyncio.AbstractEventLoop) -> None:
     table = Table()
-    text = scrape(JobTableCollector(table.read, Pool(), loop))  # type: ignore[arg-type]
+    text = scrape(JobTableCollector(table.read, {"hot": Pool()}, loop))  # type: ignore[arg-type]
     assert 'jobqueue_jobs{queue="default",status="QUEUED"} 7.0' in text
     assert 'jobqueue_jobs{queue="default",status="RUNNING"} 2.0' in text
     # Every status of a queue that has jobs is shown, 0 included.
@@ -67,16 +67,16 @@ def test_the_gauges_show_the_table_and_the_pool(loop: asyncio.AbstractEventLoop)
     assert 'jobqueue_jobs{queue="other",status="FAILED"} 1.0' in text
     assert 'jobqueue_heartbeat_lag_seconds{queue="default"} 4.5' in text
     assert 'jobqueue_oldest_runnable_age_seconds{queue="default"} 12.0' in text
-    assert 'jobqueue_db_pool_connections{state="in_use"} 3.0' in text
-    assert "jobqueue_db_pool_max_connections 10.0" in text
-    assert "jobqueue_db_pool_requests_waiting 3.0" in text
+    assert 'jobqueue_db_pool_connections{pool="hot",state="in_use"} 3.0' in text
+    assert 'jobqueue_db_pool_max_connections{pool="hot"} 10.0' in text
+    assert 'jobqueue_db_pool_requests_waiting{pool="hot"} 3.0' in text
 
 
 def test_scrapes_within_the_cache_period_read_the_table_once(
     loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     table = Table()
-    collector = JobTableCollector(table.read, Pool(), loop)  # type: ignore[arg-type]
+    collector = JobTableCollector(table.read, {"hot": Pool()}, loop)  # type: ignore[arg-type]
     for _ in range(5):
         scrape(collector)
     assert table.reads == 1
@@ -89,7 +89,7 @@ def test_a_database_that_stops_answering_leaves_the_last_reading(
     loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     table = Table()
-    collector = JobTableCollector(table.read, Pool(), loop)  # type: ignore[arg-type]
+    collector = JobTableCollector(table.read, {"hot": Pool()}, loop)  # type: ignore[arg-type]
     scrape(collector)
     monkeypatch.setattr(metrics, "CACHE_SECONDS", 0.0)
     table.down = True
@@ -103,6 +103,6 @@ def test_registering_reads_nothing(loop: asyncio.AbstractEventLoop) -> None:
     must not wait on a reading that needs that loop."""
     table = Table()
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(JobTableCollector(table.read, Pool(), loop))  # type: ignore[arg-type]
+    registry.register(JobTableCollector(table.read, {"hot": Pool()}, loop))  # type: ignore[arg-type]
     assert table.reads == 0
     assert "jobqueue_jobs" in registry._names_to_collectors

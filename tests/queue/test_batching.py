@@ -100,3 +100,51 @@ async def test_batches_are_capped_by_the_rows_their_items_carry() -> None:
     # 4 + 4 fit, a third 4 does not; an item larger than the cap goes alone.
     assert [[len(item) for item in batch] for batch in batches] == [[4, 4], [4], [12], [1]]
     await coalescer.stop()
+
+
+async def test_a_stuck_flush_does_not_hold_what_arrives_after_it() -> None:
+    stuck = asyncio.Event()
+    flushed: list[list[int]] = []
+
+    async def flush(items: Sequence[int]) -> list[int]:
+        flushed.append(list(items))
+        if 0 in items:
+            await stuck.wait()  # a statement waiting on a lock
+        return list(items)
+
+    coalescer: Coalescer[int, int] = Coalescer(flush, patience=0.01)
+    coalescer.start()
+    held = asyncio.create_task(coalescer.submit(0))
+    while not flushed:
+        await asyncio.sleep(0)
+    assert await asyncio.gather(*(coalescer.submit(n) for n in (1, 2, 3))) == [1, 2, 3]
+    assert not held.done()
+    stuck.set()
+    assert await held == 0
+    await coalescer.stop()
+
+
+async def test_no_more_than_the_bound_of_batches_are_in_flight() -> None:
+    gate = asyncio.Event()
+    running = 0
+    most = 0
+
+    async def flush(items: Sequence[int]) -> list[int]:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await gate.wait()
+        running -= 1
+        return list(items)
+
+    coalescer: Coalescer[int, int] = Coalescer(flush, max_in_flight=2, patience=0.001)
+    coalescer.start()
+    calls = []
+    for n in range(6):
+        calls.append(asyncio.create_task(coalescer.submit(n)))
+        await asyncio.sleep(0.01)  # each arrives after the patience of the one before
+    assert coalescer.in_flight == 2
+    gate.set()
+    assert await asyncio.gather(*calls) == list(range(6))
+    assert most == 2
+    await coalescer.stop()

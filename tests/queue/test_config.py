@@ -12,6 +12,12 @@ def test_defaults() -> None:
     assert config.listen == "0.0.0.0:50051"
     assert config.auth_token is None
     assert (config.heartbeat_timeout_seconds, config.lock_timeout_seconds) == (120, 1800)
+    # Each class of call has its own pool; the hot path's statements time out.
+    assert (config.pool_min_size, config.pool_max_size) == (2, 10)
+    assert (config.admin_pool_size, config.advert_pool_size) == (4, 4)
+    assert (config.lock_wait_seconds, config.statement_timeout_seconds) == (2, 10)
+    # After an outage the sweep waits the workers' interval plus their reconnect backoff.
+    assert (config.heartbeat_interval_seconds, config.stale_sweep_margin_seconds) == (5, 5)
 
 
 def test_retention_keeps_finished_jobs_a_week_and_failed_ones_a_month() -> None:
@@ -47,6 +53,12 @@ def test_supabase_url_is_accepted_as_the_database() -> None:
         ({"RETENTION_SUCCEEDED_SECONDS": "-1"}, "RETENTION_SUCCEEDED_SECONDS"),
         ({"RETENTION_FAILED_SECONDS": "a month"}, "RETENTION_FAILED_SECONDS"),
         ({"RETENTION_SWEEP_INTERVAL_SECONDS": "inf"}, "RETENTION_SWEEP_INTERVAL_SECONDS"),
+        ({"DB_ADMIN_POOL_SIZE": "0"}, "DB_ADMIN_POOL_SIZE"),
+        ({"DB_ADVERT_POOL_SIZE": "many"}, "DB_ADVERT_POOL_SIZE"),
+        ({"DB_LOCK_WAIT_SECONDS": "0"}, "DB_LOCK_WAIT_SECONDS"),
+        ({"DB_STATEMENT_TIMEOUT_SECONDS": "nan"}, "DB_STATEMENT_TIMEOUT_SECONDS"),
+        ({"HEARTBEAT_INTERVAL_SECONDS": "61"}, "HEARTBEAT_INTERVAL_SECONDS"),
+        ({"STALE_SWEEP_MARGIN_SECONDS": "-1"}, "STALE_SWEEP_MARGIN_SECONDS"),
     ],
 )
 def test_bad_values_name_their_variable(env: dict[str, str], named: str) -> None:

@@ -94,7 +94,12 @@ async def test_the_reaper_releases_stale_jobs_on_its_own(
     database_url: str, db: psycopg.Connection[Any]
 ) -> None:
     row = insert_job(db, status="RUNNING", seconds_ago={"last_heartbeat_at": 600})
-    config = service_config(database_url, stale_sweep_interval_seconds=0.2)
+    config = service_config(
+        database_url,
+        stale_sweep_interval_seconds=0.2,
+        heartbeat_interval_seconds=0.2,
+        stale_sweep_margin_seconds=0.2,
+    )
     async with running_queue(config):
 
         async def released() -> None:

@@ -26,6 +26,9 @@ from tests.support.processes import Process, queue_service_process, worker_proce
 QUEUE_ENV = {
     "HEARTBEAT_TIMEOUT_SECONDS": "3",
     "STALE_SWEEP_INTERVAL_SECONDS": "1",
+    # The sweep waits this interval plus margin after the service starts (queue_service/reaper.py).
+    "HEARTBEAT_INTERVAL_SECONDS": "0.3",
+    "STALE_SWEEP_MARGIN_SECONDS": "0.5",
     "RETRY_BACKOFF_BASE_SECONDS": "0.05",
     "RETRY_BACKOFF_MAX_SECONDS": "0.2",
 }
