@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from gateway import errors, metrics
 from gateway.client import QueueClient
 from gateway.config import Config
-from gateway.guard import RequestGuard
+from gateway.guard import AuthFailures, RequestGuard
 from gateway.headers import SecurityHeaders
 from gateway.routes import router
 from gateway.schemas import HealthzResponse
@@ -29,7 +29,10 @@ Admin REST API of the ingestion job queue: a stateless translation of the queue 
 `jobqueue.v1.AdminService` (gRPC).
 
 **Authentication.** Every `/api` route requires the `X-Admin-Key` header (the gateway's
-`ADMIN_API_KEY`); a missing or wrong key gets 401. `/healthz` and this document are open.
+`ADMIN_API_KEY`); a missing or wrong key gets 401. A client whose key was refused
+GATEWAY_AUTH_FAILURE_LIMIT times within GATEWAY_AUTH_FAILURE_WINDOW_SECONDS (10 in 60 s) gets
+**429** with `Retry-After` on every `/api` route until its window ends. `/healthz` and this
+document are open.
 
 **Dashboard.** The operators' dashboard is at `/ui/` (a job's page at `/ui/jobs/{job_id}`). Its
 pages hold no data: they ask this API for it with the key the operator types in, kept for the
@@ -64,7 +67,7 @@ def create_app(config: Config, channel: grpc.aio.Channel | None = None) -> FastA
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The channel must be made inside the server's event loop, hence here and not above.
-        own = open_channel(config.queue_addr) if channel is None else None
+        own = open_channel(config.queue_addr, config.tls) if channel is None else None
         app.state.queue_client = QueueClient(
             own or channel,  # type: ignore[arg-type]
             token=config.queue_auth_token,
@@ -90,7 +93,10 @@ def create_app(config: Config, channel: grpc.aio.Channel | None = None) -> FastA
     app.state.admin_key = config.admin_api_key.encode("utf-8")
     errors.install(app)
     app.add_middleware(
-        RequestGuard, admin_key=config.admin_api_key, max_body_bytes=config.max_body_bytes
+        RequestGuard,
+        admin_key=config.admin_api_key,
+        max_body_bytes=config.max_body_bytes,
+        failures=AuthFailures(config.auth_failure_limit, config.auth_failure_window_seconds),
     )
     # Added after the guard, so outside it: the guard's own 401/413/415 answers get the headers.
     app.add_middleware(SecurityHeaders)

@@ -26,11 +26,20 @@ class QueueClient:
         self._admin = admin_service_pb2_grpc.AdminServiceStub(channel)
         self._adverts = advert_service_pb2_grpc.AdvertServiceStub(channel)
         self._health = health_pb2_grpc.HealthStub(channel)
+        self._token = token
         self._metadata = bearer_metadata(token)
         self._timeout = timeout
 
-    async def enqueue(self, request: pb.EnqueueJobRequest) -> pb.EnqueueJobResponse:
-        return await self._admin.EnqueueJob(request, metadata=self._metadata, timeout=self._timeout)
+    def _as(self, operator: str | None) -> tuple[tuple[str, str], ...]:
+        """The metadata of an audited call: the token, and who is behind it."""
+        return bearer_metadata(self._token, operator)
+
+    async def enqueue(
+        self, request: pb.EnqueueJobRequest, operator: str | None = None
+    ) -> pb.EnqueueJobResponse:
+        return await self._admin.EnqueueJob(
+            request, metadata=self._as(operator), timeout=self._timeout
+        )
 
     async def get_job(self, job_id: str) -> job_pb2.Job:
         return await self._admin.GetJob(
@@ -40,14 +49,14 @@ class QueueClient:
     async def list_jobs(self, request: pb.ListJobsRequest) -> pb.ListJobsResponse:
         return await self._admin.ListJobs(request, metadata=self._metadata, timeout=self._timeout)
 
-    async def cancel(self, job_id: str) -> pb.CancelJobResponse:
+    async def cancel(self, job_id: str, operator: str | None = None) -> pb.CancelJobResponse:
         return await self._admin.CancelJob(
-            pb.CancelJobRequest(job_id=job_id), metadata=self._metadata, timeout=self._timeout
+            pb.CancelJobRequest(job_id=job_id), metadata=self._as(operator), timeout=self._timeout
         )
 
-    async def retry(self, job_id: str) -> job_pb2.Job:
+    async def retry(self, job_id: str, operator: str | None = None) -> job_pb2.Job:
         return await self._admin.RetryJob(
-            pb.RetryJobRequest(job_id=job_id), metadata=self._metadata, timeout=self._timeout
+            pb.RetryJobRequest(job_id=job_id), metadata=self._as(operator), timeout=self._timeout
         )
 
     async def stats(self) -> pb.QueueStats:

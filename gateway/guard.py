@@ -5,11 +5,21 @@ it runs dependencies: checked there, an unauthenticated caller would get 400s th
 body's rules, and an oversized body would be read whole before being refused. Here, the order is
 401 (key) -> 413 (declared size) -> 415 (content type) -> 413 (actual size), and the body is read
 at most up to its limit.
+
+Guessing the key is slowed down: a client (by address) whose key was refused
+GATEWAY_AUTH_FAILURE_LIMIT times within GATEWAY_AUTH_FAILURE_WINDOW_SECONDS gets 429 with
+Retry-After on every /api request until its window ends, without its key being compared at all.
+The table of clients is bounded (MAX_TRACKED_CLIENTS, oldest dropped first), so a flood of
+addresses costs fixed memory. Behind a reverse proxy every client shares the proxy's address.
 """
 
 from __future__ import annotations
 
 import hmac
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader
@@ -22,6 +32,54 @@ PROTECTED_PREFIX = "/api"
 HEADER = "X-Admin-Key"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 UNAUTHENTICATED_MESSAGE = f"missing or invalid {HEADER}"
+
+
+MAX_TRACKED_CLIENTS = 10_000
+
+
+class AuthFailures:
+    """Refused keys per client in fixed windows; bounded memory. The clock is injectable."""
+
+    def __init__(
+        self,
+        limit: int,
+        window_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        max_clients: int = MAX_TRACKED_CLIENTS,
+    ) -> None:
+        self._limit = limit
+        self._window = window_seconds
+        self._clock = clock
+        self._max_clients = max_clients
+        # client -> (window start, refusals in it), least recently refused first.
+        self._clients: OrderedDict[str, tuple[float, int]] = OrderedDict()
+
+    def retry_after(self, client: str) -> int | None:
+        """Seconds until `client` may try again, or None when it may now."""
+        entry = self._clients.get(client)
+        if entry is None:
+            return None
+        start, refusals = entry
+        remaining = start + self._window - self._clock()
+        if remaining <= 0:
+            del self._clients[client]
+            return None
+        return math.ceil(remaining) if refusals >= self._limit else None
+
+    def refused(self, client: str) -> None:
+        now = self._clock()
+        start, refusals = self._clients.pop(client, (now, 0))
+        if start + self._window <= now:
+            start, refusals = now, 0
+        self._clients[client] = (start, refusals + 1)
+        while len(self._clients) > self._max_clients:
+            self._clients.popitem(last=False)
+
+    def accepted(self, client: str) -> None:
+        self._clients.pop(client, None)
+
+    def __len__(self) -> int:
+        return len(self._clients)
 
 
 def key_matches(presented: bytes | None, expected: bytes) -> bool:
@@ -50,10 +108,20 @@ def require_admin_key(request: Request, key: str | None = Security(admin_key_hea
 
 
 class RequestGuard:
-    def __init__(self, app: ASGIApp, *, admin_key: str, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        admin_key: str,
+        max_body_bytes: int,
+        failures: AuthFailures | None = None,
+    ) -> None:
         self.app = app
         self._expected = admin_key.encode("utf-8")
         self._max_body_bytes = max_body_bytes
+        self._failures = (
+            failures if failures is not None else AuthFailures(limit=10, window_seconds=60.0)
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,9 +130,23 @@ class RequestGuard:
         headers = _headers(scope)
         path: str = scope["path"]
         protected = path == PROTECTED_PREFIX or path.startswith(PROTECTED_PREFIX + "/")
-        if protected and not key_matches(headers.get(HEADER.lower().encode()), self._expected):
-            await _refuse(send, 401, "UNAUTHENTICATED", UNAUTHENTICATED_MESSAGE)
-            return
+        if protected:
+            client = scope["client"][0] if scope.get("client") else "unknown"
+            wait = self._failures.retry_after(client)
+            if wait is not None:
+                await _refuse(
+                    send,
+                    429,
+                    "TOO_MANY_REQUESTS",
+                    f"too many refused {HEADER} values from this client; retry in {wait} s",
+                    headers={"Retry-After": str(wait)},
+                )
+                return
+            if not key_matches(headers.get(HEADER.lower().encode()), self._expected):
+                self._failures.refused(client)
+                await _refuse(send, 401, "UNAUTHENTICATED", UNAUTHENTICATED_MESSAGE)
+                return
+            self._failures.accepted(client)
         if scope["method"] not in BODY_METHODS:
             await self.app(scope, receive, send)
             return
@@ -131,8 +213,10 @@ def _is_json(content_type: bytes | None) -> bool:
     return media_type == b"application/json"
 
 
-async def _refuse(send: Send, status: int, code: str, message: str) -> None:
-    response = error_response(status, code, message)
+async def _refuse(
+    send: Send, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> None:
+    response = error_response(status, code, message, headers=headers)
     await send(
         {
             "type": "http.response.start",

@@ -14,6 +14,7 @@ from gateway.schemas import (
     STATUSES,
     Advert,
     AdvertChunk,
+    AuditEntry,
     Health,
     Job,
     JobError,
@@ -73,6 +74,17 @@ def job(message: job_pb2.Job) -> Job:
         updated_at=to_datetime(message, "updated_at"),
         lease=message.lease,
         cancel_requested=message.cancel_requested,
+        audit_trail=[
+            AuditEntry(
+                at=to_datetime(entry, "at"),
+                action=entry.action,
+                role=entry.role,
+                credential=entry.credential,
+                operator=entry.operator or None,
+                outcome=entry.outcome,
+            )
+            for entry in message.audit_trail
+        ],
     )
 
 

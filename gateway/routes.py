@@ -60,6 +60,19 @@ def queue_client(request: Request) -> QueueClient:
 
 Client = Annotated[QueueClient, Depends(queue_client)]
 
+# An operator may name themselves (the dashboard, a script); it is recorded beside the client
+# address the gateway saw, in the queue service's audit trail of admin actions.
+OPERATOR_HEADER = "x-operator"
+MAX_OPERATOR_CHARS = 100
+
+
+def operator(request: Request) -> str:
+    """Who is behind an admin action, as far as the gateway knows: its client's address and,
+    when sent, the X-Operator header (as stated by a caller who holds the admin key)."""
+    who = f"gateway {request.client.host if request.client else 'unknown'}"
+    named = "".join(ch for ch in request.headers.get(OPERATOR_HEADER, "") if ch.isprintable())
+    return f"{who} ({named[:MAX_OPERATOR_CHARS]})" if named.strip() else who
+
 
 def allow_query(*names: str) -> Any:
     """Refuse query parameters the route does not know: `?stat=true` is a typo, not a no-op."""
@@ -85,7 +98,7 @@ def allow_query(*names: str) -> Any:
     dependencies=[allow_query()],
 )
 async def enqueue(
-    body: Annotated[EnqueueRequest, Body()], response: Response, client: Client
+    body: Annotated[EnqueueRequest, Body()], request: Request, response: Response, client: Client
 ) -> EnqueueResponse:
     """201 with the new job's id, or 200 with the existing job's id and current status when a
     job with the same idempotency key exists (by default, derived from the job input, so the
@@ -98,7 +111,8 @@ async def enqueue(
             priority=body.priority,
             max_attempts=body.max_attempts or 0,
             idempotency_key=body.idempotency_key or "",
-        )
+        ),
+        operator=operator(request),
     )
     if answer.already_existed:
         response.status_code = 200
@@ -165,17 +179,17 @@ async def get_job(job_id: JobId, client: Client) -> JobResponse:
     dependencies=[allow_query()],
 )
 async def job_action(
-    job_id: JobId, body: Annotated[JobActionRequest, Body()], client: Client
+    job_id: JobId, body: Annotated[JobActionRequest, Body()], request: Request, client: Client
 ) -> JobActionResponse:
     """cancel: a QUEUED or RETRY job is CANCELLED at once ("Job cancelled successfully"); a
     RUNNING job is marked cancel_requested and ends CANCELLED when its worker next heartbeats.
     retry: a FAILED or CANCELLED job goes back to QUEUED with fresh attempts. Any other status:
     409 FAILED_PRECONDITION (reason INVALID_TRANSITION), and nothing changes."""
     if body.action == "cancel":
-        cancelled = await client.cancel(str(job_id))
+        cancelled = await client.cancel(str(job_id), operator(request))
         message = CANCEL_PENDING_MESSAGE if cancelled.cancellation_pending else CANCELLED_MESSAGE
         return JobActionResponse(success=True, message=message, job=jobs.job(cancelled.job))
-    retried = await client.retry(str(job_id))
+    retried = await client.retry(str(job_id), operator(request))
     return JobActionResponse(success=True, message=RETRIED_MESSAGE, job=jobs.job(retried))
 
 

@@ -140,6 +140,17 @@ class JobError(BaseModel):
     message: str | None
 
 
+class AuditEntry(BaseModel):
+    at: datetime | None
+    action: str = Field(description="enqueue, cancel, retry or release_stale.")
+    role: str = Field(description="The role the credential proved: admin, worker, admin+worker.")
+    credential: str = Field(
+        description="Its name (QUEUE_ADMIN_TOKEN, cert:<name>), never its value."
+    )
+    operator: str | None = Field(description="Who the gateway says was behind the call.")
+    outcome: str = Field(description="ok, already_existed, released:<reason>, or CODE:REASON.")
+
+
 class Job(BaseModel):
     """One row of `ingestion_jobs`, by its column names. Absent values are null."""
 
@@ -171,6 +182,11 @@ class Job(BaseModel):
     updated_at: datetime | None
     lease: int = Field(description="Fencing token of the current claim.")
     cancel_requested: bool = Field(description="A cancel of this RUNNING job is pending.")
+    audit_trail: list[AuditEntry] = Field(
+        default_factory=list,
+        description="Who enqueued, cancelled, retried or released the job, oldest first "
+        "(the one-job view only; empty in lists).",
+    )
 
 
 class JobResponse(BaseModel):

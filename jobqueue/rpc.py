@@ -20,6 +20,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from jobqueue import tracing
+from jobqueue.tls import ClientTls
 
 # The ErrorInfo domain of every error the queue service raises.
 ERROR_DOMAIN = "jobqueue.v1"
@@ -56,24 +57,41 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
 ]
 
 
-def open_channel(target: str) -> grpc.aio.Channel:
-    """An asyncio channel to the queue service (gateway, worker); with tracing on, its calls
-    carry the caller's trace context (jobqueue/tracing.py)."""
-    return grpc.aio.insecure_channel(
-        target, options=CHANNEL_OPTIONS, interceptors=tracing.client_interceptors()
-    )
+def open_channel(target: str, tls: ClientTls | None = None) -> grpc.aio.Channel:
+    """An asyncio channel to the queue service (gateway, worker); TLS when `tls` is given. With
+    tracing on, its calls carry the caller's trace context (jobqueue/tracing.py)."""
+    interceptors = tracing.client_interceptors()
+    if tls is not None:
+        options = [*CHANNEL_OPTIONS, *tls.options()]
+        return grpc.aio.secure_channel(
+            target, tls.credentials(), options=options, interceptors=interceptors
+        )
+    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=interceptors)
 
 
-def open_blocking_channel(target: str) -> grpc.Channel:
+def open_blocking_channel(target: str, tls: ClientTls | None = None) -> grpc.Channel:
     """A blocking channel, for code that runs in a thread of its own (the pipeline's stages)."""
-    channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+    if tls is not None:
+        options = [*CHANNEL_OPTIONS, *tls.options()]
+        channel = grpc.secure_channel(target, tls.credentials(), options=options)
+    else:
+        channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
     interceptors = tracing.blocking_client_interceptors()
     return grpc.intercept_channel(channel, *interceptors) if interceptors else channel
 
 
-def bearer_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
-    """What a client sends: the bearer token when one is configured, nothing otherwise."""
-    return (("authorization", f"Bearer {token}"),) if token else ()
+# Who is behind an admin call, as a trusted client (the gateway) knows it: recorded by the audit
+# trail of admin actions beside the role that the credential proves.
+OPERATOR_METADATA = "x-jobqueue-operator"
+
+
+def bearer_metadata(token: str | None, operator: str | None = None) -> tuple[tuple[str, str], ...]:
+    """What a client sends: the bearer token when one is configured, and the operator behind
+    the call (recorded by the audit trail of admin actions) when one is known."""
+    metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
+    if operator:
+        metadata += ((OPERATOR_METADATA, operator),)
+    return metadata
 
 
 def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:

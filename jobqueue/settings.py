@@ -132,3 +132,21 @@ def mask_url(url: str) -> str:
     authority (user:password@) and a `password=` query parameter."""
     masked = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
     return re.sub(r"([?&]password=)[^&]*", r"\1***", masked)
+
+
+# A per-role token shorter than this is refused at start-up: `openssl rand -hex 32` makes 64.
+MIN_TOKEN_CHARS = 16
+
+
+def role_token(env: Env, name: str) -> str | None:
+    """A per-role bearer token (QUEUE_WORKER_TOKEN, QUEUE_ADMIN_TOKEN): unset, or at least
+    MIN_TOKEN_CHARS characters without spaces (it travels in an HTTP/2 header)."""
+    token = env.secret(name)
+    if token is None:
+        return None
+    if len(token) < MIN_TOKEN_CHARS or any(ch.isspace() for ch in token):
+        raise env.error(
+            name,
+            f"must be at least {MIN_TOKEN_CHARS} characters without spaces (openssl rand -hex 32)",
+        )
+    return token

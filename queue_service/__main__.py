@@ -40,9 +40,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "RETENTION_CANCELLED_SECONDS, RETENTION_FAILED_SECONDS, "
             "RETENTION_SWEEP_INTERVAL_SECONDS, DB_POOL_MIN_SIZE, "
             "DB_POOL_MAX_SIZE, MAX_CONCURRENT_CLAIMS, APPLY_MIGRATIONS, LOCAL_MEDIA_ROOT, "
-            "QUEUE_METRICS_LISTEN (0.0.0.0:9101; off disables), LOG_LEVEL, LOG_FORMAT (text | "
-            "json), OTEL_EXPORTER_OTLP_ENDPOINT (traces; off unless set) and the other OTEL_* "
-            "variables."
+            "LOG_LEVEL, STREAM_LOST_GRACE_SECONDS, QUEUE_METRICS_LISTEN (0.0.0.0:9101; off "
+            "disables), LOG_FORMAT (text | json), OTEL_EXPORTER_OTLP_ENDPOINT (traces; off unless "
+            "set) and the other OTEL_* variables."
         ),
     )
     parser.add_argument(

@@ -1,7 +1,8 @@
 """AdminService: the producer- and operator-facing RPCs. Validate, one store call, convert.
 
 Single EnqueueJob calls that arrive together are enqueued by one statement and one commit (group
-commit, batching.Coalescer), so concurrent producers share the cost of a commit.
+commit, batching.Coalescer), so concurrent producers share the cost of a commit. Enqueue, cancel,
+retry and release-stale are recorded in the audit trail (audit.py), which GetJob shows.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from jobqueue.ingest_input import InputError
 from jobqueue.v1 import admin_service_pb2 as pb
 from jobqueue.v1 import admin_service_pb2_grpc, job_pb2
 from queue_service import bounds, convert
+from queue_service.audit import AuditLog, audited
 from queue_service.batching import Coalescer
 from queue_service.config import Config
 from queue_service.errors import InvalidArgument, grpc_errors
@@ -30,9 +32,10 @@ STATUSES = ("QUEUED", "RUNNING", "SUCCEEDED", "RETRY", "FAILED", "CANCELLED")
 
 
 class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
-    def __init__(self, store: Store, config: Config) -> None:
+    def __init__(self, store: Store, config: Config, audit: AuditLog) -> None:
         self._store = store
         self._config = config
+        self.audit = audit
         # One caller's bad value must not fail the others it shares a statement with.
         self.enqueues: Coalescer[NewJob, tuple[Enqueued, Row | None]] = Coalescer(
             store.enqueue, isolate=(InvalidArgument,)
@@ -40,11 +43,14 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
 
     def start(self) -> None:
         self.enqueues.start()
+        self.audit.start()
 
     async def stop(self) -> None:
         await self.enqueues.stop()
+        await self.audit.stop()
 
     @grpc_errors
+    @audited("enqueue", lambda _, response: [_enqueued(response)])
     async def EnqueueJob(
         self, request: pb.EnqueueJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.EnqueueJobResponse:
@@ -54,6 +60,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         return response
 
     @grpc_errors
+    @audited("enqueue", lambda _, response: [_enqueued(result) for result in response.results])
     async def EnqueueJobs(
         self, request: pb.EnqueueJobsRequest, context: grpc.aio.ServicerContext
     ) -> pb.EnqueueJobsResponse:
@@ -71,7 +78,10 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
     async def GetJob(
         self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext
     ) -> job_pb2.Job:
-        return convert.job(await self._store.get_job(convert.parse_uuid(request.job_id)))
+        job_id = convert.parse_uuid(request.job_id)
+        job = convert.job(await self._store.get_job(job_id))
+        job.audit_trail.extend(await self.audit.trail(job_id))
+        return job
 
     @grpc_errors
     async def ListJobs(
@@ -99,6 +109,13 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         )
 
     @grpc_errors
+    @audited(
+        "cancel",
+        lambda _, response: [
+            (response.job.id, "cancellation_pending" if response.cancellation_pending else "ok")
+        ],
+        lambda request: request.job_id,
+    )
     async def CancelJob(
         self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.CancelJobResponse:
@@ -106,6 +123,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         return pb.CancelJobResponse(job=convert.job(row), cancellation_pending=pending)
 
     @grpc_errors
+    @audited("retry", lambda _, job: [(job.id, "ok")], lambda request: request.job_id)
     async def RetryJob(
         self, request: pb.RetryJobRequest, context: grpc.aio.ServicerContext
     ) -> job_pb2.Job:
@@ -153,6 +171,13 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         )
 
     @grpc_errors
+    @audited(
+        "release_stale",
+        lambda _, response: (
+            [(job.job_id, f"released:{job.reason}") for job in response.jobs]
+            or [(None, "released:none")]
+        ),
+    )
     async def ReleaseStaleJobs(
         self, request: pb.ReleaseStaleJobsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReleaseStaleJobsResponse:
@@ -174,6 +199,10 @@ def released_response(rows: Sequence[dict[str, object]]) -> pb.ReleaseStaleJobsR
             for row in rows
         ],
     )
+
+
+def _enqueued(response: pb.EnqueueJobResponse) -> tuple[str | None, str]:
+    return response.job.id, "already_existed" if response.already_existed else "ok"
 
 
 def _answer(

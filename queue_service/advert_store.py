@@ -1,9 +1,10 @@
 """Where the pipeline's adverts are written and read: the tables of migrations/005.
 
-`store_advert` is one transaction: the lease check (when a job is named), the upsert keyed by
+`store_advert` is one transaction: the lease check of the job it names, the upsert keyed by
 source_key, and the replacement of the advert's chunks. A worker whose lease is gone gets
 LeaseLost and changes nothing, so a zombie cannot overwrite the work of the job's current
-owner. Queries live in sql/adverts.sql.
+owner; an advert held by another job that still runs is AdvertHeld (FAILED_PRECONDITION), so one
+job cannot wipe another's. Queries live in sql/adverts.sql.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from jobqueue.v1 import advert_service_pb2
-from queue_service.errors import InvalidArgument, LeaseLost, NotFound
+from queue_service.errors import AdvertHeld, InvalidArgument, LeaseLost, NotFound
 from queue_service.pools import Pool
 
 log = logging.getLogger(__name__)
@@ -135,17 +136,15 @@ class AdvertStore:
     ) -> tuple[str, bool]:
         """Upsert the advert by source_key; return (ad_id, created).
 
-        With a job_id, the write happens only while that job is RUNNING under `lease`
-        (LeaseLost otherwise, and nothing is written). Without one (an operator's re-import)
-        there is no lease to check.
+        The write happens only while `job_id` is RUNNING under `lease` (LeaseLost otherwise),
+        and replaces an existing advert only when that lease may (AdvertHeld otherwise);
+        nothing is written when it is refused.
         """
         if not advert.source_key:
             raise InvalidArgument("advert.source_key is required", field="advert.source_key")
-        job = parse_uuid(job_id, "job_id") if job_id else None
-        if job is None and advert.job_id:
-            job_ref: UUID | None = parse_uuid(advert.job_id, "advert.job_id")
-        else:
-            job_ref = job
+        job = parse_uuid(job_id, "job_id")
+        if lease < 1:
+            raise InvalidArgument("lease is required: the job's current lease", field="lease")
         # Encoded in a thread, before the job's row is locked: 4,000 chunks of 1,536 floats are
         # 6 million floats, ~10 s of JSON encoding that once ran on the event loop, stalling
         # every call of the service, with the row held.
@@ -160,20 +159,20 @@ class AdvertStore:
             for frame in advert.keyframes
         ]
         async with self._transaction() as cur:
-            if job is not None:
-                await cur.execute(queries()["lease_check"], {"job_id": job})
-                current = await cur.fetchone()
-                if current is None or current["status"] != "RUNNING" or current["lease"] != lease:
-                    raise LeaseLost(
-                        f"job {job} is not running under lease {lease}",
-                        job_id=str(job),
-                        status=current["status"] if current else "NOT_FOUND",
-                    )
+            await cur.execute(queries()["lease_check"], {"job_id": job})
+            current = await cur.fetchone()
+            if current is None or current["status"] != "RUNNING" or current["lease"] != lease:
+                raise LeaseLost(
+                    f"job {job} is not running under lease {lease}",
+                    job_id=str(job),
+                    status=current["status"] if current else "NOT_FOUND",
+                )
             await cur.execute(
                 queries()["upsert_advert"],
                 {
                     "source_key": advert.source_key,
-                    "job_id": job_ref,
+                    "job_id": job,
+                    "lease": lease,
                     "media": Jsonb(_struct(advert.media)),
                     "transcript": advert.transcript,
                     "analysis": Jsonb(_struct(advert.analysis)),
@@ -182,7 +181,15 @@ class AdvertStore:
                 },
             )
             row = await cur.fetchone()
-            assert row is not None  # an upsert always returns its row
+            if row is None:
+                await cur.execute(queries()["advert_holder"], {"source_key": advert.source_key})
+                holder = await cur.fetchone()
+                raise AdvertHeld(
+                    f"the advert of {advert.source_key} is held by job "
+                    f"{holder['job_id'] if holder else '?'}, which still runs",
+                    job_id=str(holder["job_id"]) if holder else "",
+                    status=str(holder["status"]) if holder else "",
+                )
             ad_id, created = row["id"], bool(row["created"])
             await cur.execute(queries()["delete_chunks"], {"advert_id": ad_id})
             if advert.chunks:
@@ -194,7 +201,7 @@ class AdvertStore:
             ad_id,
             advert.source_key,
             created,
-            job_ref,
+            job,
             len(advert.chunks),
         )
         return str(ad_id), created

@@ -2,7 +2,7 @@
 
 Validate → one store call → convert. Errors leave as domain errors and are mapped to status
 codes by `grpc_errors` (INVALID_ARGUMENT, NOT_FOUND, ABORTED with reason LEASE_LOST,
-UNAVAILABLE).
+FAILED_PRECONDITION with reason ADVERT_HELD, UNAVAILABLE).
 """
 
 from __future__ import annotations
@@ -30,12 +30,16 @@ def validate_store_request(request: advert_service_pb2.StoreAdvertRequest) -> No
             f"advert.source_key must be 1..{MAX_SOURCE_KEY_CHARS} characters without NUL",
             field="advert.source_key",
         )
-    if request.job_id:
-        parse_uuid(request.job_id, "job_id")
-        if request.lease < 1:
-            raise InvalidArgument("lease must be positive when job_id is given", field="lease")
-    elif request.lease:
-        raise InvalidArgument("lease without job_id", field="lease")
+    # Every write is under a lease: the job that made the advert, and its current lease.
+    if not request.job_id:
+        raise InvalidArgument(
+            "job_id is required: an advert is stored under its job's lease", field="job_id"
+        )
+    job = parse_uuid(request.job_id, "job_id")
+    if request.lease < 1:
+        raise InvalidArgument("lease is required: the job's current lease", field="lease")
+    if advert.job_id and parse_uuid(advert.job_id, "advert.job_id") != job:
+        raise InvalidArgument("advert.job_id must be empty or equal job_id", field="advert.job_id")
     if len(advert.chunks) > MAX_CHUNKS or len(advert.keyframes) > MAX_KEYFRAMES:
         raise InvalidArgument(
             f"at most {MAX_CHUNKS} chunks and {MAX_KEYFRAMES} keyframes", field="advert"

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobqueue.metrics import listen_address
-from jobqueue.settings import ConfigError, Env, mask_url
+from jobqueue.settings import ConfigError, Env, mask_url, role_token
+from jobqueue.tls import ServerTls
 
 __all__ = ["Config", "ConfigError", "mask_url"]
 
@@ -27,6 +28,11 @@ class Config:
     database_url: str = field(repr=False)
     listen: str = DEFAULT_LISTEN
     auth_token: str | None = field(default=None, repr=False)
+    # Per-role credentials (queue_service/auth.py); auth_token above holds both roles.
+    worker_token: str | None = field(default=None, repr=False)
+    admin_token: str | None = field(default=None, repr=False)
+    # TLS (off when unset); with a client CA, client certificates are required (mutual TLS).
+    tls: ServerTls | None = None
     # A RUNNING job whose worker sent no heartbeat for this long is released and retried.
     heartbeat_timeout_seconds: float = 120.0
     # A RUNNING job locked for this long is released even if it heartbeats: the run-time cap.
@@ -66,6 +72,10 @@ class Config:
     # Local sources: when set, a job's local path must lie inside this folder (a relative one is
     # taken inside it); the worker reads the same variable (jobqueue.ingest_input).
     local_media_root: Path | None = None
+    # A worker's heartbeat stream that breaks (its process died) releases the jobs last beaten
+    # on it after this grace, unless they are beaten again meanwhile; 0 leaves dead workers to
+    # the heartbeat timeout alone (queue_service/orphans.py).
+    stream_lost_grace_seconds: float = 1.0
     # Where Prometheus scrapes the service (QUEUE_METRICS_LISTEN); None: no metrics endpoint.
     metrics_listen: str | None = None
 
@@ -79,6 +89,9 @@ class Config:
             database_url=url,
             listen=env.address("QUEUE_LISTEN", DEFAULT_LISTEN),
             auth_token=env.secret("QUEUE_AUTH_TOKEN"),
+            worker_token=role_token(env, "QUEUE_WORKER_TOKEN"),
+            admin_token=role_token(env, "QUEUE_ADMIN_TOKEN"),
+            tls=ServerTls.from_env(env),
             heartbeat_timeout_seconds=env.number("HEARTBEAT_TIMEOUT_SECONDS", 120.0, minimum=1),
             lock_timeout_seconds=env.number("LOCK_TIMEOUT_SECONDS", 1800.0, minimum=1),
             stale_sweep_interval_seconds=env.number(
@@ -111,12 +124,15 @@ class Config:
             max_concurrent_claims=env.whole("MAX_CONCURRENT_CLAIMS", 2, minimum=1),
             apply_migrations=env.boolean("APPLY_MIGRATIONS", True),
             local_media_root=env.directory("LOCAL_MEDIA_ROOT"),
+            stream_lost_grace_seconds=env.number("STREAM_LOST_GRACE_SECONDS", 1.0, minimum=0),
             metrics_listen=listen_address(
                 os.environ if values is None else values,
                 "QUEUE_METRICS_LISTEN",
                 DEFAULT_METRICS_LISTEN,
             ),
         )
+        if config.worker_token and config.worker_token == config.admin_token:
+            raise ConfigError("QUEUE_WORKER_TOKEN and QUEUE_ADMIN_TOKEN must differ")
         if config.pool_max_size < config.pool_min_size:
             raise ConfigError("DB_POOL_MAX_SIZE must be at least DB_POOL_MIN_SIZE")
         return config

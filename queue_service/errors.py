@@ -61,6 +61,13 @@ class LeaseLost(DomainError):
     reason = "LEASE_LOST"
 
 
+class AdvertHeld(DomainError):
+    """StoreAdvert for a source whose advert another job, still running, stored."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "ADVERT_HELD"
+
+
 class StoreUnavailable(DomainError):
     """The database cannot be reached. Nothing changed; the call is safe to retry."""
 

@@ -32,13 +32,15 @@ from jobqueue.v1 import (
 from queue_service.admin import AdminServicer
 from queue_service.advert_store import AdvertStore
 from queue_service.adverts import AdvertServicer
-from queue_service.auth import BearerTokenInterceptor
+from queue_service.audit import AuditLog
+from queue_service.auth import Authorizer, auth_interceptors
 from queue_service.claims import Claimer
 from queue_service.config import Config
 from queue_service.errors import StoreUnavailable
 from queue_service.metrics import JobTableCollector
 from queue_service.notify import JobNotifier
 from queue_service.observe import ObservedStore, ObservingInterceptor
+from queue_service.orphans import Orphans
 from queue_service.pools import Pools, pool_specs
 from queue_service.queue import QueueServicer
 from queue_service.reaper import Reaper
@@ -171,14 +173,20 @@ async def build(config: Config) -> QueueServer:
     )
     claimer = Claimer(store, max_concurrent=config.max_concurrent_claims)
     notifier = JobNotifier(config.database_url, claimer)
-    queue = QueueServicer(store, claimer)
-    admin = AdminServicer(store, config)
-    interceptors: list[grpc.aio.ServerInterceptor] = (
-        [BearerTokenInterceptor(config.auth_token)] if config.auth_token else []
+    orphans = Orphans(
+        store,
+        grace_seconds=config.stream_lost_grace_seconds,
+        give_up_seconds=config.heartbeat_timeout_seconds,
     )
+    queue = QueueServicer(store, claimer, orphans)
+    admin = AdminServicer(store, config, AuditLog(pools.admin))
+    interceptors = auth_interceptors(authorizer(config))
     if observed:
-        # First, so that it times every call, those the token check refuses included.
-        interceptors.insert(0, ObservingInterceptor(metrics_on=config.metrics_listen is not None))
+        # First, so that it times every call, those the credential check refuses included.
+        interceptors = [
+            ObservingInterceptor(metrics_on=config.metrics_listen is not None),
+            *interceptors,
+        ]
     server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
     queue_service_pb2_grpc.add_QueueServiceServicer_to_server(queue, server)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
@@ -195,7 +203,10 @@ async def build(config: Config) -> QueueServer:
         ),
         server,
     )
-    port = server.add_insecure_port(config.listen)
+    if config.tls is not None:
+        port = server.add_secure_port(config.listen, config.tls.credentials())
+    else:
+        port = server.add_insecure_port(config.listen)
     if port == 0:
         if metrics is not None:
             metrics.stop()
@@ -214,4 +225,15 @@ async def build(config: Config) -> QueueServer:
         health=health,
         port=port,
         metrics=metrics,
+    )
+
+
+def authorizer(config: Config) -> Authorizer:
+    mutual = config.tls is not None and config.tls.mutual
+    return Authorizer(
+        worker_token=config.worker_token,
+        admin_token=config.admin_token,
+        shared_token=config.auth_token,
+        worker_names=config.tls.worker_names if mutual and config.tls else (),
+        admin_names=config.tls.admin_names if mutual and config.tls else (),
     )

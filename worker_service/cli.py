@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -46,12 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
             "as many as you like. Every flag has an environment variable (the flag wins)."
         ),
         epilog=(
-            "Other environment: QUEUE_AUTH_TOKEN (sent as 'authorization: Bearer ...' when set), "
+            "Other environment: QUEUE_WORKER_TOKEN (or QUEUE_AUTH_TOKEN; sent as "
+            "'authorization: Bearer ...' when set; --release-stale and --show-running send "
+            "QUEUE_ADMIN_TOKEN), QUEUE_TLS_CA_FILE, QUEUE_TLS_CLIENT_CERT_FILE and "
+            "QUEUE_TLS_CLIENT_KEY_FILE (TLS to the queue service), "
             "LOG_LEVEL (default WARNING), LOG_FORMAT (text | json), WORKER_METRICS_LISTEN "
             "(HOST:PORT of a Prometheus endpoint; off unless set), OTEL_EXPORTER_OTLP_ENDPOINT "
             "(traces; off unless set) and the other OTEL_* variables. "
-            "SIGTERM/SIGINT: stop claiming, let running jobs finish within the shutdown grace, "
-            "then hand the rest back (Release: QUEUED again at once, "
+            "SIGTERM/SIGINT: stop claiming, let running jobs finish "
+            "within the shutdown grace, then hand the rest back (Release: QUEUED again at once, "
             "the unfinished attempt not counted) and exit 0. A second signal hands back at once."
         ),
     )
@@ -121,6 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
         "service's HEARTBEAT_TIMEOUT_SECONDS [env HEARTBEAT_INTERVAL_SECONDS, default 5, max 60]",
     )
     parser.add_argument(
+        "--heartbeat-timeout",
+        metavar="S",
+        dest="heartbeat_timeout_seconds",
+        help="stop a job (and never complete it) when none of its heartbeats was acknowledged "
+        "for this long; set it to the queue service's own HEARTBEAT_TIMEOUT_SECONDS "
+        "[env HEARTBEAT_TIMEOUT_SECONDS, default 120]",
+    )
+    parser.add_argument(
         "--shutdown-grace",
         metavar="S",
         dest="shutdown_grace_seconds",
@@ -170,7 +182,7 @@ async def run_worker(config: WorkerConfig, pipeline: Pipeline) -> int:
         except AuthRefused as error:
             error_line(
                 f"the queue service at {config.queue_addr} refused the token "
-                f"(QUEUE_AUTH_TOKEN): {error}"
+                f"({config.token_source}): {error}"
             )
             return EXIT_UNREACHABLE
         except QueueUnreachable as error:
@@ -211,6 +223,10 @@ async def run_worker(config: WorkerConfig, pipeline: Pipeline) -> int:
 
 
 async def run_operator_command(config: WorkerConfig, args: argparse.Namespace) -> int:
+    # An operator's command, with the admin role's credential (AdminService).
+    config = dataclasses.replace(
+        config, auth_token=config.admin_token, token_source=config.admin_token_source
+    )
     client = QueueClient(config)
     try:
         if args.release_stale:
@@ -223,7 +239,7 @@ async def run_operator_command(config: WorkerConfig, args: argparse.Namespace) -
         if error.code() in AUTH_CODES:
             error_line(
                 f"the queue service at {config.queue_addr} refused the token "
-                f"(QUEUE_AUTH_TOKEN): {rpc.describe(error)}"
+                f"({config.admin_token_source}): {rpc.describe(error)}"
             )
         else:
             error_line(

@@ -1,7 +1,8 @@
 """The worker's only way out: gRPC calls to the queue service, each with a deadline.
 
 The worker never opens a database connection; everything it knows comes through here. Calls
-carry `authorization: Bearer $QUEUE_AUTH_TOKEN` when a token is configured. Retrying is left to
+carry `authorization: Bearer <token>` when a token is configured (QUEUE_WORKER_TOKEN, or
+QUEUE_AUTH_TOKEN; the operator commands send QUEUE_ADMIN_TOKEN). Retrying is left to
 the callers, who know whether a call is safe to repeat (a Claim is not; a Complete is, because
 its lease fences it). The bearer metadata, the channel options, the retryable codes and the
 Duration/Struct conversions are the contract's side (`jobqueue.rpc`), shared with every client.
@@ -79,7 +80,7 @@ class QueueCalls(Protocol):
 class QueueClient:
     def __init__(self, config: WorkerConfig) -> None:
         self._config = config
-        self._channel = rpc.open_channel(config.queue_addr)
+        self._channel = rpc.open_channel(config.queue_addr, config.tls)
         self._queue = queue_service_pb2_grpc.QueueServiceStub(self._channel)
         self._admin = admin_service_pb2_grpc.AdminServiceStub(self._channel)
         self._metadata = rpc.bearer_metadata(config.auth_token)

@@ -1,7 +1,7 @@
 """Loads the pipeline a worker runs: `--pipeline MODULE:CALLABLE` (WORKER_PIPELINE).
 
 The callable returns a `Pipeline`. It is called with whichever of the keyword arguments
-`queue_addr`, `token` and `rpc_timeout_seconds` it declares (the worker's own, for a pipeline
+`queue_addr`, `token`, `rpc_timeout_seconds` and `tls` it declares (the worker's own, for a pipeline
 that reaches the queue service, as the nine-stage one does to store adverts), so that a factory
 taking no arguments at all works as it always did; anything else it reads from its environment.
 """
@@ -23,11 +23,12 @@ class PipelineLoadError(Exception):
 
 def queue_arguments(config: WorkerConfig) -> dict[str, Any]:
     """What a pipeline factory may ask for to reach the queue service (e.g. to store adverts
-    through AdvertService): the worker's own address, token and call deadline."""
+    through AdvertService): the worker's own address, token, call deadline and TLS settings."""
     return {
         "queue_addr": config.queue_addr,
         "token": config.auth_token,
         "rpc_timeout_seconds": config.rpc_timeout_seconds,
+        "tls": config.tls,
     }
 
 

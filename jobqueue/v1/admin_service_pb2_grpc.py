@@ -27,7 +27,14 @@ if _version_not_supported:
 
 
 class AdminServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """Every RPC needs the admin role (QUEUE_ADMIN_TOKEN or QUEUE_AUTH_TOKEN, or an
+    admin client certificate), except GetJob and GetQueueStats, which the worker
+    role may also call; a worker credential gets PERMISSION_DENIED elsewhere, no
+    or a wrong credential UNAUTHENTICATED. EnqueueJob(s), CancelJob, RetryJob
+    and ReleaseStaleJobs are recorded in the audit trail, refusals included;
+    a trusted client names the operator behind a call in `x-jobqueue-operator`
+    metadata.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -83,7 +90,14 @@ class AdminServiceStub:
 
 
 class AdminServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Every RPC needs the admin role (QUEUE_ADMIN_TOKEN or QUEUE_AUTH_TOKEN, or an
+    admin client certificate), except GetJob and GetQueueStats, which the worker
+    role may also call; a worker credential gets PERMISSION_DENIED elsewhere, no
+    or a wrong credential UNAUTHENTICATED. EnqueueJob(s), CancelJob, RetryJob
+    and ReleaseStaleJobs are recorded in the audit trail, refusals included;
+    a trusted client names the operator behind a call in `x-jobqueue-operator`
+    metadata.
+    """
 
     def EnqueueJob(self, request, context):
         """Adds a job. Idempotent: the idempotency key is the caller's, or derived
@@ -106,7 +120,7 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetJob(self, request, context):
-        """NOT_FOUND for an unknown id.
+        """NOT_FOUND for an unknown id. The job comes with its audit_trail.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -222,7 +236,14 @@ def add_AdminServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AdminService:
-    """Missing associated documentation comment in .proto file."""
+    """Every RPC needs the admin role (QUEUE_ADMIN_TOKEN or QUEUE_AUTH_TOKEN, or an
+    admin client certificate), except GetJob and GetQueueStats, which the worker
+    role may also call; a worker credential gets PERMISSION_DENIED elsewhere, no
+    or a wrong credential UNAUTHENTICATED. EnqueueJob(s), CancelJob, RetryJob
+    and ReleaseStaleJobs are recorded in the audit trail, refusals included;
+    a trusted client names the operator behind a call in `x-jobqueue-operator`
+    metadata.
+    """
 
     @staticmethod
     def EnqueueJob(request,

@@ -51,17 +51,21 @@ class AdvertServiceServicer:
 
     def StoreAdvert(self, request, context):
         """Stores an advert, idempotently keyed by its source_key: storing the same
-        source again replaces the record and keeps its id. When job_id and lease
-        are given, the write happens only while that lease is current (ABORTED,
-        reason LEASE_LOST, otherwise), so a zombie worker cannot overwrite the
-        work of the job's current owner. INVALID_ARGUMENT for a malformed advert.
+        source again replaces the record and keeps its id. Every store names its
+        job and lease (INVALID_ARGUMENT without them) and happens only while that
+        lease is current (ABORTED, reason LEASE_LOST, otherwise), so a zombie
+        worker cannot overwrite the work of the job's current owner. An existing
+        advert is replaced only by its own job under the same or a later lease,
+        or by another job once the one that stored it no longer runs
+        (FAILED_PRECONDITION, reason ADVERT_HELD, otherwise). INVALID_ARGUMENT for
+        a malformed advert. Needs the worker role.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetAdvert(self, request, context):
-        """NOT_FOUND for an unknown id.
+        """NOT_FOUND for an unknown id. Needs the admin role.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

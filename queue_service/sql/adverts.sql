@@ -13,23 +13,38 @@ WHERE id = %(job_id)s
 FOR SHARE;
 
 -- name: upsert_advert
--- Keyed by source_key: a re-ingested source replaces its record and keeps its id.
+-- Keyed by source_key: a re-ingested source replaces its record and keeps its id, but only
+-- (migrations/012) when the writer is the job that stored it, under the same or a later lease,
+-- or another job once the one that stored it no longer runs. No row comes back otherwise: the
+-- store answers FAILED_PRECONDITION (ADVERT_HELD) and nothing changed.
 -- xmax = 0 on the returned row means it was inserted rather than updated (an updated row
 -- version carries the updating transaction's id in xmax).
 INSERT INTO adverts AS a
-    (source_key, job_id, media, transcript, analysis, keyframes, provenance)
+    (source_key, job_id, lease, media, transcript, analysis, keyframes, provenance)
 VALUES
-    (%(source_key)s, %(job_id)s, %(media)s, %(transcript)s, %(analysis)s, %(keyframes)s,
-     %(provenance)s)
+    (%(source_key)s, %(job_id)s, %(lease)s, %(media)s, %(transcript)s, %(analysis)s,
+     %(keyframes)s, %(provenance)s)
 ON CONFLICT (source_key) DO UPDATE
 SET job_id     = EXCLUDED.job_id,
+    lease      = EXCLUDED.lease,
     media      = EXCLUDED.media,
     transcript = EXCLUDED.transcript,
     analysis   = EXCLUDED.analysis,
     keyframes  = EXCLUDED.keyframes,
     provenance = EXCLUDED.provenance,
     updated_at = now()
+WHERE a.job_id IS NULL
+   OR (a.job_id = EXCLUDED.job_id AND coalesce(a.lease, 0) <= EXCLUDED.lease)
+   OR (a.job_id <> EXCLUDED.job_id
+       AND NOT EXISTS (SELECT 1 FROM ingestion_jobs j
+                       WHERE j.id = a.job_id AND j.status = 'RUNNING'))
 RETURNING a.id, (a.xmax = 0) AS created;
+
+-- name: advert_holder
+-- Why an upsert was refused: the job that holds the advert, and its status.
+SELECT a.job_id, coalesce(j.status, 'GONE') AS status
+FROM adverts a LEFT JOIN ingestion_jobs j ON j.id = a.job_id
+WHERE a.source_key = %(source_key)s;
 
 -- name: delete_chunks
 DELETE FROM advert_chunks WHERE advert_id = %(advert_id)s;

@@ -164,6 +164,12 @@ SELECT c.queue, c.status, c.count,
        ELSE 0 END::float8 AS runnable_age
 FROM counts c;
 
+-- name: release_lost
+-- Jobs whose worker's heartbeat stream broke, each `silent` seconds ago (queue_service/orphans.py).
+SELECT job_id, lease, status
+FROM release_lost_jobs(%(job_ids)b::uuid[], %(leases)b::bigint[],
+                       %(silent)b::double precision[]);
+
 -- name: prune_finished
 -- Retention: deletes up to %(batch)s jobs in one finished status that finished more than %(age)s
 -- seconds ago (queue_service/upkeep.py). 003's (status, created_at) index finds them: a job

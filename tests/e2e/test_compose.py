@@ -35,6 +35,7 @@ import psycopg
 import pytest
 import yaml
 
+from tests.support.certificates import Authority
 from tests.support.processes import ROOT, Process, free_port
 from tests.support.s3 import (
     ACCESS_KEY_ID,
@@ -56,11 +57,17 @@ PYTHON_SERVICES = ("queue", "gateway", "worker")
 # The secrets of .env.example: each must reach the services only through a ${...} reference.
 SECRETS = (
     "POSTGRES_PASSWORD",
-    "QUEUE_AUTH_TOKEN",
+    "QUEUE_WORKER_TOKEN",
+    "QUEUE_ADMIN_TOKEN",
     "ADMIN_API_KEY",
     "AWS_SECRET_ACCESS_KEY",
     "GRAFANA_ADMIN_PASSWORD",
 )
+# Empty in .env.example, and compose refuses to start until each is set (closed by default).
+REQUIRED_SECRETS = (*SECRETS[:4], "GRAFANA_ADMIN_PASSWORD")
+QUEUE_PORT_OVERRIDE = ROOT / "docker-compose.queue-port.yml"
+TLS_OVERRIDE = ROOT / "docker-compose.tls.yml"
+CERTS_MOUNT = "/certs"
 WORKERS = 3
 
 Config = dict[str, Any]
@@ -138,12 +145,15 @@ def seconds(duration: str) -> float:
     return sum(float(number) * units[unit] for number, unit in parts)
 
 
+def secrets_set() -> dict[str, str]:
+    """What a new user sets after `cp .env.example .env`: a fresh `openssl rand -hex 32` each."""
+    return {name: uuid.uuid4().hex + uuid.uuid4().hex for name in REQUIRED_SECRETS}
+
+
 @pytest.fixture(scope="module")
 def example_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of .env.example used as-is: what `cp .env.example .env` gives a new user."""
-    path = tmp_path_factory.mktemp("compose") / ".env"
-    shutil.copyfile(ENV_EXAMPLE, path)
-    return path
+    """.env.example with its required secrets set and nothing else changed."""
+    return env_file_with(tmp_path_factory.mktemp("compose"), **secrets_set())
 
 
 @pytest.fixture(scope="module")
@@ -229,15 +239,33 @@ def test_the_validator_catches_what_it_must(
     assert re.search(message, result.stderr), result.stderr
 
 
-def test_a_missing_required_secret_stops_compose(tmp_path: Path) -> None:
+def test_a_missing_required_secret_stops_compose(tmp_path: Path, example_env: Path) -> None:
     """`${ADMIN_API_KEY:?...}`: an .env without the key fails at once, naming it, instead of
     starting a gateway that nobody can use."""
-    text = ENV_EXAMPLE.read_text(encoding="utf-8")
+    text = example_env.read_text(encoding="utf-8")
     env_file = tmp_path / ".env"
     env_file.write_text(re.sub(r"(?m)^ADMIN_API_KEY=.*\n", "", text), encoding="utf-8")
     result = docker_compose(env_file, "config", "-q")
     assert result.returncode != 0
     assert "set ADMIN_API_KEY in .env" in result.stderr, result.stderr
+
+
+def test_the_shipped_env_example_does_not_start_until_secrets_are_set(tmp_path: Path) -> None:
+    """Closed by default: `cp .env.example .env && docker compose up` fails, naming a secret."""
+    path = tmp_path / ".env"
+    shutil.copyfile(ENV_EXAMPLE, path)
+    result = docker_compose(path, "config", "-q")
+    assert result.returncode != 0
+    assert re.search(r"set (\w+) in \.env", result.stderr), result.stderr
+
+
+@pytest.mark.parametrize("secret", REQUIRED_SECRETS)
+def test_each_secret_is_required(tmp_path: Path, secret: str) -> None:
+    """Every other secret set, this one left empty as .env.example ships it: compose names it."""
+    values = {name: value for name, value in secrets_set().items() if name != secret}
+    result = docker_compose(env_file_with(tmp_path, **values), "config", "-q")
+    assert result.returncode != 0
+    assert f"set {secret} in .env" in result.stderr, result.stderr
 
 
 # -- 1. what the resolved file must say -----------------------------------------------------------
@@ -299,7 +327,6 @@ def test_the_services_find_each_other(resolved: Config) -> None:
     assert queue_env["QUEUE_LISTEN"] == f"0.0.0.0:{listen_port}"
     for client in ("gateway", "worker"):
         assert services[client]["environment"]["QUEUE_ADDR"] == f"queue:{listen_port}"
-    assert [p["target"] for p in services["queue"]["ports"]] == [int(listen_port)]
     gateway_port = int(services["gateway"]["environment"]["GATEWAY_PORT"])
     assert [p["target"] for p in services["gateway"]["ports"]] == [gateway_port]
 
@@ -309,6 +336,20 @@ def test_the_services_find_each_other(resolved: Config) -> None:
     assert url.groups() == (postgres["POSTGRES_PASSWORD"], postgres["POSTGRES_DB"])
 
 
+def test_the_queue_port_is_published_only_when_asked(resolved: Config, example_env: Path) -> None:
+    """Only the project's containers reach the gRPC API by default; the override publishes it,
+    on loopback unless QUEUE_PUBLISH says otherwise."""
+    assert "ports" not in resolved["services"]["queue"]
+    result = docker_compose(
+        example_env, "-f", str(QUEUE_PORT_OVERRIDE), "config", compose_file=COMPOSE_FILE
+    )
+    assert result.returncode == 0, result.stderr
+    queue = yaml.safe_load(result.stdout)["services"]["queue"]
+    listen_port = queue["environment"]["QUEUE_LISTEN"].rpartition(":")[2]
+    # docker-compose 1.29 writes a port with a host address in its short form.
+    assert queue["ports"] == [f"127.0.0.1:50051:{listen_port}/tcp"]
+
+
 def test_secrets_come_from_the_env_file(tmp_path: Path) -> None:
     """Resolve with fresh random secrets: each must land where it is used, and none of the
     file's own text may carry a literal secret."""
@@ -316,8 +357,14 @@ def test_secrets_come_from_the_env_file(tmp_path: Path) -> None:
     services = resolve(env_file_with(tmp_path, **secrets))["services"]
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == secrets["POSTGRES_PASSWORD"]
     assert f":{secrets['POSTGRES_PASSWORD']}@" in services["queue"]["environment"]["DATABASE_URL"]
+    # Each role's token reaches the queue service and that role's clients only.
+    queue_env = services["queue"]["environment"]
+    for role, client in (("QUEUE_WORKER_TOKEN", "worker"), ("QUEUE_ADMIN_TOKEN", "gateway")):
+        assert queue_env[role] == services[client]["environment"][role] == secrets[role]
+    assert "QUEUE_ADMIN_TOKEN" not in services["worker"]["environment"]
+    assert "QUEUE_WORKER_TOKEN" not in services["gateway"]["environment"]
     for name in PYTHON_SERVICES:
-        assert services[name]["environment"]["QUEUE_AUTH_TOKEN"] == secrets["QUEUE_AUTH_TOKEN"]
+        assert "QUEUE_AUTH_TOKEN" not in services[name]["environment"]
     assert services["gateway"]["environment"]["ADMIN_API_KEY"] == secrets["ADMIN_API_KEY"]
     assert (
         services["worker"]["environment"]["AWS_SECRET_ACCESS_KEY"]
@@ -342,7 +389,9 @@ def test_every_env_example_variable_is_used() -> None:
 def test_the_worker_region_reaches_boto3(tmp_path: Path) -> None:
     # Whichever spelling .env.example uses, so that fixing either file makes this test pass.
     name = next(n for n in env_example_names() if re.fullmatch(r"AWS(_DEFAULT)?_REGION", n))
-    worker = resolve(env_file_with(tmp_path, **{name: "eu-west-2"}))["services"]["worker"]
+    worker = resolve(env_file_with(tmp_path, **secrets_set(), **{name: "eu-west-2"}))["services"][
+        "worker"
+    ]
     region = subprocess.run(
         [
             ENV,
@@ -432,9 +481,11 @@ def image_environment() -> dict[str, str]:
 class LocalStack:
     """Maps the compose network onto loopback: container addresses to free local ports."""
 
-    def __init__(self, services: Config, database_url: str) -> None:
+    def __init__(self, services: Config, database_url: str, certs: Path | None = None) -> None:
         self.services = services
         self.database_url = database_url
+        # Where the TLS override's /certs volume is, here.
+        self.certs = certs
         queue_port = services["queue"]["environment"]["QUEUE_LISTEN"].rpartition(":")[2]
         self.gateway_container_port = services["gateway"]["environment"]["GATEWAY_PORT"]
         self.queue_port = free_port()
@@ -472,16 +523,18 @@ class LocalStack:
             env["DATABASE_URL"] = self.database_url
         if "GATEWAY_PORT" in env:
             env["GATEWAY_PORT"] = str(self.gateway_port)
+        mounted = set()
+        if self.certs is not None:
+            for name, value in env.items():
+                if value.startswith(f"{CERTS_MOUNT}/"):
+                    env[name] = str(self.certs / value.removeprefix(f"{CERTS_MOUNT}/"))
+                    mounted.add(name)
         changed = {name for name in env if env[name] != compose_env[name]}
-        # Only the addresses may differ from the compose file; every other value is its own.
-        assert changed <= {
-            "DATABASE_URL",
-            "QUEUE_LISTEN",
-            "QUEUE_ADDR",
-            "GATEWAY_PORT",
-            "QUEUE_METRICS_LISTEN",
-            "WORKER_METRICS_LISTEN",
-        }, changed
+        # Only the addresses (and the mounted certificates' paths) may differ from the compose
+        # file; every other value is its own.
+        allowed = {"DATABASE_URL", "QUEUE_LISTEN", "QUEUE_ADDR", "GATEWAY_PORT", *mounted}
+        allowed |= {"QUEUE_METRICS_LISTEN", "WORKER_METRICS_LISTEN"}
+        assert changed <= allowed, changed
         assert not re.search(r"\b(postgres|queue):\d", " ".join(env.values())), env
         return {**image_environment(), **env}
 
@@ -556,6 +609,7 @@ def test_the_compose_services_run_as_local_processes(
     bucket = "tellyads-videos"
     env_file = env_file_with(
         tmp_path,
+        **secrets_set(),
         S3_BUCKET=bucket,
         AWS_ENDPOINT_URL=moto_s3,
         AWS_ACCESS_KEY_ID=ACCESS_KEY_ID,
@@ -669,3 +723,75 @@ def _wait_until_finished(
 
     wait_for(finished, timeout=deadline, what=counts, interval=0.5)
     return jobs
+
+
+def test_the_compose_services_run_over_mutual_tls(tmp_path: Path, empty_database: str) -> None:
+    """docker-compose.tls.yml with mutual TLS set in .env: the queue service's own healthcheck,
+    the gateway and a worker all connect over TLS with their certificates, and the role tokens
+    still decide what each may do. The job names a local file that does not exist, so it needs
+    no object storage: the worker claims it and records the failure, each over mutual TLS."""
+    certs = tmp_path / "certs"
+    ca = Authority.create(certs, "compose")
+    shutil.copyfile(ca.cert, certs / "ca.pem")
+    for name, server in (("queue", True), ("gateway", False), ("worker", False)):
+        issued = ca.issue(name, server=server, dns=("queue",) if server else ())
+        shutil.copyfile(issued.cert, certs / f"{name}.pem")
+        shutil.copyfile(issued.key, certs / f"{name}-key.pem")
+    env_file = env_file_with(tmp_path, **secrets_set())
+    with env_file.open("a", encoding="utf-8") as extra:
+        extra.write(
+            f"TLS_DIR={certs}\n"
+            f"QUEUE_TLS_CLIENT_CA_FILE={CERTS_MOUNT}/ca.pem\n"
+            f"GATEWAY_TLS_CERT_FILE={CERTS_MOUNT}/gateway.pem\n"
+            f"GATEWAY_TLS_KEY_FILE={CERTS_MOUNT}/gateway-key.pem\n"
+            f"WORKER_TLS_CERT_FILE={CERTS_MOUNT}/worker.pem\n"
+            f"WORKER_TLS_KEY_FILE={CERTS_MOUNT}/worker-key.pem\n"
+        )
+    result = docker_compose(env_file, "-f", str(TLS_OVERRIDE), "config")
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    for name in PYTHON_SERVICES:
+        volumes = services[name]["volumes"]
+        # docker-compose 1.29 writes a volume in its short form.
+        assert volumes == [f"{certs}:{CERTS_MOUNT}:ro"], volumes
+        assert services[name]["environment"]["QUEUE_TLS_CA_FILE"] == f"{CERTS_MOUNT}/ca.pem"
+
+    stack = LocalStack(services, empty_database, certs=certs)
+    admin_key = services["gateway"]["environment"]["ADMIN_API_KEY"]
+    api = f"http://127.0.0.1:{stack.gateway_port}/api/ingest"
+    with ExitStack() as cleanup:
+
+        def running(process: Process) -> Process:
+            cleanup.callback(process.stop)
+            return process
+
+        queue = running(stack.process("queue"))
+        stack.wait_healthy("queue", queue)
+        gateway = running(stack.process("gateway"))
+        stack.wait_healthy("gateway", gateway)
+        worker = running(stack.process("worker"))
+        worker.wait_for_line(r"^Worker ready", timeout=90)
+        everything = _outputs(queue, gateway, worker)
+
+        status, body = request(
+            "POST", f"{api}/enqueue", admin_key, {"source_type": "s3", "s3_key": ""}
+        )
+        assert status == 400, body  # the gateway's own check, before any gRPC
+        status, body = request(
+            "POST",
+            f"{api}/enqueue",
+            admin_key,
+            {"source_type": "local", "path": "/nonexistent.mp4"},
+        )
+        assert status == 201, (status, body)
+        job_id = body["job_id"]
+        jobs = _wait_until_finished(api, admin_key, {job_id}, everything, deadline=60)
+        job = jobs[job_id]
+        # Claimed, then failed by the worker (Fail is a worker-role call), over mutual TLS.
+        assert job["locked_by"] and job["status"] in ("RETRY", "FAILED"), (job, everything())
+        assert job["errors"] and job["errors"][0]["code"], job
+        status, shown = request("GET", f"{api}/jobs/{job_id}", admin_key)
+        assert status == 200
+        assert [(e["action"], e["credential"]) for e in shown["job"]["audit_trail"]] == [
+            ("enqueue", "QUEUE_ADMIN_TOKEN")
+        ], shown

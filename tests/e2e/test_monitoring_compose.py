@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.test_compose import ENV_EXAMPLE, docker_compose
+from tests.e2e.test_compose import docker_compose, env_file_with, secrets_set
 from tests.support.processes import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -23,10 +23,12 @@ DASHBOARD = DEPLOY / "grafana" / "dashboards" / "jobqueue.json"
 DOCS = ROOT / "docs" / "observability.md"
 
 
+SECRETS = secrets_set()
+
+
 @pytest.fixture(scope="module")
 def services(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    env = tmp_path_factory.mktemp("monitoring") / ".env"
-    env.write_text(ENV_EXAMPLE.read_text(encoding="utf-8"), encoding="utf-8")
+    env = env_file_with(tmp_path_factory.mktemp("monitoring"), **SECRETS)
     result = docker_compose(env, "--profile", "monitoring", "config")
     assert result.returncode == 0, result.stderr
     resolved: dict[str, Any] = yaml.safe_load(result.stdout)
@@ -93,7 +95,7 @@ def test_grafana_is_provisioned_with_the_data_source_and_the_dashboard(
     uids = {panel["datasource"]["uid"] for panel in dashboard["panels"]}
     assert uids == {source["uid"]}
     # The admin password comes from .env, never from the file.
-    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "change-me-grafana"
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == SECRETS["GRAFANA_ADMIN_PASSWORD"]
 
 
 def defined_families() -> set[str]:

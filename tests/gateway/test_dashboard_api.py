@@ -115,7 +115,11 @@ def test_an_advert_shows_what_the_pipeline_stored(
         index=0, kind="transcript", text="Feel the fizz.", embedding=[0.5] * 4,
         embedding_model="text-embedding-3-small",
     )  # fmt: skip
-    ad_id = adverts.StoreAdvert(advert_service_pb2.StoreAdvertRequest(advert=advert)).ad_id
+    job = insert_job(stack.db, status="RUNNING")
+    request = advert_service_pb2.StoreAdvertRequest(
+        advert=advert, job_id=str(job["id"]), lease=job["lease"]
+    )
+    ad_id = adverts.StoreAdvert(request).ad_id
 
     answer = stack.http.get(f"/api/ingest/adverts/{ad_id}")
     assert answer.status_code == 200
@@ -138,7 +142,7 @@ def test_an_advert_shows_what_the_pipeline_stored(
             "embedding_dimension": 4,
         }
     ]
-    assert shown["job_id"] is None and shown["created_at"] is not None
+    assert shown["job_id"] == str(job["id"]) and shown["created_at"] is not None
 
 
 def test_an_unknown_advert_is_404(shared_stack: Stack) -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from jobqueue.v1 import advert_service_pb2, advert_service_pb2_grpc
 from tests.gateway.conftest import ADMIN_KEY, Stack
+from tests.support.jobs import insert_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -30,7 +31,12 @@ def stored_advert(stack: Stack) -> str:
     advert.media.update({"duration_seconds": 8})
     with grpc.insecure_channel(f"127.0.0.1:{stack.queue.port}") as channel:
         stub = advert_service_pb2_grpc.AdvertServiceStub(channel)
-        return stub.StoreAdvert(advert_service_pb2.StoreAdvertRequest(advert=advert)).ad_id
+        # Every store is under a RUNNING job's lease.
+        job = insert_job(stack.db, status="RUNNING")
+        request = advert_service_pb2.StoreAdvertRequest(
+            advert=advert, job_id=str(job["id"]), lease=job["lease"]
+        )
+        return stub.StoreAdvert(request).ad_id
 
 
 def test_fuzzing_finds_no_server_error(stack: Stack, tmp_path: Path) -> None:

@@ -30,6 +30,9 @@ from worker_service.providers.grpc_sink import GrpcAdvertSink
 
 pytestmark = pytest.mark.integration
 
+# A well-formed job id, so that a request is refused for what the test is about.
+SOME_JOB = "00000000-0000-4000-8000-000000000000"
+
 
 @dataclass
 class Service:
@@ -90,12 +93,17 @@ def advert(
 
 
 async def test_store_is_idempotent_by_source_key(service: Service) -> None:
+    job_id, lease = await asyncio.to_thread(running_job, service.url, "videos/a.mp4")
     first = await service.stub.StoreAdvert(
-        advert_service_pb2.StoreAdvertRequest(advert=advert("s3:videos/a.mp4"))
+        advert_service_pb2.StoreAdvertRequest(
+            advert=advert("s3:videos/a.mp4"), job_id=job_id, lease=lease
+        )
     )
     assert first.created is True
     again = await service.stub.StoreAdvert(
-        advert_service_pb2.StoreAdvertRequest(advert=advert("s3:videos/a.mp4", "New words."))
+        advert_service_pb2.StoreAdvertRequest(
+            advert=advert("s3:videos/a.mp4", "New words."), job_id=job_id, lease=lease
+        )
     )
     assert (again.ad_id, again.created) == (first.ad_id, False)
 
@@ -156,6 +164,99 @@ async def test_store_for_an_unknown_job_is_lease_lost(service: Service) -> None:
     assert raised.value.code() == grpc.StatusCode.ABORTED
 
 
+def fetch_one(url: str, query: str, *params: Any) -> Any:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(query, params).fetchone()
+
+
+async def test_a_lease_less_store_cannot_wipe_a_running_jobs_advert(service: Service) -> None:
+    """The issue's reproduction: StoreAdvert with an empty job_id overwrote the advert of a job
+    that was still RUNNING, wiping its chunks. Now it is refused, and so is another job's."""
+    job_id, lease = await asyncio.to_thread(running_job, service.url, "videos/held.mp4")
+    mine = advert("s3:videos/held.mp4")
+    for index in range(2, 40):
+        mine.chunks.add(index=index, kind="transcript", text=f"line {index}")
+    stored = await service.stub.StoreAdvert(
+        advert_service_pb2.StoreAdvertRequest(advert=mine, job_id=job_id, lease=lease)
+    )
+    intruder = advert("s3:videos/held.mp4", "overwritten")
+    intruder.job_id = "00000000-0000-4000-8000-0000000000ff"
+    with pytest.raises(grpc.aio.AioRpcError) as lease_less:
+        await service.stub.StoreAdvert(advert_service_pb2.StoreAdvertRequest(advert=intruder))
+    assert lease_less.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    # A second job of the same source, validly RUNNING under its own lease, may not take the
+    # advert while the first still runs.
+    other_id, other_lease = await asyncio.to_thread(
+        running_job, service.url, "videos/held-again.mp4"
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as held:
+        await service.stub.StoreAdvert(
+            advert_service_pb2.StoreAdvertRequest(
+                advert=advert("s3:videos/held.mp4", "overwritten"),
+                job_id=other_id,
+                lease=other_lease,
+            )
+        )
+    assert held.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_reason(held.value) == "ADVERT_HELD"
+
+    after = await service.stub.GetAdvert(advert_service_pb2.GetAdvertRequest(ad_id=stored.ad_id))
+    assert (after.job_id, after.transcript, len(after.chunks)) == (job_id, mine.transcript, 40)
+    row = await asyncio.to_thread(
+        fetch_one, service.url, "SELECT job_id, lease FROM adverts WHERE id = %s", stored.ad_id
+    )
+    assert (str(row[0]), row[1]) == (job_id, lease)
+
+    # Once the first job no longer runs, the other job's store replaces the advert.
+    await asyncio.to_thread(
+        fetch_one,
+        service.url,
+        "SELECT * FROM complete_job(%s, %s, '{}'::jsonb)",
+        job_id,
+        lease,
+    )
+    replaced = await service.stub.StoreAdvert(
+        advert_service_pb2.StoreAdvertRequest(
+            advert=advert("s3:videos/held.mp4", "second"), job_id=other_id, lease=other_lease
+        )
+    )
+    assert (replaced.ad_id, replaced.created) == (stored.ad_id, False)
+
+
+async def test_a_later_lease_of_the_same_job_replaces_its_advert(service: Service) -> None:
+    job_id, lease = await asyncio.to_thread(running_job, service.url, "videos/relet.mp4")
+    first = await service.stub.StoreAdvert(
+        advert_service_pb2.StoreAdvertRequest(
+            advert=advert("s3:videos/relet.mp4", "first"), job_id=job_id, lease=lease
+        )
+    )
+
+    def release_and_reclaim() -> int:
+        with psycopg.connect(service.url, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE ingestion_jobs SET status = 'QUEUED', locked_at = NULL, locked_by = NULL"
+                " WHERE id = %s",
+                (job_id,),
+            )
+            row = conn.execute(
+                "SELECT lease FROM claim_jobs('test-worker-2', 1, 'pipeline-test')"
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    later = await asyncio.to_thread(release_and_reclaim)
+    assert later > lease
+    again = await service.stub.StoreAdvert(
+        advert_service_pb2.StoreAdvertRequest(
+            advert=advert("s3:videos/relet.mp4", "second"), job_id=job_id, lease=later
+        )
+    )
+    assert again.ad_id == first.ad_id
+    stored = await service.stub.GetAdvert(advert_service_pb2.GetAdvertRequest(ad_id=first.ad_id))
+    assert stored.transcript == "second"
+
+
 async def test_unknown_advert_is_not_found(service: Service) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await service.stub.GetAdvert(
@@ -171,11 +272,24 @@ async def test_unknown_advert_is_not_found(service: Service) -> None:
         advert_service_pb2.StoreAdvertRequest(advert=advert_service_pb2.Advert()),
         advert_service_pb2.StoreAdvertRequest(advert=advert("s3:x"), job_id="not-a-uuid", lease=1),
         advert_service_pb2.StoreAdvertRequest(advert=advert("s3:x"), lease=3),
+        advert_service_pb2.StoreAdvertRequest(advert=advert("s3:x")),
+        advert_service_pb2.StoreAdvertRequest(
+            advert=advert("s3:x"), job_id="00000000-0000-4000-8000-000000000000"
+        ),
+        advert_service_pb2.StoreAdvertRequest(
+            advert=advert_service_pb2.Advert(
+                source_key="s3:x", job_id="00000000-0000-4000-8000-00000000000b"
+            ),
+            job_id="00000000-0000-4000-8000-00000000000a",
+            lease=1,
+        ),
         advert_service_pb2.StoreAdvertRequest(
             advert=advert_service_pb2.Advert(
                 source_key="s3:x",
                 chunks=[advert_service_pb2.Chunk(index=0, text="t", embedding=[1.0])],
-            )
+            ),
+            job_id=SOME_JOB,
+            lease=1,
         ),
         advert_service_pb2.StoreAdvertRequest(
             advert=advert_service_pb2.Advert(
@@ -185,10 +299,22 @@ async def test_unknown_advert_is_not_found(service: Service) -> None:
                         index=0, text="t", embedding=[float("nan")], embedding_model="m"
                     )
                 ],
-            )
+            ),
+            job_id=SOME_JOB,
+            lease=1,
         ),
     ],
-    ids=["no-advert", "no-source-key", "bad-job-id", "lease-without-job", "vector-no-model", "nan"],
+    ids=[
+        "no-advert",
+        "no-source-key",
+        "bad-job-id",
+        "lease-without-job",
+        "no-job-no-lease",
+        "job-without-lease",
+        "another-job-inside",
+        "vector-no-model",
+        "nan",
+    ],
 )
 async def test_malformed_requests_are_invalid_argument(service: Service, request_: Any) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
@@ -224,7 +350,7 @@ def test_sink_without_a_server_is_transient() -> None:
         GrpcAdvertSink(f"127.0.0.1:{port}", token=None, deadline_seconds=2) as sink,
         pytest.raises(TransientError) as raised,
     ):
-        sink.store(advert("s3:x"), "", 0)
+        sink.store(advert("s3:x"), SOME_JOB, 1)
     assert raised.value.code == "QUEUE_UNAVAILABLE"
 
 
@@ -266,7 +392,7 @@ def test_sink_classifies_status_codes_and_sends_the_token(
             GrpcAdvertSink(f"127.0.0.1:{port}", token="s3cret") as sink,
             pytest.raises(StageError) as raised,
         ):
-            sink.store(advert("s3:x"), "", 0)
+            sink.store(advert("s3:x"), SOME_JOB, 1)
     finally:
         server.stop(grace=None)
     kind = PermanentError if expected == "permanent" else expected

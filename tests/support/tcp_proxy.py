@@ -1,5 +1,7 @@
 """A loopback TCP proxy that a test can cut and restore: a database outage without stopping
-the PostgreSQL that other tests share."""
+the PostgreSQL that other tests share. It can also partition: hold every byte, both ways,
+without closing anything (a network that silently drops traffic, as opposed to a crash), and
+heal, delivering what it held."""
 
 from __future__ import annotations
 
@@ -13,6 +15,15 @@ class TcpProxy:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+
+    def partition(self) -> None:
+        """Deliver nothing, either way, until `heal`; connections stay open."""
+        self._flowing.clear()
+
+    def heal(self) -> None:
+        self._flowing.set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
@@ -44,6 +55,7 @@ class TcpProxy:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                await self._flowing.wait()
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):

@@ -1,8 +1,8 @@
 """Small real pipelines for the worker's tests (the real nine stages are the pipeline's issue).
 
-`build_pipeline(queue_addr=..., token=...)` is called by the worker as the real factory is (it
-declares the queue arguments, so the worker passes its own) and reads the rest of its
-environment:
+`build_pipeline(queue_addr=..., token=..., tls=...)` is called by the worker as the real
+factory is (it declares the queue arguments, so the worker passes its own) and reads the rest of
+its environment:
 
 - TEST_OBJECT_ROOT: a directory standing in for the bucket; `s3_key` is a path under it, and a
   missing object is a TransientError (S3_NOT_FOUND), as the checklist's Test 3 wants.
@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from jobqueue.tls import ClientTls
 from jobqueue.v1 import advert_service_pb2
 from worker_service.pipeline.base import Pipeline, StageContext
 from worker_service.pipeline.config import PipelineConfig
@@ -157,10 +158,12 @@ class Persist:
         ctx.progress(1.0)
 
 
-def build_pipeline(*, queue_addr: str, token: str | None = None) -> Pipeline:
+def build_pipeline(
+    *, queue_addr: str, token: str | None = None, tls: ClientTls | None = None
+) -> Pipeline:
     root = Path(os.environ.get("TEST_OBJECT_ROOT", "."))
     results = os.environ.get("TEST_RESULTS_DIR")
-    sink = GrpcAdvertSink(queue_addr, token)
+    sink = GrpcAdvertSink(queue_addr, token, tls=tls)
     return Pipeline(
         stages=[
             ReadSource(root),

@@ -20,6 +20,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from jobqueue.tls import ClientTls
 from worker_service.pipeline.analysis import LLMAnalysis
 from worker_service.pipeline.audio import ExtractAudio
 from worker_service.pipeline.base import Pipeline, Stage
@@ -111,14 +112,18 @@ def _choose_embedder(
 
 
 def _open_sink(
-    given: AdvertSink | None, queue_addr: str | None, token: str | None, deadline: float
+    given: AdvertSink | None,
+    queue_addr: str | None,
+    token: str | None,
+    deadline: float,
+    tls: ClientTls | None = None,
 ) -> tuple[AdvertSink, Callable[[], None]]:
     """The sink `persist` stores through, and what closes it when the worker stops."""
     if given is not None:
         return given, lambda: None  # the caller owns a sink it passed in
     if queue_addr is None:
         raise ValueError("the pipeline needs queue_addr (the queue service) or an advert_sink")
-    sink = GrpcAdvertSink(queue_addr, token, deadline)
+    sink = GrpcAdvertSink(queue_addr, token, deadline, tls=tls)
     return sink, sink.close
 
 
@@ -129,9 +134,11 @@ def build_pipeline(
     token: str | None = None,
     rpc_timeout_seconds: float = DEFAULT_RPC_TIMEOUT_SECONDS,
     advert_sink: AdvertSink | None = None,
+    tls: ClientTls | None = None,
 ) -> Pipeline:
     """The nine stages; adverts go to `advert_sink`, or else through AdvertService at
-    `queue_addr` (with `token`) on a channel this call opens and the pipeline's close closes."""
+    `queue_addr` (with `token`, over TLS when `tls` is given) on a channel this call opens and
+    the pipeline's close closes."""
     if not isinstance(config, PipelineConfig):
         config = PipelineConfig.from_env(config)
     missing = missing_tools()
@@ -165,7 +172,7 @@ def build_pipeline(
 
     # Opened last, once nothing above can refuse the configuration.
     sink, close = _open_sink(
-        advert_sink, queue_addr, token, rpc_timeout_seconds * STORE_DEADLINE_CALLS
+        advert_sink, queue_addr, token, rpc_timeout_seconds * STORE_DEADLINE_CALLS, tls
     )
     chosen = Chosen(config, store, transcriber, analyzer, embedder, no_embedder, sink)
     pipeline = Pipeline(

@@ -12,7 +12,9 @@ classified here, once:
 - UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED: transient (QUEUE_UNAVAILABLE).
 - INVALID_ARGUMENT: permanent (ADVERT_INVALID); UNAUTHENTICATED / PERMISSION_DENIED: permanent
   (QUEUE_AUTH_FAILED).
-- Anything else: transient (ADVERT_STORE_FAILED).
+- Anything else: transient (ADVERT_STORE_FAILED), FAILED_PRECONDITION included: ADVERT_HELD
+  means another job of the same source still runs and holds the advert; a later attempt,
+  after that job ends, may replace it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import logging
 import grpc
 
 from jobqueue import rpc
+from jobqueue.tls import ClientTls
 from jobqueue.v1 import advert_service_pb2, advert_service_pb2_grpc
 from worker_service.pipeline.errors import JobStopped, PermanentError, TransientError
 
@@ -32,14 +35,19 @@ DEFAULT_DEADLINE_SECONDS = 30.0
 
 class GrpcAdvertSink:
     def __init__(
-        self, target: str, token: str | None, deadline_seconds: float = DEFAULT_DEADLINE_SECONDS
+        self,
+        target: str,
+        token: str | None,
+        deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
+        *,
+        tls: ClientTls | None = None,
     ) -> None:
         self._target = target
         self._deadline = deadline_seconds
         self._metadata = rpc.bearer_metadata(token)
         # The shared channel options allow messages far above gRPC's 4 MB default: chunks carry
         # their vectors, so a long transcript must not fail on size alone.
-        self._channel = rpc.open_blocking_channel(target)
+        self._channel = rpc.open_blocking_channel(target, tls)
         self._stub = advert_service_pb2_grpc.AdvertServiceStub(self._channel)
 
     def store(self, advert: advert_service_pb2.Advert, job_id: str, lease: int) -> tuple[str, bool]:
