@@ -17,6 +17,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.config import Config, ConfigError
+from jobqueue import logs, tracing
 
 log = logging.getLogger("gateway")
 
@@ -31,7 +32,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog=(
             "Environment: ADMIN_API_KEY (required), GATEWAY_HOST (0.0.0.0), GATEWAY_PORT (3000), "
             "QUEUE_ADDR (127.0.0.1:50051), QUEUE_AUTH_TOKEN, GATEWAY_GRPC_TIMEOUT_SECONDS (10), "
-            "GATEWAY_MAX_BODY_BYTES (65536), GATEWAY_HEALTH_MAX_WAIT_SECONDS (900), LOG_LEVEL."
+            "GATEWAY_MAX_BODY_BYTES (65536), GATEWAY_HEALTH_MAX_WAIT_SECONDS (900), LOG_LEVEL, "
+            "LOG_FORMAT (text | json), OTEL_EXPORTER_OTLP_ENDPOINT (traces; off unless set) and "
+            "the other OTEL_* variables. Metrics: GET /metrics (no key)."
         ),
     )
     parser.add_argument("--host", help="address to listen on (env GATEWAY_HOST, default 0.0.0.0)")
@@ -57,11 +60,12 @@ def bind(host: str, port: int) -> socket.socket:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     env = dict(os.environ)
+    try:
+        logs.configure(logs.log_format(env), env.get("LOG_LEVEL", "INFO"))
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
     for name, value in (
         ("GATEWAY_HOST", args.host),
         ("GATEWAY_PORT", args.port),
@@ -80,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot listen on {config.host}:{config.port}: {error}", file=sys.stderr)
         return EXIT_STARTUP
     port = sock.getsockname()[1]
+    tracing.setup("gateway", env)
     server = GatewayServer(
         uvicorn.Config(
             create_app(config),
@@ -96,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     server.run(sockets=[sock])
+    tracing.shutdown()
     return 0 if server.started else EXIT_STARTUP
 
 

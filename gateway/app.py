@@ -14,7 +14,7 @@ import grpc
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from gateway import errors
+from gateway import errors, metrics
 from gateway.client import QueueClient
 from gateway.config import Config
 from gateway.guard import AuthFailures, RequestGuard
@@ -51,6 +51,9 @@ else 502.
 
 **Enqueue** answers 201 for a new job and 200 (`already_existed: true`) for a known one.
 **One job** is returned as `{"job": {...}}`, with the `ingestion_jobs` column names.
+
+**Metrics.** `/metrics` serves the gateway's own Prometheus metrics (request counts and
+latencies by route template) without a key, like `/healthz`; it shows no job data.
 
 **Health** (`GET /api/ingest/stats`): `unhealthy` when a RUNNING job's heartbeat is overdue or
 the oldest runnable job has waited longer than GATEWAY_HEALTH_MAX_WAIT_SECONDS; otherwise
@@ -95,10 +98,12 @@ def create_app(config: Config, channel: grpc.aio.Channel | None = None) -> FastA
         max_body_bytes=config.max_body_bytes,
         failures=AuthFailures(config.auth_failure_limit, config.auth_failure_window_seconds),
     )
-    # Added last, so outermost: the guard's own 401/413/415 answers get the headers too.
+    # Added after the guard, so outside it: the guard's own 401/413/415 answers get the headers.
     app.add_middleware(SecurityHeaders)
     app.include_router(router)
     pages.install(app)
+    # Outermost: every request is counted and timed, refused ones included.
+    metrics.install(app)
 
     @app.get(
         "/healthz",

@@ -19,6 +19,7 @@ from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from jobqueue import tracing
 from jobqueue.tls import ClientTls
 
 # The ErrorInfo domain of every error the queue service raises.
@@ -57,19 +58,26 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
 
 
 def open_channel(target: str, tls: ClientTls | None = None) -> grpc.aio.Channel:
-    """An asyncio channel to the queue service (gateway, worker); TLS when `tls` is given."""
+    """An asyncio channel to the queue service (gateway, worker); TLS when `tls` is given. With
+    tracing on, its calls carry the caller's trace context (jobqueue/tracing.py)."""
+    interceptors = tracing.client_interceptors()
     if tls is not None:
         options = [*CHANNEL_OPTIONS, *tls.options()]
-        return grpc.aio.secure_channel(target, tls.credentials(), options=options)
-    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        return grpc.aio.secure_channel(
+            target, tls.credentials(), options=options, interceptors=interceptors
+        )
+    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=interceptors)
 
 
 def open_blocking_channel(target: str, tls: ClientTls | None = None) -> grpc.Channel:
     """A blocking channel, for code that runs in a thread of its own (the pipeline's stages)."""
     if tls is not None:
         options = [*CHANNEL_OPTIONS, *tls.options()]
-        return grpc.secure_channel(target, tls.credentials(), options=options)
-    return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        channel = grpc.secure_channel(target, tls.credentials(), options=options)
+    else:
+        channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+    interceptors = tracing.blocking_client_interceptors()
+    return grpc.intercept_channel(channel, *interceptors) if interceptors else channel
 
 
 # Who is behind an admin call, as a trusted client (the gateway) knows it: recorded by the audit

@@ -17,6 +17,7 @@ import time
 
 import psycopg
 
+from jobqueue import logs, tracing
 from queue_service import migrate
 from queue_service.config import Config, ConfigError, mask_url
 from queue_service.server import build
@@ -39,7 +40,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "RETENTION_CANCELLED_SECONDS, RETENTION_FAILED_SECONDS, "
             "RETENTION_SWEEP_INTERVAL_SECONDS, DB_POOL_MIN_SIZE, "
             "DB_POOL_MAX_SIZE, MAX_CONCURRENT_CLAIMS, APPLY_MIGRATIONS, LOCAL_MEDIA_ROOT, "
-            "LOG_LEVEL, STREAM_LOST_GRACE_SECONDS."
+            "LOG_LEVEL, STREAM_LOST_GRACE_SECONDS, QUEUE_METRICS_LISTEN (0.0.0.0:9101; off "
+            "disables), LOG_FORMAT (text | json), OTEL_EXPORTER_OTLP_ENDPOINT (traces; off unless "
+            "set) and the other OTEL_* variables."
         ),
     )
     parser.add_argument(
@@ -72,6 +75,9 @@ async def serve(config: Config) -> int:
     service = await build(config)
     await service.start()
     print(f"Queue service listening on {config.listen} (port {service.port})", flush=True)
+    if service.metrics is not None and config.metrics_listen is not None:
+        host = config.metrics_listen.rpartition(":")[0]
+        print(f"Metrics at {service.metrics.url(host)}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -79,16 +85,18 @@ async def serve(config: Config) -> int:
     await stop.wait()
     log.info("stopping: no new calls; finishing running ones")
     await service.stop(grace=5.0)
+    tracing.shutdown()
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     env = dict(os.environ)
+    try:
+        logs.configure(logs.log_format(env), env.get("LOG_LEVEL", "INFO"))
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if args.listen:
         env["QUEUE_LISTEN"] = args.listen
     if args.no_migrate:
@@ -99,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"Database: {mask_url(config.database_url)}", flush=True)
+    tracing.setup("queue_service", env)
     try:
         return asyncio.run(serve(config))
     except psycopg.OperationalError as error:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import grpc
 
-from jobqueue import ingest_input, limits
+from jobqueue import ingest_input, limits, tracing
 from jobqueue.ingest_input import InputError
 from jobqueue.v1 import admin_service_pb2 as pb
 from jobqueue.v1 import admin_service_pb2_grpc, job_pb2
@@ -264,4 +264,5 @@ def _new_job(request: pb.EnqueueJobRequest, local_media_root: Path | None) -> Ne
         if request.HasField("run_after")
         else None
     )
-    return NewJob(input_json, queue, priority, max_attempts, key, run_after)
+    # With tracing on, the job keeps the trace of this call (the caller's, e.g. a REST request).
+    return NewJob(input_json, queue, priority, max_attempts, key, run_after, tracing.traceparent())

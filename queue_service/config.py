@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jobqueue.metrics import listen_address
 from jobqueue.settings import ConfigError, Env, mask_url, role_token
 from jobqueue.tls import ServerTls
 
@@ -19,6 +20,7 @@ __all__ = ["Config", "ConfigError", "mask_url"]
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_LISTEN = "0.0.0.0:50051"
+DEFAULT_METRICS_LISTEN = "0.0.0.0:9101"
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ class Config:
     # on it after this grace, unless they are beaten again meanwhile; 0 leaves dead workers to
     # the heartbeat timeout alone (queue_service/orphans.py).
     stream_lost_grace_seconds: float = 1.0
+    # Where Prometheus scrapes the service (QUEUE_METRICS_LISTEN); None: no metrics endpoint.
+    metrics_listen: str | None = None
 
     @classmethod
     def from_env(cls, values: Mapping[str, str] | None = None) -> Config:
@@ -121,6 +125,11 @@ class Config:
             apply_migrations=env.boolean("APPLY_MIGRATIONS", True),
             local_media_root=env.directory("LOCAL_MEDIA_ROOT"),
             stream_lost_grace_seconds=env.number("STREAM_LOST_GRACE_SECONDS", 1.0, minimum=0),
+            metrics_listen=listen_address(
+                os.environ if values is None else values,
+                "QUEUE_METRICS_LISTEN",
+                DEFAULT_METRICS_LISTEN,
+            ),
         )
         if config.worker_token and config.worker_token == config.admin_token:
             raise ConfigError("QUEUE_WORKER_TOKEN and QUEUE_ADMIN_TOKEN must differ")

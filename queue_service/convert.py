@@ -296,6 +296,7 @@ def job(row: Row) -> job_pb2.Job:
         lease=row["lease"],
         cancel_requested=row["cancel_requested_at"] is not None,
         errors_total=errors_total(history),
+        trace_context=row.get("trace_context") or "",
     )
 
 
@@ -349,6 +350,8 @@ def fill_claimed(job: job_pb2.Job, claimed: Claimed) -> None:
     job.updated_at.CopyFrom(job.locked_at)
     _set_time(job.created_at, claimed.created_at)
     job.lease = claimed.lease
+    if claimed.trace_context:
+        job.trace_context = claimed.trace_context
 
 
 def fill_settled(

@@ -19,6 +19,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from jobqueue import metrics as served_metrics
+from jobqueue import tracing
 from jobqueue.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
@@ -35,7 +37,9 @@ from queue_service.auth import Authorizer, auth_interceptors
 from queue_service.claims import Claimer
 from queue_service.config import Config
 from queue_service.errors import StoreUnavailable
+from queue_service.metrics import JobTableCollector
 from queue_service.notify import JobNotifier
+from queue_service.observe import ObservedStore, ObservingInterceptor
 from queue_service.orphans import Orphans
 from queue_service.pools import Pools, pool_specs
 from queue_service.queue import QueueServicer
@@ -78,8 +82,18 @@ class QueueServer:
     health: HealthServicer
     port: int
     _watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+    # The Prometheus endpoint (QUEUE_METRICS_LISTEN), once started.
+    metrics: served_metrics.MetricsServer | None = None
+    _collector: JobTableCollector | None = field(default=None, repr=False)
 
     async def start(self) -> None:
+        if self.metrics is not None:
+            self._collector = JobTableCollector(
+                self.store.job_table,
+                {kind: pool.pool for kind, pool in zip(self.pools.specs, self.pools, strict=True)},
+                asyncio.get_running_loop(),
+            )
+            served_metrics.REGISTRY.register(self._collector)
         self.notifier.start()
         self.queue.start()
         self.admin.start()
@@ -103,6 +117,10 @@ class QueueServer:
         await self.admin.stop()
         await self.notifier.stop()
         await self.claimer.stop()
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.stop)
+        if self._collector is not None:
+            served_metrics.REGISTRY.unregister(self._collector)
         await self.pools.close()
 
     async def _database_ok(self) -> bool:
@@ -139,10 +157,16 @@ class QueueServer:
 
 
 async def build(config: Config) -> QueueServer:
-    """Create (but do not start) a queue service for `config`. Binds the port."""
+    """Create (but do not start) a queue service for `config`. Binds the ports."""
+    # First: a metrics port in use stops the start-up before anything else is made.
+    metrics = (
+        served_metrics.serve(config.metrics_listen) if config.metrics_listen is not None else None
+    )
     pools = Pools(config.database_url, pool_specs(config))
     await pools.open()
-    store = Store(
+    # Counted and traced only when someone looks (QUEUE_METRICS_LISTEN, OTEL_*).
+    observed = config.metrics_listen is not None or tracing.enabled()
+    store = (ObservedStore if observed else Store)(
         pools,
         backoff_base_seconds=config.retry_backoff_base_seconds,
         backoff_max_seconds=config.retry_backoff_max_seconds,
@@ -157,6 +181,12 @@ async def build(config: Config) -> QueueServer:
     queue = QueueServicer(store, claimer, orphans)
     admin = AdminServicer(store, config, AuditLog(pools.admin))
     interceptors = auth_interceptors(authorizer(config))
+    if observed:
+        # First, so that it times every call, those the credential check refuses included.
+        interceptors = [
+            ObservingInterceptor(metrics_on=config.metrics_listen is not None),
+            *interceptors,
+        ]
     server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
     queue_service_pb2_grpc.add_QueueServiceServicer_to_server(queue, server)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
@@ -178,6 +208,8 @@ async def build(config: Config) -> QueueServer:
     else:
         port = server.add_insecure_port(config.listen)
     if port == 0:
+        if metrics is not None:
+            metrics.stop()
         raise OSError(f"cannot listen on {config.listen}")
     return QueueServer(
         config=config,
@@ -192,6 +224,7 @@ async def build(config: Config) -> QueueServer:
         upkeep=Upkeep(store, config),
         health=health,
         port=port,
+        metrics=metrics,
     )
 
 

@@ -47,7 +47,7 @@ R = TypeVar("R")
 
 # Top-level queries that read the job table: planned at each call (see the module's docstring).
 UNPREPARED = frozenset(
-    {"get_job", "get_jobs", "list_jobs", "queue_stats", "running_jobs", "next_due"}
+    {"get_job", "get_jobs", "list_jobs", "queue_stats", "running_jobs", "next_due", "job_table"}
 ) | {"prune_finished"}
 
 QUERIES_PATH = Path(__file__).parent / "sql" / "queries.sql"
@@ -69,6 +69,8 @@ class NewJob(NamedTuple):
     max_attempts: int = 0  # 0: the default
     idempotency_key: str = ""
     run_after: datetime | None = None
+    # The W3C traceparent of the call that enqueued it, kept with the job ("" without tracing).
+    trace_context: str = ""
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,7 @@ class Claimed(NamedTuple):
     progress: float
     created_at: datetime
     lease: int
+    trace_context: str | None = None
 
 
 class Settled(NamedTuple):
@@ -217,8 +220,10 @@ class Store:
     async def enqueue(self, jobs: Sequence[NewJob]) -> list[tuple[Enqueued, Row | None]]:
         """Insert jobs idempotently; in request order, each entry's outcome, with the whole row
         of a job that already existed (a new one is what the caller sent)."""
+        # With tracing on, each new job keeps the trace context it was enqueued in (011).
+        traced = any(job.trace_context for job in jobs)
         rows = await self._rows(
-            "enqueue",
+            "enqueue_traced" if traced else "enqueue",
             {
                 "inputs": [job.input_json for job in jobs],
                 "queues": [job.queue for job in jobs],
@@ -226,6 +231,7 @@ class Store:
                 "max_attempts": [job.max_attempts for job in jobs],
                 "keys": [job.idempotency_key for job in jobs],
                 "run_afters": [job.run_after for job in jobs],
+                **({"trace_contexts": [job.trace_context for job in jobs]} if traced else {}),
             },
             args_row(Enqueued),
             binary=True,
@@ -382,6 +388,11 @@ class Store:
         )
         assert row is not None
         return row
+
+    async def job_table(self) -> list[Row]:
+        """Jobs by queue and status, with the oldest heartbeat and runnable wait of each: what
+        the metrics' gauges show (a whole-table count, so callers cache it)."""
+        return await self._all("job_table", {}, self.pools.background)
 
     async def running_jobs(
         self, queue: str | None, *, limit: int, after: tuple[datetime, UUID] | None

@@ -213,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         queue_port = pick_port(int(os.environ.get("QUEUE_PORT", "50051")))
         queue_addr = f"127.0.0.1:{queue_port}"
         gateway_port = pick_port(int(os.environ.get("GATEWAY_PORT", "3000")))
+        metrics_port = pick_port(9101)
         gateway_url = f"http://127.0.0.1:{gateway_port}"
         admin_key = os.environ.get("ADMIN_API_KEY") or secrets.token_urlsafe(24)
         key_file = args.run_dir / "admin-api-key"
@@ -223,7 +224,11 @@ def main(argv: list[str] | None = None) -> int:
             process, log = stack.start(
                 "queue_service",
                 [PYTHON, "-m", "queue_service"],
-                {"DATABASE_URL": database_url, "QUEUE_LISTEN": queue_addr},
+                {
+                    "DATABASE_URL": database_url,
+                    "QUEUE_LISTEN": queue_addr,
+                    "QUEUE_METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
+                },
             )
             wait_until("queue service", lambda: queue_serving(queue_addr), process, log)
             print(f"Queue service: {queue_addr} (gRPC)")
@@ -240,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
             wait_until("gateway", lambda: gateway_healthy(gateway_url), process, log)
             print(f"Gateway: {gateway_url} (REST; X-Admin-Key in {key_file})")
             print(f"Dashboard: {gateway_url}/ui/ (sign in with the key in {key_file})")
+            print(
+                f"Metrics: http://127.0.0.1:{metrics_port}/metrics (queue service), "
+                f"{gateway_url}/metrics (gateway)"
+            )
             for n in range(1, args.workers + 1):
                 worker, log = stack.start(
                     f"worker-{n}",

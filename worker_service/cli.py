@@ -19,10 +19,11 @@ from collections.abc import Mapping, Sequence
 
 import grpc
 
-from jobqueue import rpc
+from jobqueue import logs, rpc, tracing
+from jobqueue import metrics as served_metrics
 from jobqueue.rpc import AUTH_CODES
 from jobqueue.settings import ConfigError
-from worker_service import output
+from worker_service import metrics, output
 from worker_service.client import AuthRefused, QueueClient, QueueUnreachable
 from worker_service.config import ENV_MIRRORS, WorkerConfig, resolve
 from worker_service.pipeline.base import Pipeline
@@ -50,7 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
             "'authorization: Bearer ...' when set; --release-stale and --show-running send "
             "QUEUE_ADMIN_TOKEN), QUEUE_TLS_CA_FILE, QUEUE_TLS_CLIENT_CERT_FILE and "
             "QUEUE_TLS_CLIENT_KEY_FILE (TLS to the queue service), "
-            "LOG_LEVEL (default WARNING). SIGTERM/SIGINT: stop claiming, let running jobs finish "
+            "LOG_LEVEL (default WARNING), LOG_FORMAT (text | json), WORKER_METRICS_LISTEN "
+            "(HOST:PORT of a Prometheus endpoint; off unless set), OTEL_EXPORTER_OTLP_ENDPOINT "
+            "(traces; off unless set) and the other OTEL_* variables. "
+            "SIGTERM/SIGINT: stop claiming, let running jobs finish "
             "within the shutdown grace, then hand the rest back (Release: QUEUED again at once, "
             "the unfinished attempt not counted) and exit 0. A second signal hands back at once."
         ),
@@ -184,6 +188,15 @@ async def run_worker(config: WorkerConfig, pipeline: Pipeline) -> int:
         except QueueUnreachable as error:
             error_line(f"cannot reach the queue service at {config.queue_addr}: {error}")
             return EXIT_UNREACHABLE
+        served = None
+        if config.metrics_listen is not None:
+            try:
+                served = served_metrics.serve(config.metrics_listen)
+            except OSError as error:
+                error_line(str(error))
+                return EXIT_CONFIG
+            metrics.turn_on()
+            say(f"Metrics at {served.url(config.metrics_listen.rpartition(':')[0])}")
         worker = Worker(config, client, pipeline, say, stdout.flush)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -199,6 +212,8 @@ async def run_worker(config: WorkerConfig, pipeline: Pipeline) -> int:
         for line in output.counters(counters.processed, counters.succeeded, counters.failed):
             say(line)
         stdout.flush()
+        if served is not None:
+            served.stop()
         if worker.fatal is not None:
             error_line(f"the queue service at {config.queue_addr} refused a claim: {worker.fatal}")
             return EXIT_UNREACHABLE
@@ -249,11 +264,12 @@ def _main(argv: Sequence[str] | None) -> int:
     except ConfigError as error:
         error_line(str(error))
         return EXIT_CONFIG
-    logging.basicConfig(
-        level=env.get("LOG_LEVEL", "WARNING").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    try:
+        logs.configure(logs.log_format(env), env.get("LOG_LEVEL", "WARNING"), sys.stderr)
+    except ConfigError as error:
+        error_line(str(error))
+        return EXIT_CONFIG
+    tracing.setup("worker_service", env)
     if args.release_stale or args.show_running:
         return asyncio.run(run_operator_command(config, args))
     for line in output.starting(config.queue_addr, config.worker_id):
@@ -268,3 +284,4 @@ def _main(argv: Sequence[str] | None) -> int:
         return asyncio.run(run_worker(config, pipeline))
     finally:
         pipeline.close()
+        tracing.shutdown()

@@ -29,6 +29,7 @@ from jobqueue.v1 import (
     queue_service_pb2,
     queue_service_pb2_grpc,
 )
+from worker_service import metrics
 from worker_service.config import WorkerConfig
 
 log = logging.getLogger(__name__)
@@ -129,9 +130,15 @@ class QueueClient:
     def heartbeats(
         self, requests: AsyncIterator[queue_service_pb2.HeartbeatRequest]
     ) -> Any:  # grpc.aio.StreamStreamCall; the stubs type it loosely
-        return self._queue.Heartbeat(
-            requests, timeout=HEARTBEAT_STREAM_SECONDS, metadata=self._metadata
-        )
+        def open_call(requests: AsyncIterator[queue_service_pb2.HeartbeatRequest]) -> Any:
+            return self._queue.Heartbeat(
+                requests, timeout=HEARTBEAT_STREAM_SECONDS, metadata=self._metadata
+            )
+
+        # With metrics on, each message's answer is timed (the heartbeat lag).
+        if metrics.enabled():
+            return metrics.TimedHeartbeats(open_call, requests)
+        return open_call(requests)
 
     async def complete(self, job_id: str, lease: int, output: Mapping[str, Any]) -> job_pb2.Job:
         response = await self._queue.Complete(

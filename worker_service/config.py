@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from jobqueue import limits
+from jobqueue.metrics import listen_address
 from jobqueue.settings import Env, role_token
 from jobqueue.tls import ClientTls
 
@@ -61,6 +62,8 @@ class WorkerConfig:
     rpc_timeout_seconds: float = 10.0
     # Start-up retries an unreachable queue service for this long before giving up.
     connect_timeout_seconds: float = 10.0
+    # Where Prometheus scrapes this worker (WORKER_METRICS_LISTEN); None: no endpoint.
+    metrics_listen: str | None = None
 
 
 # (flag destination, environment variable, flag spelling): the one table of mirrors.
@@ -151,6 +154,7 @@ def resolve(flags: Mapping[str, object], env: Mapping[str, str]) -> WorkerConfig
         connect_timeout_seconds=read.number(
             "WORKER_CONNECT_TIMEOUT_SECONDS", defaults.connect_timeout_seconds, minimum=0
         ),
+        metrics_listen=listen_address(env, "WORKER_METRICS_LISTEN", None),
     )
     if config.heartbeat_timeout_seconds <= 2 * config.heartbeat_interval_seconds:
         raise read.error(

@@ -1,10 +1,13 @@
-"""Log lines of one job, each carrying job_id, attempt and worker_id."""
+"""Log lines of one job, each carrying job_id, attempt and worker_id (a text prefix, or the JSON
+line's own fields with LOG_FORMAT=json)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import MutableMapping
 from typing import Any
+
+from jobqueue import logs
 
 
 class JobLog(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -17,6 +20,9 @@ class JobLog(logging.LoggerAdapter):  # type: ignore[type-arg]
         self, msg: Any, kwargs: MutableMapping[str, Any]
     ) -> tuple[Any, MutableMapping[str, Any]]:
         extra = self.extra or {}
+        if logs.structured():  # LOG_FORMAT=json: the fields travel as fields
+            kwargs["extra"] = {**extra, **kwargs.get("extra", {})}
+            return msg, kwargs
         prefix = (
             f"job_id={extra['job_id']} attempt={extra['attempt']} worker_id={extra['worker_id']}"
         )

@@ -36,7 +36,7 @@ from typing import Any
 from jobqueue import rpc
 from jobqueue.v1 import job_pb2
 from jobqueue.v1 import queue_service_pb2 as queue_pb
-from worker_service import output
+from worker_service import observe, output
 from worker_service.client import QueueCalls
 from worker_service.heartbeats import Beating, HeartbeatStream
 from worker_service.job_log import JobLog
@@ -139,6 +139,8 @@ class JobRun:
         self._log: JobLog | None = None
         self._finished: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Future[None]] = set()
+        # Its metrics, spans and log fields (a no-op while nothing is watching: observe.py).
+        self.observed = observe.job(job, deps.worker_id)
         # How long its beats went unacknowledged, when that stopped it (FENCED).
         self._silent = 0.0
 
@@ -249,6 +251,8 @@ class JobRun:
         began = self._began = time.monotonic()
         self.ran = True
         deps = self.deps
+        observed = self.observed
+        observed.executing()
         try:
             job_input = rpc.struct_to_dict(self.job.input)
             label = output.source_label(job_input)
@@ -256,7 +260,9 @@ class JobRun:
             deps.say(output.processing(self.job_id, attempt, attempts, label))
             if log.isEnabledFor(logging.DEBUG):
                 self.log.debug("running (lease %d) input=%s", self.lease, label)
-            started = self._stage_quietly if deps.short_jobs() else self._stage_at_once
+            started = observed.stage_hook(
+                self._stage_quietly if deps.short_jobs() else self._stage_at_once
+            )
             started("validating_input", 0.0)
             deps.pipeline.check_input(job_input)
             started("pipeline_running", 0.0)
@@ -270,6 +276,7 @@ class JobRun:
                 self._completion = (produced.get("ad_id"), request)
         except Exception as error:  # a StageError from the input check; anything else is a bug
             outcome = error
+        observed.executed(outcome)
         self.execution_seconds = time.monotonic() - began
         return outcome
 
@@ -300,6 +307,7 @@ class JobRun:
             ad_id, request = self._completion
             completes = self.deps.completes
             assert completes is not None
+            self.observed.settling()
             completes.add(Settlement(request, self, functools.partial(self._completed, ad_id)))
         elif isinstance(outcome, JobStopped):
             # A stage learnt first that the lease is gone (e.g. StoreAdvert answered ABORTED).
@@ -342,6 +350,7 @@ class JobRun:
             return
         self.deps.say(line(job))
         self.deps.counters.record(success=success)
+        self.observed.ended(success, self.stop_reason)
         self._finish()
 
     def _failed(self, error: BaseException) -> None:
@@ -387,6 +396,7 @@ class JobRun:
         request.retryable = retryable
         failures = self.deps.failures
         assert failures is not None
+        self.observed.settling()
         failures.add(Settlement(request, self, done))
 
     async def _stopped(self) -> None:
@@ -440,12 +450,14 @@ class JobRun:
             )
             self.deps.say(output.lease_lost(self.job_id, self.elapsed))
         self.deps.counters.record(success=False)
+        self.observed.ended(False, StopReason.LEASE_LOST)
         self._finish()
 
     def _finish(self) -> None:
         if self.state is State.DONE:
             return
         self.state = State.DONE
+        self.observed.close()
         if self._entry is not None:
             self.deps.heartbeats.unregister(self._entry)
         self.on_finished(self)

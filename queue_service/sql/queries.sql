@@ -15,11 +15,19 @@ SELECT job_id::text, already_existed, status, max_attempts, idempotency_key, run
 FROM enqueue_jobs(%(inputs)b::text[]::jsonb[], %(queues)b::text[], %(priorities)b::integer[],
                   %(max_attempts)b::integer[], %(keys)b::text[], %(run_afters)b::timestamptz[]);
 
+-- name: enqueue_traced
+-- The same, each new job keeping the trace context it was enqueued in (tracing on; 011).
+SELECT job_id::text, already_existed, status, max_attempts, idempotency_key, run_after, created_at
+FROM enqueue_jobs_traced(%(inputs)b::text[]::jsonb[], %(queues)b::text[], %(priorities)b::integer[],
+                         %(max_attempts)b::integer[], %(keys)b::text[],
+                         %(run_afters)b::timestamptz[], %(trace_contexts)b::text[]);
+
 -- name: claim
 -- Every column but output (NULL on a job that can be claimed) and the errors history; the
 -- claim's own time is also the job's last_heartbeat_at, processing_started_at and updated_at.
 SELECT id, queue, status, priority, attempts, max_attempts, run_after, locked_at, locked_by,
-       input, idempotency_key, last_error, error_code, stage, progress, created_at, lease
+       input, idempotency_key, last_error, error_code, stage, progress, created_at, lease,
+       trace_context
 FROM claim_jobs(%(worker_id)s, %(limit)s, %(queue)s);
 
 -- name: heartbeat
@@ -125,8 +133,36 @@ ORDER BY j.locked_at, j.id
 LIMIT %(limit)s;
 
 -- name: release_stale
-SELECT job_id, reason, status
-FROM release_stale_jobs(%(heartbeat_timeout)s, %(lock_timeout)s);
+-- With each job's queue, for the metrics' released counts (one key probe per released job).
+SELECT r.job_id, r.reason, r.status,
+       (SELECT j.queue FROM ingestion_jobs j WHERE j.id = r.job_id) AS queue
+FROM release_stale_jobs(%(heartbeat_timeout)s, %(lock_timeout)s) r;
+
+-- name: job_table
+-- The metrics' gauges (queue_service/metrics.py, cached between scrapes), reading no finished
+-- job: the counts are 008's ingestion_job_counts; the oldest heartbeat walks a queue's RUNNING
+-- jobs (003's running index) and the longest wait of a job due now is the first entry of the
+-- queue in 006's due index.
+WITH counts AS (
+    SELECT queue, status, sum(n)::bigint AS count
+    FROM ingestion_job_counts
+    GROUP BY queue, status
+    HAVING sum(n) <> 0
+)
+SELECT c.queue, c.status, c.count,
+       CASE WHEN c.status = 'RUNNING' THEN
+           (SELECT coalesce(extract(epoch FROM clock_timestamp()
+                                    - min(coalesce(j.last_heartbeat_at, j.locked_at))), 0)
+            FROM ingestion_jobs j
+            WHERE j.status = 'RUNNING' AND j.queue = c.queue)
+       ELSE 0 END::float8 AS heartbeat_age,
+       CASE WHEN c.status IN ('QUEUED', 'RETRY') THEN
+           (SELECT coalesce(extract(epoch FROM clock_timestamp() - min(j.run_after)), 0)
+            FROM ingestion_jobs j
+            WHERE j.status IN ('QUEUED', 'RETRY') AND j.queue = c.queue
+              AND j.run_after <= clock_timestamp())
+       ELSE 0 END::float8 AS runnable_age
+FROM counts c;
 
 -- name: release_lost
 -- Jobs whose worker's heartbeat stream broke, each `silent` seconds ago (queue_service/orphans.py).

@@ -61,9 +61,10 @@ SECRETS = (
     "QUEUE_ADMIN_TOKEN",
     "ADMIN_API_KEY",
     "AWS_SECRET_ACCESS_KEY",
+    "GRAFANA_ADMIN_PASSWORD",
 )
 # Empty in .env.example, and compose refuses to start until each is set (closed by default).
-REQUIRED_SECRETS = SECRETS[:4]
+REQUIRED_SECRETS = (*SECRETS[:4], "GRAFANA_ADMIN_PASSWORD")
 QUEUE_PORT_OVERRIDE = ROOT / "docker-compose.queue-port.yml"
 TLS_OVERRIDE = ROOT / "docker-compose.tls.yml"
 CERTS_MOUNT = "/certs"
@@ -271,7 +272,12 @@ def test_each_secret_is_required(tmp_path: Path, secret: str) -> None:
 
 
 def test_the_services(resolved: Config) -> None:
-    assert set(resolved["services"]) == {"postgres", "queue", "gateway", "worker"}
+    """The system; Prometheus and Grafana only with `--profile monitoring`
+    (tests/e2e/test_monitoring_compose.py)."""
+    services = resolved["services"]
+    always = {name for name, service in services.items() if not service.get("profiles")}
+    assert always == {"postgres", "queue", "gateway", "worker"}
+    assert set(services) - always == {"prometheus", "grafana"}
 
 
 def test_the_worker_scales(resolved: Config) -> None:
@@ -485,7 +491,16 @@ class LocalStack:
         self.queue_port = free_port()
         self.gateway_port = free_port()
         queue_local = f"127.0.0.1:{self.queue_port}"
+        metrics = [
+            services[name]["environment"][variable]
+            for name, variable in (
+                ("queue", "QUEUE_METRICS_LISTEN"),
+                ("worker", "WORKER_METRICS_LISTEN"),
+            )
+        ]
         self._addresses = {
+            # Any free port: the three workers share one environment here, not one host each.
+            **{address: "127.0.0.1:0" for address in metrics},
             f"queue:{queue_port}": queue_local,
             f"0.0.0.0:{queue_port}": queue_local,
             f"127.0.0.1:{queue_port}": queue_local,
@@ -518,6 +533,7 @@ class LocalStack:
         # Only the addresses (and the mounted certificates' paths) may differ from the compose
         # file; every other value is its own.
         allowed = {"DATABASE_URL", "QUEUE_LISTEN", "QUEUE_ADDR", "GATEWAY_PORT", *mounted}
+        allowed |= {"QUEUE_METRICS_LISTEN", "WORKER_METRICS_LISTEN"}
         assert changed <= allowed, changed
         assert not re.search(r"\b(postgres|queue):\d", " ".join(env.values())), env
         return {**image_environment(), **env}

@@ -141,6 +141,8 @@ def queue_service_env(database_url: str, port: int, **extra: str) -> dict[str, s
         "DATABASE_URL": database_url,
         "QUEUE_LISTEN": f"127.0.0.1:{port}",
         "STALE_SWEEP_INTERVAL_SECONDS": "0",
+        # Any free port: queue services started side by side must not contend for 9101.
+        "QUEUE_METRICS_LISTEN": "127.0.0.1:0",
         **extra,
     }
 
