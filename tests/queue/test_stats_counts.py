@@ -171,3 +171,21 @@ def test_a_recount_or_truncate_beside_a_fold_or_recount_counts_each_job_once(
             holder.commit()
             done.result(timeout=30)
         assert summed(db) == {status: n for status, n in counted(db).items() if n}
+
+
+def test_stale_running_counts_a_beat_that_met_a_lock_as_the_sweep_does(
+    db: psycopg.Connection[Any],
+) -> None:
+    # Both silent in their rows for 60 s; one was beaten a moment ago while its row was locked
+    # (009's deferred beats), and a beat of an earlier claim of the other counts for nothing.
+    beaten = insert_job(db, status="RUNNING", lease=2, seconds_ago={"last_heartbeat_at": 60})
+    silent = insert_job(db, status="RUNNING", lease=2, seconds_ago={"last_heartbeat_at": 60})
+    db.execute(
+        "INSERT INTO ingestion_job_deferred_beats VALUES (%s, 2, clock_timestamp()),"
+        " (%s, 1, clock_timestamp())",
+        (beaten["id"], silent["id"]),
+    )
+    stats = db.execute(queries()["queue_stats"], {"queue": None, "heartbeat_timeout": 6.0})
+    assert stats.fetchone()[1] == 1  # type: ignore[index]
+    released = db.execute("SELECT job_id FROM release_stale_jobs(6, 1800)").fetchall()
+    assert released == [(silent["id"],)]
