@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 import psycopg
 import pytest
+from psycopg import sql
 
 from jobqueue.rpc import struct_to_dict
 from jobqueue.v1 import admin_service_pb2 as admin_pb
@@ -157,19 +158,28 @@ LAST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 
 
 def insert_timed(
-    db: psycopg.Connection[Any], key: str, status: str = "QUEUED", **times: str
+    db: psycopg.Connection[Any],
+    key: str,
+    status: str = "QUEUED",
+    queue: str = "default",
+    **times: str,
 ) -> Any:
     """A job as an operator writes it from psql, with any times (PostgreSQL's text for them)."""
-    columns = ", ".join(times)
-    values = ", ".join(f"%({column})s::timestamptz" for column in times)
-    extra = ", locked_at, locked_by, lease, attempts" if status == "RUNNING" else ""
-    extra_values = ", clock_timestamp(), 'w', 1, 1" if status == "RUNNING" else ""
-    row = db.execute(
-        f"INSERT INTO ingestion_jobs (input, idempotency_key, status{extra}, {columns})"
-        f' VALUES (\'{{"source_type": "s3", "s3_key": "a.mp4"}}\', %(key)s, %(status)s'
-        f"{extra_values}, {values}) RETURNING id",
-        {"key": key, "status": status, **times},
-    ).fetchone()
+    values: dict[str, Any] = {"idempotency_key": key, "status": status, "queue": queue}
+    if status == "RUNNING":
+        values.update(locked_by="w", lease=1, attempts=1)
+        times.setdefault("locked_at", "now")
+    placeholders = [sql.Placeholder(column) for column in values] + [
+        sql.SQL("{}::timestamptz").format(sql.Placeholder(column)) for column in times
+    ]
+    query = sql.SQL(
+        'INSERT INTO ingestion_jobs (input, {}) VALUES (\'{{"source_type": "s3"}}\', {})'
+        " RETURNING id"
+    ).format(
+        sql.SQL(", ").join(map(sql.Identifier, [*values, *times])),
+        sql.SQL(", ").join(placeholders),
+    )
+    row = db.execute(query, {**values, **times}).fetchone()
     assert row is not None
     return row[0]
 
@@ -236,3 +246,12 @@ async def test_pages_stats_cancel_and_the_sweep_read_times_beyond_a_clients_rang
     assert [job.job_id for job in released.jobs] == [str(silent)]
     statuses = dict(db.execute("SELECT id, status FROM ingestion_jobs").fetchall())
     assert (statuses[silent], statuses[ancient]) == ("RETRY", "QUEUED")
+
+
+async def test_a_queue_whose_only_later_job_is_parked_at_infinity_has_nothing_due(
+    qs: RunningQueue, db: psycopg.Connection[Any]
+) -> None:
+    insert_timed(db, "parked", run_after="infinity")
+    insert_timed(db, "later", queue="media", run_after="2999-01-01")
+    due = await qs.service.store.next_due(["default", "media"])
+    assert set(due) == {"media"} and due["media"] > 900 * 365 * 86_400
