@@ -75,11 +75,18 @@ BEGIN
 END
 $$;
 
+-- TRUNCATE and recount_job_counts() replace every row of the counts, so each first takes the
+-- counts table in EXCLUSIVE mode: a fold in flight (or another recount) holds row locks on rows
+-- it deleted and has inserted its sums, which a DELETE running beside it would neither see nor
+-- remove; the sums would survive beside a full count and the stats would double. EXCLUSIVE
+-- waits for those to commit and keeps new folds, and the triggers' appends (they would wait for
+-- the job table anyway), out until the caller's transaction ends. Reads are not blocked.
 CREATE OR REPLACE FUNCTION ingestion_job_counts_truncated()
 RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 BEGIN
+    LOCK TABLE ingestion_job_counts IN EXCLUSIVE MODE;
     DELETE FROM ingestion_job_counts;
     RETURN NULL;
 END
@@ -106,14 +113,16 @@ $$;
 -- runs after writing jobs with the triggers off (pg_restore --disable-triggers,
 -- session_replication_role = replica), which the counts cannot have seen:
 --   SELECT recount_job_counts();
--- Writes to the job table wait until the caller's transaction ends (reads do not), so the
--- count is exact: about 0.1 s per 300,000 jobs.
+-- Writes to the job table, folds and other recounts wait until the caller's transaction ends
+-- (reads do not), so the count is exact: about 0.1 s per 300,000 jobs. The job table is locked
+-- first, in the order every writer takes the two tables (its trigger appends to the counts).
 CREATE OR REPLACE FUNCTION recount_job_counts()
 RETURNS void
 LANGUAGE plpgsql
 AS $$
 BEGIN
     LOCK TABLE ingestion_jobs IN SHARE MODE;
+    LOCK TABLE ingestion_job_counts IN EXCLUSIVE MODE;
     DELETE FROM ingestion_job_counts;
     INSERT INTO ingestion_job_counts (queue, status, n)
     SELECT queue, status, count(*) FROM ingestion_jobs GROUP BY queue, status;

@@ -21,6 +21,10 @@
 -- array, made once, so exactly the picked rows are updated). Turning sequential
 -- scans and sorts off for this function makes the planner take it at any size, so the generic
 -- plan is safe and no call pays for planning (the other hot functions are planned per call).
+--
+-- A run_after before 0001-01-01 (an operator's '-infinity', which makes the job due first) is
+-- claimed like any other, and becomes 0001-01-01: no client can read a time before it (migration
+-- 013), and a settle answers with the job's run_after, so the worker could never complete it.
 -- ---------------------------------------------------------------------------------------------
 
 CREATE OR REPLACE FUNCTION claim_jobs(
@@ -54,6 +58,9 @@ BEGIN
     )
     UPDATE ingestion_jobs j
     SET status                  = 'RUNNING',
+        run_after               = CASE WHEN j.run_after < timestamptz '0001-01-01 00:00:00+00'
+                                       THEN timestamptz '0001-01-01 00:00:00+00'
+                                       ELSE j.run_after END,
         attempts                = j.attempts + 1,
         lease                   = j.lease + 1,
         locked_at               = v_now,

@@ -69,21 +69,32 @@ BEGIN
             INTO v_def_ids, v_def_leases, v_def_at;
     END IF;
 
+    -- The deferred beats are joined, one row per claim (a hash join: each side read once), never
+    -- looked up per RUNNING job: a subquery per job scanned every deferred beat for each of them,
+    -- seconds per sweep at 10,000 running jobs and 5,000 beats.
     WITH deferred AS (
-        SELECT * FROM unnest(v_def_ids, v_def_leases, v_def_at) AS d(id, lease, beat_at)
+        SELECT d.id, d.lease, max(d.beat_at) AS beat_at
+        FROM unnest(v_def_ids, v_def_leases, v_def_at) AS d(id, lease, beat_at)
+        GROUP BY d.id, d.lease
     ), stale AS (
         SELECT s.id, st.reason,
                CASE WHEN s.cancel_requested_at IS NOT NULL THEN 'CANCELLED'
                     WHEN s.attempts >= s.max_attempts THEN 'FAILED'
                     ELSE 'RETRY' END AS next_status,
-               extract(epoch FROM v_now - coalesce(beat.at, s.locked_at))::int
+               -- Clamped to finite times: an operator's 'infinity' or '-infinity' in either
+               -- column would make the subtraction fail the whole sweep.
+               extract(epoch FROM v_now - least(greatest(coalesce(beat.at, s.locked_at),
+                                                         timestamptz '0001-01-01 00:00:00+00'),
+                                                timestamptz '9999-12-31 23:59:59+00'))::bigint
                    AS silent_seconds,
-               extract(epoch FROM v_now - s.locked_at)::int AS locked_seconds
+               extract(epoch FROM v_now - least(greatest(s.locked_at,
+                                                         timestamptz '0001-01-01 00:00:00+00'),
+                                                timestamptz '9999-12-31 23:59:59+00'))::bigint
+                   AS locked_seconds
         FROM ingestion_jobs s
+        LEFT JOIN deferred d ON d.id = s.id AND d.lease = s.lease
         CROSS JOIN LATERAL (
-            SELECT greatest(s.last_heartbeat_at,
-                            (SELECT max(d.beat_at) FROM deferred d
-                             WHERE d.id = s.id AND d.lease = s.lease)) AS at
+            SELECT greatest(s.last_heartbeat_at, d.beat_at) AS at
         ) beat
         CROSS JOIN LATERAL (
             SELECT ingestion_job_stale_reason(beat.at, s.locked_at, v_now,

@@ -8,16 +8,22 @@
 -- escape in text form, ~1 us in binary), and only the columns that the answer needs come back
 -- (no input, output or errors history unless the caller needs it). queue_service/convert.py
 -- reads these rows by position, in the order written here.
+--
+-- Job times are read through migration 013's ingestion_job_shown_time (a whole row through
+-- ingestion_job_shown): a time beyond what a client can read ('infinity', year 0) shows as the
+-- nearest one it can, so that one such row fails no answer that holds it.
 
 -- name: enqueue
 -- Inputs are JSON text, which the cast parses: the service never builds them as objects.
-SELECT job_id::text, already_existed, status, max_attempts, idempotency_key, run_after, created_at
+SELECT job_id::text, already_existed, status, max_attempts, idempotency_key,
+       ingestion_job_shown_time(run_after), ingestion_job_shown_time(created_at)
 FROM enqueue_jobs(%(inputs)b::text[]::jsonb[], %(queues)b::text[], %(priorities)b::integer[],
                   %(max_attempts)b::integer[], %(keys)b::text[], %(run_afters)b::timestamptz[]);
 
 -- name: enqueue_traced
 -- The same, each new job keeping the trace context it was enqueued in (tracing on; 011).
-SELECT job_id::text, already_existed, status, max_attempts, idempotency_key, run_after, created_at
+SELECT job_id::text, already_existed, status, max_attempts, idempotency_key,
+       ingestion_job_shown_time(run_after), ingestion_job_shown_time(created_at)
 FROM enqueue_jobs_traced(%(inputs)b::text[]::jsonb[], %(queues)b::text[], %(priorities)b::integer[],
                          %(max_attempts)b::integer[], %(keys)b::text[],
                          %(run_afters)b::timestamptz[], %(trace_contexts)b::text[]);
@@ -25,9 +31,9 @@ FROM enqueue_jobs_traced(%(inputs)b::text[]::jsonb[], %(queues)b::text[], %(prio
 -- name: claim
 -- Every column but output (NULL on a job that can be claimed) and the errors history; the
 -- claim's own time is also the job's last_heartbeat_at, processing_started_at and updated_at.
-SELECT id, queue, status, priority, attempts, max_attempts, run_after, locked_at, locked_by,
-       input, idempotency_key, last_error, error_code, stage, progress, created_at, lease,
-       trace_context
+SELECT id, queue, status, priority, attempts, max_attempts, ingestion_job_shown_time(run_after),
+       locked_at, locked_by, input, idempotency_key, last_error, error_code, stage, progress,
+       ingestion_job_shown_time(created_at), lease, trace_context
 FROM claim_jobs(%(worker_id)s, %(limit)s, %(queue)s);
 
 -- name: heartbeat
@@ -58,45 +64,51 @@ FROM release_job(%(job_ids)b::uuid[], %(leases)b::bigint[], %(reasons)b::text[])
 -- name: next_due
 -- When the next job of each queue comes due, in seconds from now (by the database's clock): a
 -- waiting claim's timer (queue_service/claims.py). One descent of 006's ingestion_jobs_due_idx
--- per queue named.
+-- per queue named. A job parked at run_after 'infinity' never comes due.
 SELECT q.queue, extract(epoch FROM d.run_after - clock_timestamp())::double precision AS due_in
 FROM unnest(%(queues)s::text[]) AS q(queue)
 CROSS JOIN LATERAL (
     SELECT j.run_after
     FROM ingestion_jobs j
     WHERE j.queue = q.queue AND j.status IN ('QUEUED', 'RETRY') AND j.run_after > clock_timestamp()
+      AND j.run_after < 'infinity'
     ORDER BY j.run_after
     LIMIT 1
 ) d;
 
 -- name: cancel
-SELECT r.outcome, (r.job).* FROM cancel_job(%(job_id)s) r;
+SELECT r.outcome, s.* FROM cancel_job(%(job_id)s) r, ingestion_job_shown(r.job) s;
 
 -- name: retry
-SELECT r.outcome, (r.job).* FROM retry_job(%(job_id)s) r;
+SELECT r.outcome, s.* FROM retry_job(%(job_id)s) r, ingestion_job_shown(r.job) s;
 
 -- name: get_job
-SELECT * FROM ingestion_jobs WHERE id = %(job_id)s;
+SELECT s.* FROM ingestion_jobs j, ingestion_job_shown(j) s WHERE j.id = %(job_id)s;
 
 -- name: get_jobs
-SELECT * FROM ingestion_jobs WHERE id = ANY(%(job_ids)s::uuid[]);
+SELECT s.* FROM ingestion_jobs j, ingestion_job_shown(j) s WHERE j.id = ANY(%(job_ids)s::uuid[]);
 
 -- name: list_jobs
 -- Newest first; the page token is the (created_at, id) of the last row of the previous page,
--- so pages stay stable while jobs are added.
-SELECT *
-FROM ingestion_jobs
-WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
-  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+-- so pages stay stable while jobs are added (a token made from a created_at beyond the readable
+-- range holds the nearest readable time: a page break on such a row may repeat or skip rows
+-- that lie beyond the range too).
+SELECT s.*
+FROM ingestion_jobs j
+CROSS JOIN LATERAL ingestion_job_shown(j) s
+WHERE (%(status)s::text IS NULL OR j.status = %(status)s::text)
+  AND (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
   AND (%(after_created_at)s::timestamptz IS NULL
-       OR (created_at, id) < (%(after_created_at)s::timestamptz, %(after_id)s::uuid))
-ORDER BY created_at DESC, id DESC
+       OR (j.created_at, j.id) < (%(after_created_at)s::timestamptz, %(after_id)s::uuid))
+ORDER BY j.created_at DESC, j.id DESC
 LIMIT %(limit)s;
 
 -- name: queue_stats
 -- Reads no finished job: the counts are 008's ingestion_job_counts (a few rows per queue and
 -- status), stale_running walks the RUNNING jobs (003's running index) and the oldest runnable
--- job is the first of the QUEUED and RETRY ones (006's due index).
+-- job is the first of the QUEUED and RETRY ones (006's due index). stale_running counts by the
+-- sweep's rule, a beat that met a row lock (009's deferred beats, of the current claim)
+-- included, so it counts what the next sweep releases.
 SELECT
     coalesce((SELECT jsonb_object_agg(status, n)
               FROM (SELECT status, sum(n) AS n
@@ -104,13 +116,16 @@ SELECT
                     WHERE %(queue)s::text IS NULL OR queue = %(queue)s::text
                     GROUP BY status) s), '{}'::jsonb) AS by_status,
     (SELECT count(*)
-     FROM ingestion_jobs
-     WHERE status = 'RUNNING'
-       AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-       AND ingestion_job_stale_reason(last_heartbeat_at, locked_at, clock_timestamp(),
-                                      %(heartbeat_timeout)s, NULL) = 'HEARTBEAT_TIMEOUT')
+     FROM ingestion_jobs j
+     LEFT JOIN ingestion_job_deferred_beats d ON d.job_id = j.id AND d.lease = j.lease
+     WHERE j.status = 'RUNNING'
+       AND (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
+       AND ingestion_job_stale_reason(greatest(j.last_heartbeat_at, d.beat_at), j.locked_at,
+                                      clock_timestamp(), %(heartbeat_timeout)s, NULL)
+           = 'HEARTBEAT_TIMEOUT')
         AS stale_running,
-    (SELECT coalesce(extract(epoch FROM clock_timestamp() - min(run_after)), 0)
+    (SELECT coalesce(extract(epoch FROM clock_timestamp()
+                                        - ingestion_job_shown_time(min(run_after))), 0)
      FROM ingestion_jobs
      WHERE status IN ('QUEUED', 'RETRY')
        AND run_after <= clock_timestamp()
@@ -119,12 +134,13 @@ SELECT
 -- name: running_jobs
 -- The earliest claimed first; the page token is the (locked_at, id) of the last row of the
 -- previous page.
-SELECT j.*,
-       extract(epoch FROM clock_timestamp() - coalesce(j.processing_started_at, j.locked_at))
+SELECT s.*,
+       extract(epoch FROM clock_timestamp() - coalesce(s.processing_started_at, s.locked_at))
            AS running_seconds,
-       extract(epoch FROM clock_timestamp() - coalesce(j.last_heartbeat_at, j.locked_at))
+       extract(epoch FROM clock_timestamp() - coalesce(s.last_heartbeat_at, s.locked_at))
            AS heartbeat_age_seconds
 FROM ingestion_jobs j
+CROSS JOIN LATERAL ingestion_job_shown(j) s
 WHERE j.status = 'RUNNING'
   AND (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
   AND (%(after_locked_at)s::timestamptz IS NULL

@@ -5,16 +5,18 @@ budget, the jobs it had no room for handed back unspent. Pages that hold such a 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 import psycopg
 import pytest
+from psycopg import sql
 
 from jobqueue.rpc import struct_to_dict
 from jobqueue.v1 import admin_service_pb2 as admin_pb
+from jobqueue.v1 import job_pb2, queue_service_pb2_grpc
 from jobqueue.v1 import queue_service_pb2 as queue_pb
-from jobqueue.v1 import queue_service_pb2_grpc
 from queue_service.queue import MAX_CLAIM_ANSWER_BYTES, UNDELIVERABLE_CODE
 from tests.support.grpc_server import RunningQueue
 from tests.support.jobs import fetch_job, insert_job
@@ -145,3 +147,111 @@ async def test_a_caller_gone_while_its_answer_is_settled_has_its_jobs_handed_bac
 
     await asyncio.wait_for(handed_back(), 10)
     assert fetch_job(db, good)["attempts"] == 0
+
+
+# -- times beyond what a client reads -------------------------------------------------------------
+# PostgreSQL holds 'infinity', '-infinity' and years before 1 or after 9999; Python's datetime and
+# protobuf's Timestamp do not. Such a value once failed the whole answer that held it.
+
+FIRST = datetime(1, 1, 1, tzinfo=UTC)
+LAST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
+def insert_timed(
+    db: psycopg.Connection[Any],
+    key: str,
+    status: str = "QUEUED",
+    queue: str = "default",
+    **times: str,
+) -> Any:
+    """A job as an operator writes it from psql, with any times (PostgreSQL's text for them)."""
+    values: dict[str, Any] = {"idempotency_key": key, "status": status, "queue": queue}
+    if status == "RUNNING":
+        values.update(locked_by="w", lease=1, attempts=1)
+        times.setdefault("locked_at", "now")
+    placeholders = [sql.Placeholder(column) for column in values] + [
+        sql.SQL("{}::timestamptz").format(sql.Placeholder(column)) for column in times
+    ]
+    query = sql.SQL(
+        'INSERT INTO ingestion_jobs (input, {}) VALUES (\'{{"source_type": "s3"}}\', {})'
+        " RETURNING id"
+    ).format(
+        sql.SQL(", ").join(map(sql.Identifier, [*values, *times])),
+        sql.SQL(", ").join(placeholders),
+    )
+    row = db.execute(query, {**values, **times}).fetchone()
+    assert row is not None
+    return row[0]
+
+
+async def test_a_job_due_since_minus_infinity_is_claimed_with_its_batch_and_completes(
+    qs: RunningQueue, db: psycopg.Connection[Any]
+) -> None:
+    good = insert_job(db)["id"]
+    bad = insert_timed(db, "minus-inf", run_after="-infinity", created_at="20000-01-01")
+    answer = await qs.queue.Claim(queue_pb.ClaimRequest(worker_id="w", max_jobs=5))
+    # Both delivered; the odd one's times shown as the nearest a client can read.
+    assert {job.id for job in answer.jobs} == {str(bad), str(good)}
+    [first] = [job for job in answer.jobs if job.id == str(bad)]
+    assert first.run_after.ToDatetime(tzinfo=UTC) == FIRST
+    assert first.created_at.ToDatetime(tzinfo=UTC) == LAST
+    for job in answer.jobs:
+        done = await qs.queue.Complete(queue_pb.CompleteRequest(job_id=job.id, lease=job.lease))
+        assert done.job.status == job_pb2.JOB_STATUS_SUCCEEDED
+    # The claim made the stored run_after readable; created_at is kept as it was.
+    row = db.execute(
+        "SELECT status, run_after = '0001-01-01 00:00:00+00', created_at::text"
+        " FROM ingestion_jobs WHERE id = %s",
+        (bad,),
+    ).fetchone()
+    assert row == ("SUCCEEDED", True, "20000-01-01 00:00:00+00")
+
+
+async def test_pages_stats_cancel_and_the_sweep_read_times_beyond_a_clients_range(
+    qs: RunningQueue, db: psycopg.Connection[Any]
+) -> None:
+    parked = insert_timed(db, "parked", run_after="infinity", created_at="-infinity")
+    ancient = insert_timed(db, "ancient", run_after="4000-01-01 BC")
+    silent = insert_timed(
+        db,
+        "silent",
+        status="RUNNING",
+        last_heartbeat_at="-infinity",
+        processing_started_at="infinity",
+    )
+    insert_job(db)
+    page = await qs.admin.ListJobs(admin_pb.ListJobsRequest(page_size=2))
+    seen = [job.id for job in page.jobs]
+    while page.next_page_token:
+        page = await qs.admin.ListJobs(
+            admin_pb.ListJobsRequest(page_size=2, page_token=page.next_page_token)
+        )
+        seen += [job.id for job in page.jobs]
+    assert len(seen) == len(set(seen)) == 4
+    assert seen[-1] == str(parked)  # created at '-infinity': the oldest
+    shown = await qs.admin.GetJob(admin_pb.GetJobRequest(job_id=str(parked)))
+    assert shown.run_after.ToDatetime(tzinfo=UTC) == LAST
+    assert shown.created_at.ToDatetime(tzinfo=UTC) == FIRST
+    running = await qs.admin.ListRunningJobs(admin_pb.ListRunningJobsRequest())
+    [entry] = running.jobs
+    assert entry.job.last_heartbeat_at.ToDatetime(tzinfo=UTC) == FIRST
+    assert entry.job.processing_started_at.ToDatetime(tzinfo=UTC) == LAST
+    stats = await qs.admin.GetQueueStats(admin_pb.GetQueueStatsRequest())
+    assert stats.stale_running == 1
+    # The ancient job is the oldest runnable, due since year 1 as far as a client can tell.
+    assert stats.oldest_runnable_age_seconds > 2_000 * 365 * 86_400
+    cancelled = await qs.admin.CancelJob(admin_pb.CancelJobRequest(job_id=str(parked)))
+    assert cancelled.job.status == job_pb2.JOB_STATUS_CANCELLED
+    released = await qs.admin.ReleaseStaleJobs(admin_pb.ReleaseStaleJobsRequest())
+    assert [job.job_id for job in released.jobs] == [str(silent)]
+    statuses = dict(db.execute("SELECT id, status FROM ingestion_jobs").fetchall())
+    assert (statuses[silent], statuses[ancient]) == ("RETRY", "QUEUED")
+
+
+async def test_a_queue_whose_only_later_job_is_parked_at_infinity_has_nothing_due(
+    qs: RunningQueue, db: psycopg.Connection[Any]
+) -> None:
+    insert_timed(db, "parked", run_after="infinity")
+    insert_timed(db, "later", queue="media", run_after="2999-01-01")
+    due = await qs.service.store.next_due(["default", "media"])
+    assert set(due) == {"media"} and due["media"] > 900 * 365 * 86_400

@@ -5,6 +5,7 @@ finds its row locked")."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -135,6 +136,69 @@ def test_a_beat_of_another_claim_does_not_keep_a_job(db: Conn) -> None:
     released = db.execute("SELECT job_id FROM release_stale_jobs(6, 1800)").fetchall()
 
     assert released == [(job["id"],)]
+
+
+def sweep_plan(db: Conn) -> list[dict[str, Any]]:
+    """The executed plan of the sweep's statement over the job table, by auto_explain."""
+    plans: list[dict[str, Any]] = []
+
+    def keep(notice: psycopg.errors.Diagnostic) -> None:
+        text = notice.message_primary or ""
+        if "plan:" in text:
+            plan = json.loads(text.split("plan:", 1)[1])
+            if "ingestion_jobs s" in plan["Query Text"]:
+                plans.append(plan["Plan"])
+
+    for setting in (
+        "LOAD 'auto_explain'",
+        "SET auto_explain.log_min_duration = 0",
+        "SET auto_explain.log_analyze = on",
+        "SET auto_explain.log_nested_statements = on",
+        "SET auto_explain.log_format = json",
+        "SET auto_explain.log_level = notice",
+    ):
+        db.execute(setting)
+    db.add_notice_handler(keep)
+    try:
+        db.execute("SELECT job_id FROM release_stale_jobs(6, 1800)")
+    finally:
+        db.remove_notice_handler(keep)
+        db.execute("SET auto_explain.log_min_duration = -1")
+    assert len(plans) == 1
+    return plans
+
+
+def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from nodes(child)
+
+
+def test_the_sweep_reads_the_deferred_beats_once_however_many_jobs_run(db: Conn) -> None:
+    """Its cost is running + deferred beats, not their product: a lookup per RUNNING job once
+    scanned every deferred beat for each (4 s a sweep at 10,000 jobs and 5,000 beats)."""
+    db.execute(
+        "INSERT INTO ingestion_jobs (status, input, idempotency_key, locked_at, locked_by,"
+        " last_heartbeat_at, lease, attempts)"
+        " SELECT 'RUNNING', jsonb_build_object('n', g), 'k' || g, clock_timestamp(), 'w',"
+        "        clock_timestamp() - interval '60 s', 1, 1"
+        " FROM generate_series(1, 400) g"
+    )
+    # Half of them beaten a moment ago while their rows were locked.
+    db.execute(
+        "INSERT INTO ingestion_job_deferred_beats (job_id, lease, beat_at)"
+        " SELECT id, lease, clock_timestamp() FROM ingestion_jobs"
+        " WHERE idempotency_key::text ~ '[02468]$'"
+    )
+    beaten = {row[0] for row in db.execute("SELECT job_id FROM ingestion_job_deferred_beats")}
+
+    [plan] = sweep_plan(db)
+
+    scans = [node for node in nodes(plan) if node["Node Type"] == "Function Scan"]
+    assert scans and all(node["Actual Loops"] == 1 for node in scans), scans
+    assert not [node for node in nodes(plan) if node.get("Parent Relationship") == "SubPlan"]
+    still = {row[0] for row in db.execute("SELECT id FROM ingestion_jobs WHERE status = 'RUNNING'")}
+    assert still == beaten and len(beaten) == 200
 
 
 # -- through the service ------------------------------------------------------------------------

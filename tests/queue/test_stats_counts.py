@@ -5,6 +5,7 @@ buffers however many finished jobs the table holds."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from queue_service.store import queries
 from tests.support.databases import psql
 from tests.support.grpc_server import RunningQueue
 from tests.support.jobs import insert_job
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -122,3 +124,68 @@ def test_the_stats_query_reads_no_finished_job(database_url: str) -> None:
     buffers = top["Shared Hit Blocks"] + top["Shared Read Blocks"]
     # A count of the table would read its 50,000 rows: over a thousand pages.
     assert buffers < 30, buffers
+
+
+def summed(db: psycopg.Connection[Any]) -> dict[str, int]:
+    rows = db.execute(
+        "SELECT status, sum(n)::int FROM ingestion_job_counts GROUP BY status"
+    ).fetchall()
+    return {status: n for status, n in rows if n}
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("SELECT fold_job_counts()", "SELECT recount_job_counts()"),
+        ("SELECT recount_job_counts()", "SELECT recount_job_counts()"),
+        ("SELECT fold_job_counts()", "TRUNCATE ingestion_jobs"),
+    ],
+)
+def test_a_recount_or_truncate_beside_a_fold_or_recount_counts_each_job_once(
+    database_url: str, first: str, second: str
+) -> None:
+    """The second statement starts while the first is uncommitted (the window in which a fold's
+    sums, or another recount's count, once survived beside a full count: twice the real
+    numbers), and ends only after the first commits."""
+    with (
+        psycopg.connect(database_url, autocommit=True) as db,
+        psycopg.connect(database_url) as holder,
+        psycopg.connect(database_url, autocommit=True) as other,
+    ):
+        for status in ("QUEUED", "QUEUED", "RUNNING", "SUCCEEDED"):
+            insert_job(db, status=status)  # one delta row each: something to fold
+        holder.execute(first)  # its transaction stays open
+        pid = other.info.backend_pid
+        with ThreadPoolExecutor(1) as pool:
+            done = pool.submit(other.execute, second)
+            wait_for(
+                lambda: (
+                    db.execute(
+                        "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s",
+                        (pid,),
+                    ).fetchone()
+                    == (True,)
+                ),
+                what="the second statement waiting on the first",
+            )
+            holder.commit()
+            done.result(timeout=30)
+        assert summed(db) == {status: n for status, n in counted(db).items() if n}
+
+
+def test_stale_running_counts_a_beat_that_met_a_lock_as_the_sweep_does(
+    db: psycopg.Connection[Any],
+) -> None:
+    # Both silent in their rows for 60 s; one was beaten a moment ago while its row was locked
+    # (009's deferred beats), and a beat of an earlier claim of the other counts for nothing.
+    beaten = insert_job(db, status="RUNNING", lease=2, seconds_ago={"last_heartbeat_at": 60})
+    silent = insert_job(db, status="RUNNING", lease=2, seconds_ago={"last_heartbeat_at": 60})
+    db.execute(
+        "INSERT INTO ingestion_job_deferred_beats VALUES (%s, 2, clock_timestamp()),"
+        " (%s, 1, clock_timestamp())",
+        (beaten["id"], silent["id"]),
+    )
+    stats = db.execute(queries()["queue_stats"], {"queue": None, "heartbeat_timeout": 6.0})
+    assert stats.fetchone()[1] == 1  # type: ignore[index]
+    released = db.execute("SELECT job_id FROM release_stale_jobs(6, 1800)").fetchall()
+    assert released == [(silent["id"],)]
