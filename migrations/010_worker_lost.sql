@@ -65,8 +65,11 @@ BEGIN
               FROM unnest(p_job_ids, p_leases, p_silent_seconds) AS e(id, lease, silent)
               GROUP BY e.id, e.lease) r
           ON s.id = r.id AND s.lease = r.lease
+        -- A beat that met the row locked (009's deferred beats) counts as a heartbeat too:
+        -- the worker reconnected and beat while someone held its row.
+        LEFT JOIN ingestion_job_deferred_beats d ON d.job_id = s.id AND d.lease = s.lease
         WHERE s.status = 'RUNNING'
-          AND coalesce(s.last_heartbeat_at, s.locked_at)
+          AND greatest(coalesce(s.last_heartbeat_at, s.locked_at), d.beat_at)
               < v_now - make_interval(secs => r.silent)
         FOR UPDATE OF s SKIP LOCKED
     ), upd AS (
@@ -78,8 +81,8 @@ BEGIN
             last_error              = l.message || coalesce(' (locked by ' || j.locked_by || ')', ''),
             error_code              = CASE WHEN l.next_status = 'CANCELLED' THEN 'CANCELLED'
                                           ELSE 'WORKER_LOST' END,
-            errors                  = j.errors || ingestion_job_error(j.attempts, v_now,
-                                                                      'WORKER_LOST', l.message),
+            errors                  = ingestion_job_errors_append(j.errors, j.attempts, v_now,
+                                                                  'WORKER_LOST', l.message),
             stage                   = CASE WHEN l.next_status = 'CANCELLED' THEN 'cancelled'
                                           ELSE 'released_stale' END,
             cancel_requested_at     = NULL,

@@ -418,3 +418,25 @@ async def wait_until(check: Callable[[], bool], within: float = 10.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.05)
+
+
+def test_a_lost_stream_releases_no_job_beaten_since_while_its_row_was_locked(
+    db: Conn, locker: Conn
+) -> None:
+    # Both jobs' streams broke 10 s ago; one worker reconnected and beat while its row was held.
+    beaten = insert_job(db, status="RUNNING", seconds_ago={"last_heartbeat_at": 10})
+    silent = insert_job(db, status="RUNNING", seconds_ago={"last_heartbeat_at": 10})
+    locker.execute("SELECT 1 FROM ingestion_jobs WHERE id = %s FOR SHARE", (beaten["id"],))
+    assert beat(db, beaten) == {beaten["id"]: "deferred"}
+    locker.rollback()
+
+    released = db.execute(
+        "SELECT job_id FROM release_lost_jobs(%s::uuid[], '{1,1}', '{9,9}')",
+        ([beaten["id"], silent["id"]],),
+    ).fetchall()
+
+    assert released == [(silent["id"],)]
+    assert fetch_job(db, beaten["id"])["status"] == "RUNNING"
+    # The lost job's history is capped like any other failure's (its entries are numbered).
+    assert fetch_job(db, silent["id"])["errors"][-1]["code"] == "WORKER_LOST"
+    assert "number" in fetch_job(db, silent["id"])["errors"][-1]
