@@ -9,7 +9,7 @@
 -- uniform in [d/2, d], so retries of jobs that failed together spread out and run_after is
 -- always in the future. Every failure appends {attempt, time, code, message, number} to errors,
 -- which keeps the last 20.
--- Outcomes as complete_job (settle_outcomes); a RETRY due at once (p_retry_after <= 0) wakes
+-- Outcomes as complete_job (settle_outcomes; a locked row is skipped: 'locked'); a RETRY due at once (p_retry_after <= 0) wakes
 -- waiting claimers.
 -- ---------------------------------------------------------------------------------------------
 
@@ -94,7 +94,7 @@ BEGIN
                     ELSE 'FAILED' END AS next_status
         FROM req
         JOIN ingestion_jobs c ON c.id = req.id AND c.lease = req.lease AND c.status = 'RUNNING'
-        FOR UPDATE OF c
+        FOR NO KEY UPDATE OF c SKIP LOCKED
     ), upd AS (
         UPDATE ingestion_jobs j
         SET status                  = t.next_status,

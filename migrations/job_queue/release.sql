@@ -5,7 +5,8 @@
 -- not take what it claimed). Not a failure: the attempt is not counted and the job is QUEUED
 -- again at once for any worker, which wakes waiting claimers; CANCELLED instead if its
 -- cancellation was requested. The lease is left as it was, so it stays dead: the next claim
--- takes a new one. Outcomes as complete_job (settle_outcomes).
+-- takes a new one. Outcomes as complete_job (settle_outcomes; a locked row is skipped:
+-- 'locked').
 -- ---------------------------------------------------------------------------------------------
 
 CREATE OR REPLACE FUNCTION release_job(
@@ -26,6 +27,12 @@ BEGIN
     WITH req AS (
         SELECT DISTINCT ON (r.id, r.lease) r.id, r.lease, r.reason
         FROM unnest(p_job_ids, p_leases, p_reasons) AS r(id, lease, reason)
+    ), mine AS (
+        -- The rows that no other transaction holds (the lock the UPDATE itself takes).
+        SELECT req.*
+        FROM req
+        JOIN ingestion_jobs c ON c.id = req.id AND c.lease = req.lease AND c.status = 'RUNNING'
+        FOR NO KEY UPDATE OF c SKIP LOCKED
     ), upd AS (
         UPDATE ingestion_jobs j
         SET status                  = CASE WHEN j.cancel_requested_at IS NOT NULL
@@ -43,8 +50,8 @@ BEGIN
             progress                = 0,
             cancel_requested_at     = NULL,
             updated_at              = v_now
-        FROM req
-        WHERE j.id = req.id AND j.lease = req.lease AND j.status = 'RUNNING'
+        FROM mine
+        WHERE j.id = mine.id AND j.lease = mine.lease AND j.status = 'RUNNING'
         RETURNING j AS job
     )
     SELECT array_agg(upd.job) INTO v_settled FROM upd;

@@ -7,6 +7,11 @@
 --   'lease_lost'  the job exists but was not RUNNING under this lease: nothing changed; with the
 --                 row as it is now
 --   'not_found'   no such job; with NULL
+--   'locked'      the job is still RUNNING under this lease as last committed, so its row was
+--                 skipped because another transaction holds it (the callers lock rows FOR NO
+--                 KEY UPDATE SKIP LOCKED: a StoreAdvert's FOR SHARE, an operator's open psql
+--                 transaction); nothing changed, the caller may try again later; with the row
+--                 as last committed
 -- p_settled holds the rows that the caller's UPDATE returned: an entry is settled exactly when
 -- its (id, lease) is among them. A job already in p_repeat_status under the entry's lease was
 -- settled by this same caller before (only the lease's owner can settle under it): complete_job
@@ -52,6 +57,7 @@ BEGIN
            CASE WHEN s.id IS NOT NULL THEN 'ok'
                 WHEN cur.id IS NULL THEN 'not_found'
                 WHEN cur.status = p_repeat_status AND cur.lease = r.lease THEN 'ok'
+                WHEN cur.status = 'RUNNING' AND cur.lease = r.lease THEN 'locked'
                 ELSE 'lease_lost' END,
            coalesce(s.status, cur.status),
            CASE WHEN s.id IS NOT NULL THEN s WHEN cur.id IS NOT NULL THEN cur END
