@@ -286,6 +286,40 @@ async def test_one_locked_row_fails_only_its_own_entry_of_a_batch(
     assert fetch_job(db, completes[1]["id"])["status"] == "SUCCEEDED"
 
 
+def complete_in_sql(database_url: str, job: dict[str, Any], wait_ms: int) -> str:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "SELECT set_config('jobqueue.settle_lock_wait_ms', %s, false)", (str(wait_ms),)
+        )
+        row = conn.execute(
+            "SELECT outcome FROM complete_job(%s::uuid[], %s::bigint[], %s::jsonb[])",
+            ([job["id"]], [job["lease"]], ["{}"]),
+        ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+async def test_a_settle_waits_a_moment_for_a_lock_then_answers_locked(
+    database_url: str, db: Conn, locker: Conn
+) -> None:
+    # A row held for a moment (a concurrent claim's scan, a heartbeat's statement) is waited
+    # for: the entry settles. One held for longer than the short wait is answered 'locked'.
+    held, briefly = (insert_job(db, status="RUNNING") for _ in range(2))
+    locker.execute("SELECT 1 FROM ingestion_jobs WHERE id = %s FOR SHARE", (held["id"],))
+    assert complete_in_sql(database_url, held, wait_ms=50) == "locked"
+    locker.rollback()
+
+    locker.execute("SELECT 1 FROM ingestion_jobs WHERE id = %s FOR SHARE", (briefly["id"],))
+    waiting = asyncio.create_task(asyncio.to_thread(complete_in_sql, database_url, briefly, 30_000))
+    async with asyncio.timeout(20):
+        await until_waiting_on_locks(db, 1)
+    assert not waiting.done()
+    locker.rollback()  # the lock ends while the settle waits
+    assert await waiting == "ok"
+    assert fetch_job(db, briefly["id"])["status"] == "SUCCEEDED"
+    assert fetch_job(db, held["id"])["status"] == "RUNNING"
+
+
 async def test_locked_settles_do_not_stall_an_unlocked_one(
     database_url: str, db: Conn, locker: Conn
 ) -> None:
