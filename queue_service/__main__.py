@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "RETENTION_CANCELLED_SECONDS, RETENTION_FAILED_SECONDS, "
             "RETENTION_SWEEP_INTERVAL_SECONDS, DB_POOL_MIN_SIZE, "
             "DB_POOL_MAX_SIZE, MAX_CONCURRENT_CLAIMS, APPLY_MIGRATIONS, LOCAL_MEDIA_ROOT, "
-            "LOG_LEVEL."
+            "LOG_LEVEL, STREAM_LOST_GRACE_SECONDS."
         ),
     )
     parser.add_argument(

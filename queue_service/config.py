@@ -70,6 +70,10 @@ class Config:
     # Local sources: when set, a job's local path must lie inside this folder (a relative one is
     # taken inside it); the worker reads the same variable (jobqueue.ingest_input).
     local_media_root: Path | None = None
+    # A worker's heartbeat stream that breaks (its process died) releases the jobs last beaten
+    # on it after this grace, unless they are beaten again meanwhile; 0 leaves dead workers to
+    # the heartbeat timeout alone (queue_service/orphans.py).
+    stream_lost_grace_seconds: float = 1.0
 
     @classmethod
     def from_env(cls, values: Mapping[str, str] | None = None) -> Config:
@@ -116,6 +120,7 @@ class Config:
             max_concurrent_claims=env.whole("MAX_CONCURRENT_CLAIMS", 2, minimum=1),
             apply_migrations=env.boolean("APPLY_MIGRATIONS", True),
             local_media_root=env.directory("LOCAL_MEDIA_ROOT"),
+            stream_lost_grace_seconds=env.number("STREAM_LOST_GRACE_SECONDS", 1.0, minimum=0),
         )
         if config.worker_token and config.worker_token == config.admin_token:
             raise ConfigError("QUEUE_WORKER_TOKEN and QUEUE_ADMIN_TOKEN must differ")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
+from uuid import UUID
 
 import grpc
 
@@ -18,6 +20,7 @@ from queue_service import bounds, convert
 from queue_service.batching import Coalescer
 from queue_service.claims import Claimer
 from queue_service.errors import InvalidArgument, RowLocked, grpc_errors, grpc_stream_errors
+from queue_service.orphans import Orphans
 from queue_service.store import (
     Beat,
     Claimed,
@@ -48,6 +51,14 @@ _ENTRY_OVERHEAD = 6
 # The error code of a claimed job that no client could read (convert.Undeliverable): it is
 # failed at once, for good, since every later claim of it would fail the same way.
 UNDELIVERABLE_CODE = "INVALID_INPUT"
+MAX_STAGE = 100
+# A stream's beats awaiting their answers: past this, the service stops reading the stream until
+# answers go out, so a client that writes without reading is held back by gRPC's flow control
+# instead of growing the service's memory. One full message (MAX_BEATS) always fits.
+MAX_PENDING_BEATS = 10_000
+# How long a stream whose requests ended waits for a cancellation before it counts as closed by
+# its client (Heartbeat says why).
+CANCEL_SETTLE_SECONDS = 0.1
 
 ACTIONS = {
     "continue": pb.HEARTBEAT_ACTION_CONTINUE,
@@ -56,6 +67,9 @@ ACTIONS = {
     # Its row was locked: the beat was kept beside it (heartbeat.sql); the worker carries on.
     "deferred": pb.HEARTBEAT_ACTION_CONTINUE,
 }
+# The one action that says a beat's job is not alive under its lease on this stream.
+DEAD = "lease_lost"
+
 OUTCOMES = {
     "ok": pb.OUTCOME_OK,
     "lease_lost": pb.OUTCOME_LEASE_LOST,
@@ -66,7 +80,7 @@ OUTCOMES = {
 
 
 class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
-    def __init__(self, store: Store, claimer: Claimer) -> None:
+    def __init__(self, store: Store, claimer: Claimer, orphans: Orphans | None = None) -> None:
         self._claimer = claimer
         # Single-job calls from many workers meet here and reach the database together.
         # One caller's bad value, or a row another transaction holds, must not fail the others
@@ -83,15 +97,21 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         self.releases: Coalescer[Release, Settled] = Coalescer(store.release, isolate=bad_input)
         self._coalescers = (self.heartbeats, self.completions, self.failures, self.releases)
         self._store = store
+        # Releases the jobs of streams that break (their worker died).
+        self.orphans = orphans or Orphans(store, grace_seconds=0, give_up_seconds=0)
         # The open heartbeat streams: they end at once when the service stops (the workers
         # reconnect, to this service's successor) instead of holding the shutdown for its grace.
-        self._streams: set[_Answers] = set()
+        self._streams: set[_Stream] = set()
+        self._closing = False
+        # How many times a stream's reading paused because its answers were not going out.
+        self.stream_pauses = 0
         # Settles of undelivered claims that outlive their call.
         self._background: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         for coalescer in self._coalescers:
             coalescer.start()
+        self.orphans.start()
 
     async def _write_beats(self, messages: Sequence[Sequence[Beat]]) -> list[list[str]]:
         """The beats of every message, in one statement; each message's actions."""
@@ -99,10 +119,14 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         return [[next(actions) for _ in beats] for beats in messages]
 
     def close_streams(self) -> None:
-        for answers in list(self._streams):
-            answers.close()
+        """The service is stopping: every stream ends now, and releases nothing (its worker is
+        alive and reconnects to the successor)."""
+        self._closing = True
+        for stream in list(self._streams):
+            stream.close()
 
     async def stop(self) -> None:
+        await self.orphans.stop()
         await asyncio.gather(*self._background, return_exceptions=True)
         for coalescer in self._coalescers:
             await coalescer.stop()
@@ -186,41 +210,61 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         # Beats are answered as they are written, not one at a time: the beats of all streams
         # that arrive together travel to the database in one statement, and each beat costs a
         # future, not a task.
-        answers = _Answers()
-        self._streams.add(answers)
+        stream = _Stream(self.orphans.horizon_seconds)
+        self._streams.add(stream)
+        if self._closing:
+            stream.close()
 
         async def read() -> None:
             try:
                 async for request in request_iterator:
-                    answers.add((request, self.heartbeats.submit_nowait(_beats(request))))
-            except Exception as error:  # a malformed beat: answered after those before it
-                answers.add(error)
+                    parsed = _parse(request)
+                    written = None
+                    if parsed.beats:
+                        written = self.heartbeats.submit_nowait(parsed.beats)
+                        if self.orphans.enabled:
+                            stream.track(parsed.beats, written)
+                    stream.add((request, parsed, written))
+                    if stream.full():
+                        self.stream_pauses += 1
+                        if not stream.paused:  # once a stream
+                            log.info(
+                                "heartbeat stream: %d beats await answers that are not going "
+                                "out; reading paused",
+                                stream.pending,
+                            )
+                        await stream.room()
             finally:
-                answers.end()
+                stream.end()
 
         reader = asyncio.create_task(read())
         try:
-            while (item := await answers.next()) is not None:
-                if isinstance(item, Exception):
-                    raise item
-                request, written = item
-                actions = await written
-                if not request.beats:
-                    yield pb.HeartbeatResponse(
-                        job_id=request.job_id, lease=request.lease, action=ACTIONS[actions[0]]
-                    )
-                    continue
-                response = pb.HeartbeatResponse()
-                answered = response.beats
-                for beat, action in zip(request.beats, actions, strict=True):
-                    answered.add(job_id=beat.job_id, lease=beat.lease, action=ACTIONS[action])
-                yield response
+            while (item := await stream.next()) is not None:
+                request, parsed, written = item
+                try:
+                    actions = await written if written is not None else []
+                except Exception:
+                    stream.failed = True  # the service's own failure: the worker reconnects
+                    raise
+                yield _answer(request, parsed, actions)
+                stream.answered(parsed)
+            # Every beat answered after the requests ended. A client that closed its side ends
+            # them so, and so does one that went away (gRPC reads both as the end of the
+            # requests), but the second is also cancelled, in the same turn of the loop or the
+            # next: a moment's wait lets that cancellation land here, as CancelledError, before
+            # the stream counts as closed by its client and its jobs are left alone.
+            if stream.jobs and not stream.closed:
+                await asyncio.sleep(CANCEL_SETTLE_SECONDS)
+            stream.half_closed = True
         finally:
-            self._streams.discard(answers)
-            answers.close()
+            self._streams.discard(stream)
             reader.cancel()
             with contextlib.suppress(BaseException):
                 await reader
+            if stream.lost() and not self._closing:
+                self.orphans.stream_lost(stream.jobs, stream.writes)
+            else:
+                stream.drop()
 
     @grpc_errors
     async def Complete(
@@ -267,22 +311,88 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         return pb.FailBatchResponse(results=_results(await self._store.fail(entries)))
 
 
-# A Heartbeat request, and the future of its beats' actions.
-_Answer = tuple[pb.HeartbeatRequest, asyncio.Future[list[str]]]
+@dataclass(slots=True)
+class _Parsed:
+    """One HeartbeatRequest read: its well-formed beats, and the refusals of the rest (by
+    position in `beats`), or of the whole message."""
+
+    beats: list[Beat]
+    refused: dict[int, str]
+    refusal: str = ""
 
 
-class _Answers:
-    """What one Heartbeat stream answers, in the order its beats came: each beat with the future
-    of the statement that writes it, or the error that ends the stream."""
+# A Heartbeat request read, and the future of its well-formed beats' actions (None: none).
+_Item = tuple[pb.HeartbeatRequest, _Parsed, "asyncio.Future[list[str]] | None"]
+_Job = tuple[UUID, int]
 
-    def __init__(self) -> None:
-        self._items: deque[_Answer | Exception] = deque()
+
+class _Stream:
+    """One Heartbeat stream: what it has yet to answer, in the order its beats came, at most
+    MAX_PENDING_BEATS of them; the jobs beaten alive on it; and how it ended."""
+
+    def __init__(self, horizon_seconds: float) -> None:
+        self._items: deque[_Item] = deque()
         self._ready = asyncio.Event()
         self._ended = False
+        self.pending = 0
+        self._room = asyncio.Event()
+        self._room.set()
+        self.paused = False
+        # Each job (id, lease) whose latest written beat on this stream found it alive, with
+        # when that beat was written (the loop's clock), oldest first. A job not beaten here for
+        # `horizon_seconds` (the heartbeat timeout) is forgotten: the stale sweep has it, and a
+        # long-lived stream of a busy worker does not remember every job it ever beat.
+        self.jobs: OrderedDict[_Job, float] = OrderedDict()
+        self._horizon = horizon_seconds
+        # The writes of its beats not yet done.
+        self.writes: set[asyncio.Future[list[str]]] = set()
+        # The client closed its side: it is done with the stream (a worker leaving, grpcurl).
+        self.half_closed = False
+        # The service ended it: a failed write, or the service's shutdown.
+        self.failed = False
+        self.closed = False
 
-    def add(self, item: _Answer | Exception) -> None:
+    def track(self, beats: list[Beat], written: asyncio.Future[list[str]]) -> None:
+        self.writes.add(written)
+
+        def done(future: asyncio.Future[list[str]]) -> None:
+            self.writes.discard(future)
+            if future.cancelled() or future.exception() is not None:
+                return
+            jobs = self.jobs
+            now = asyncio.get_running_loop().time()
+            for beat, action in zip(beats, future.result(), strict=True):
+                key = (beat.job_id, beat.lease)
+                if action == DEAD:
+                    jobs.pop(key, None)
+                else:
+                    jobs[key] = now
+                    jobs.move_to_end(key)
+            forgotten = now - self._horizon
+            while jobs and next(iter(jobs.values())) < forgotten:
+                jobs.popitem(last=False)
+
+        written.add_done_callback(done)
+
+    def add(self, item: _Item) -> None:
         self._items.append(item)
+        self.pending += _size(item[1])
         self._ready.set()
+
+    def full(self) -> bool:
+        if self.pending < MAX_PENDING_BEATS:
+            return False
+        self._room.clear()
+        return True
+
+    async def room(self) -> None:
+        self.paused = True
+        await self._room.wait()
+
+    def answered(self, parsed: _Parsed) -> None:
+        self.pending -= _size(parsed)
+        if self.pending < MAX_PENDING_BEATS:
+            self._room.set()
 
     def end(self) -> None:
         """No more beats: answer those that came, then end the stream."""
@@ -290,20 +400,32 @@ class _Answers:
         self._ready.set()
 
     def close(self) -> None:
-        """End the stream now, unanswered beats and all (they are written all the same)."""
-        for item in self._items:
-            if isinstance(item, tuple):
-                item[1].cancel()
+        """End the stream now, by the service (unanswered beats are written all the same)."""
+        self.closed = True
         self._items.clear()
         self.end()
 
-    async def next(self) -> _Answer | Exception | None:
+    def lost(self) -> bool:
+        """Whether it ended by neither side's choice: the client went away (died, its
+        connection dropped, its deadline passed)."""
+        return not (self.half_closed or self.failed or self.closed)
+
+    def drop(self) -> None:
+        """Unstarted writes of a stream that ended are not needed any more."""
+        for future in self.writes:
+            future.cancel()
+
+    async def next(self) -> _Item | None:
         while not self._items:
             if self._ended:
                 return None
             self._ready.clear()
             await self._ready.wait()
         return self._items.popleft()
+
+
+def _size(parsed: _Parsed) -> int:
+    return max(1, len(parsed.beats) + len(parsed.refused))
 
 
 class _Filled(NamedTuple):
@@ -381,29 +503,72 @@ def _printable(text: str) -> str:
     return text.replace("\x00", "\ufffd")
 
 
-def _beats(request: pb.HeartbeatRequest) -> list[Beat]:
+def _parse(request: pb.HeartbeatRequest) -> _Parsed:
+    """A message's beats, each checked on its own: a malformed one is refused alone."""
     if not request.beats:
-        return [_beat(request)]
+        try:
+            return _Parsed([_beat(request)], {})
+        except InvalidArgument as error:
+            return _Parsed([], {}, error.message)
     if request.job_id:
-        raise InvalidArgument(
-            "a heartbeat carries one beat (job_id) or several (beats), not both", field="beats"
-        )
+        return _Parsed([], {}, "a heartbeat carries one beat (job_id) or several (beats), not both")
     if len(request.beats) > MAX_BEATS:
-        raise InvalidArgument(f"a heartbeat carries at most {MAX_BEATS} beats", field="beats")
-    return [_beat(beat) for beat in request.beats]
+        return _Parsed([], {}, f"a heartbeat carries at most {MAX_BEATS} beats")
+    beats: list[Beat] = []
+    refused: dict[int, str] = {}
+    for position, beat in enumerate(request.beats):
+        try:
+            beats.append(_beat(beat))
+        except InvalidArgument as error:
+            refused[position] = error.message
+    return _Parsed(beats, refused)
 
 
 def _beat(request: pb.HeartbeatRequest | pb.JobBeat) -> Beat:
     if not 0.0 <= request.progress <= 1.0:
         raise InvalidArgument("progress must be 0..1", field="progress")
-    if len(request.stage) > 100 or "\x00" in request.stage:
-        raise InvalidArgument("stage is at most 100 printable characters", field="stage")
+    if len(request.stage) > MAX_STAGE or "\x00" in request.stage:
+        raise InvalidArgument(f"stage is at most {MAX_STAGE} printable characters", field="stage")
     return Beat(
         job_id=convert.parse_uuid(request.job_id),
         lease=_lease(request.lease),
         stage=request.stage,
         progress=request.progress,
     )
+
+
+def _answer(
+    request: pb.HeartbeatRequest, parsed: _Parsed, actions: list[str]
+) -> pb.HeartbeatResponse:
+    """A message's answer: each beat's action, in the order of its beats; INVALID with the
+    reason for each refused beat (or for the whole message)."""
+    if parsed.refusal or not request.beats:
+        action = ACTIONS[actions[0]] if actions else pb.HEARTBEAT_ACTION_INVALID
+        return pb.HeartbeatResponse(
+            job_id=request.job_id,
+            lease=request.lease,
+            action=action,
+            message=parsed.refusal,
+        )
+    response = pb.HeartbeatResponse()
+    answered = response.beats
+    if not parsed.refused:
+        for beat, name in zip(request.beats, actions, strict=True):
+            answered.add(job_id=beat.job_id, lease=beat.lease, action=ACTIONS[name])
+        return response
+    written = iter(actions)
+    for position, beat in enumerate(request.beats):
+        refusal = parsed.refused.get(position)
+        if refusal is None:
+            answered.add(job_id=beat.job_id, lease=beat.lease, action=ACTIONS[next(written)])
+        else:
+            answered.add(
+                job_id=beat.job_id,
+                lease=beat.lease,
+                action=pb.HEARTBEAT_ACTION_INVALID,
+                message=refusal,
+            )
+    return response
 
 
 def _completion(request: pb.CompleteRequest) -> Completion:

@@ -36,6 +36,7 @@ from queue_service.claims import Claimer
 from queue_service.config import Config
 from queue_service.errors import StoreUnavailable
 from queue_service.notify import JobNotifier
+from queue_service.orphans import Orphans
 from queue_service.pools import Pools, pool_specs
 from queue_service.queue import QueueServicer
 from queue_service.reaper import Reaper
@@ -148,7 +149,12 @@ async def build(config: Config) -> QueueServer:
     )
     claimer = Claimer(store, max_concurrent=config.max_concurrent_claims)
     notifier = JobNotifier(config.database_url, claimer)
-    queue = QueueServicer(store, claimer)
+    orphans = Orphans(
+        store,
+        grace_seconds=config.stream_lost_grace_seconds,
+        give_up_seconds=config.heartbeat_timeout_seconds,
+    )
+    queue = QueueServicer(store, claimer, orphans)
     admin = AdminServicer(store, config, AuditLog(pools.admin))
     interceptors = auth_interceptors(authorizer(config))
     server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)

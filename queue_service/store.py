@@ -428,6 +428,23 @@ class Store:
             self.pools.background if background else self.pools.admin_writes,
         )
 
+    async def release_lost(
+        self, jobs: Sequence[tuple[UUID, int]], silent_seconds: Sequence[float]
+    ) -> list[tuple[UUID, int, str]]:
+        """Release the jobs (id, lease) of heartbeat streams that broke, each `silent_seconds`
+        ago, that nothing beat since (release_lost_jobs, migrations/010_worker_lost.sql); the
+        (id, lease, status) of each job released."""
+        return await self._rows(
+            "release_lost",
+            {
+                "job_ids": [job_id for job_id, _ in jobs],
+                "leases": [lease for _, lease in jobs],
+                "silent": list(silent_seconds),
+            },
+            tuple_row,
+            binary=True,
+        )
+
     async def ping(self) -> None:
         await self._one("ping", {}, self.pools.background)
 

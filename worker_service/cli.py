@@ -121,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
         "service's HEARTBEAT_TIMEOUT_SECONDS [env HEARTBEAT_INTERVAL_SECONDS, default 5, max 60]",
     )
     parser.add_argument(
+        "--heartbeat-timeout",
+        metavar="S",
+        dest="heartbeat_timeout_seconds",
+        help="stop a job (and never complete it) when none of its heartbeats was acknowledged "
+        "for this long; set it to the queue service's own HEARTBEAT_TIMEOUT_SECONDS "
+        "[env HEARTBEAT_TIMEOUT_SECONDS, default 120]",
+    )
+    parser.add_argument(
         "--shutdown-grace",
         metavar="S",
         dest="shutdown_grace_seconds",

@@ -51,6 +51,10 @@ class WorkerConfig:
     poll_interval_seconds: float = 5.0
     concurrency: int = 1
     heartbeat_interval_seconds: float = 5.0
+    # A job none of whose heartbeats was acknowledged for this long is stopped and never
+    # completed: by then the queue service (whose HEARTBEAT_TIMEOUT_SECONDS this must match) may
+    # have released it to another worker.
+    heartbeat_timeout_seconds: float = 120.0
     # On SIGTERM, in-flight jobs get this long to finish before they are handed back.
     shutdown_grace_seconds: float = 30.0
     # Deadline of every unary call (Claim adds its wait on top).
@@ -70,6 +74,7 @@ ENV_MIRRORS: tuple[tuple[str, str, str], ...] = (
     ("poll_interval_seconds", "WORKER_POLL_INTERVAL", "--poll-interval"),
     ("concurrency", "WORKER_CONCURRENCY", "--concurrency"),
     ("heartbeat_interval_seconds", "HEARTBEAT_INTERVAL_SECONDS", "--heartbeat-interval"),
+    ("heartbeat_timeout_seconds", "HEARTBEAT_TIMEOUT_SECONDS", "--heartbeat-timeout"),
     ("shutdown_grace_seconds", "WORKER_SHUTDOWN_GRACE_SECONDS", "--shutdown-grace"),
     ("rpc_timeout_seconds", "WORKER_RPC_TIMEOUT_SECONDS", "--rpc-timeout"),
     ("connect_timeout_seconds", "WORKER_CONNECT_TIMEOUT_SECONDS", "--connect-timeout"),
@@ -134,6 +139,9 @@ def resolve(flags: Mapping[str, object], env: Mapping[str, str]) -> WorkerConfig
             minimum=0.05,
             maximum=MAX_HEARTBEAT_INTERVAL_SECONDS,
         ),
+        heartbeat_timeout_seconds=read.number(
+            "HEARTBEAT_TIMEOUT_SECONDS", defaults.heartbeat_timeout_seconds, minimum=0.1
+        ),
         shutdown_grace_seconds=read.number(
             "WORKER_SHUTDOWN_GRACE_SECONDS", defaults.shutdown_grace_seconds, minimum=0
         ),
@@ -144,6 +152,12 @@ def resolve(flags: Mapping[str, object], env: Mapping[str, str]) -> WorkerConfig
             "WORKER_CONNECT_TIMEOUT_SECONDS", defaults.connect_timeout_seconds, minimum=0
         ),
     )
+    if config.heartbeat_timeout_seconds <= 2 * config.heartbeat_interval_seconds:
+        raise read.error(
+            "HEARTBEAT_TIMEOUT_SECONDS",
+            "must be more than twice --heartbeat-interval (HEARTBEAT_INTERVAL_SECONDS), got "
+            f"{config.heartbeat_timeout_seconds:g} against {config.heartbeat_interval_seconds:g}",
+        )
     if len(config.worker_id) > limits.MAX_WORKER_ID_CHARS or re.search(r"\s", config.worker_id):
         raise read.error(
             "WORKER_ID", f"must be 1..{limits.MAX_WORKER_ID_CHARS} characters without spaces"

@@ -15,21 +15,33 @@ first beat leaves when the loop next turns, with whatever joined it by then.
 
 When the stream breaks (the queue service restarted, the network blinked) it is reopened with
 capped exponential backoff. Leases are not touched: jobs keep running, their next beats go out
-on the new stream, and as long as that happens within the timeout nothing was lost.
+on the new stream, and as long as that happens within the timeout nothing was lost. A stream
+that breaks without a word tells the queue service that the worker died: it releases the jobs
+last beaten on it within seconds unless they are beaten again (queue_service/orphans.py), which
+is why a reconnect beats every job at once. The stream is therefore ended cleanly (a half-close)
+whenever the worker chooses to end it: before its deadline, and when the worker stops.
+
+Fencing: a job none of whose beats was acknowledged for HEARTBEAT_TIMEOUT_SECONDS (counted from
+when the last acknowledged beat was taken, or from its claim) may have been released by the
+queue service already, so it is stopped (`on_fenced`) and never completed. An answer is matched
+to its beat by the stream it came on: beats lost with a broken stream are never acknowledged.
+A beat the service refused as malformed (INVALID) is no acknowledgment either; it is logged once
+per job, and the job runs on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
 from jobqueue import rpc
 from jobqueue.v1 import queue_service_pb2 as pb
-from worker_service.client import QueueCalls
+from worker_service.client import HEARTBEAT_STREAM_SECONDS, QueueCalls
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +53,14 @@ RECONNECT_MAX_SECONDS = 5.0
 GATHER_SHARE = 0.1
 # The most beats one HeartbeatRequest carries (the queue service's limit).
 MAX_BEATS = 10_000
+# The longest stage name the queue service takes: a longer one is cut, not refused.
+MAX_STAGE = 100
+# The stream is closed (and reopened) this long before its deadline would break it.
+ROTATE_MARGIN_SECONDS = 30.0
+
+# Answers that say the service heard the beat and holds the job as alive under its lease (or
+# is telling the worker what to do with it): everything but INVALID and an unset action.
+UNACKNOWLEDGED = frozenset({pb.HEARTBEAT_ACTION_UNSPECIFIED, pb.HEARTBEAT_ACTION_INVALID})
 
 
 @dataclass(eq=False)
@@ -56,22 +76,44 @@ class Beating:
     progress: float = 0.0
     # When the next regular beat is due (event loop time).
     due: float = 0.0
+    # Told how long the job went unacknowledged, once, when that reaches the timeout.
+    on_fenced: Callable[[float], None] | None = None
+    # When the last acknowledged beat was taken (its claim, until one is).
+    acked: float = 0.0
+    # The beats on their way: (the stream they went on, when they were taken), oldest first.
+    in_flight: deque[tuple[int, float]] = field(default_factory=deque)
+    refused_logged: bool = False
 
     def beat(self) -> pb.JobBeat:
-        """What it says now (a beat taken now says the stage it had now, whatever comes next)."""
+        """What it says now (a beat taken now says the stage it had now, whatever comes next),
+        within the service's limits: a beat it refused would not count as one."""
+        stage = self.stage
+        if len(stage) > MAX_STAGE or "\x00" in stage:
+            stage = stage.replace("\x00", "")[:MAX_STAGE]
+        progress = self.progress
         return pb.JobBeat(
             job_id=self.job_id,
             lease=self.lease,
-            stage=self.stage,
-            progress=min(1.0, max(0.0, self.progress)),
+            stage=stage,
+            progress=min(1.0, max(0.0, progress)) if progress == progress else 0.0,
         )
 
 
 class HeartbeatStream:
-    def __init__(self, client: QueueCalls, interval_seconds: float, worker_id: str) -> None:
+    def __init__(
+        self,
+        client: QueueCalls,
+        interval_seconds: float,
+        worker_id: str,
+        timeout_seconds: float = 120.0,
+    ) -> None:
         self._client = client
         self._interval = interval_seconds
         self._worker_id = worker_id
+        self._timeout = timeout_seconds
+        # Counts the streams opened: an answer acknowledges a beat of its own stream only.
+        self._generation = 0
+        self._closing = False
         # In the order their beats fall due: each beat moves its entry to the end.
         self._jobs: dict[tuple[str, int], Beating] = {}
         self._registered = asyncio.Event()
@@ -80,6 +122,7 @@ class HeartbeatStream:
         self._outgoing: asyncio.Queue[pb.HeartbeatRequest | None] = asyncio.Queue()
         # Beats taken since the loop last turned: they go out together, in one message.
         self._gathered: list[pb.JobBeat] = []
+        self._gathered_from: list[tuple[Beating, float]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.connected = asyncio.Event()
 
@@ -87,18 +130,34 @@ class HeartbeatStream:
         self._tasks = [
             asyncio.create_task(self._keep_open(), name="heartbeat-stream"),
             asyncio.create_task(self._tick(), name="heartbeat-ticker"),
+            asyncio.create_task(self._watch(), name="heartbeat-fence"),
         ]
 
-    async def stop(self) -> None:
+    async def stop(self, grace_seconds: float = 1.0) -> None:
+        """End the stream cleanly (a half-close, answered by the service), so that it is not
+        taken for a dead worker's; cut it after `grace_seconds` if that does not happen."""
+        self._closing = True
+        self._outgoing.put_nowait(None)
+        keeper = self._tasks[0] if self._tasks else None
+        if keeper is not None:
+            await asyncio.wait([keeper], timeout=grace_seconds)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
-    def register(self, job_id: str, lease: int, on_action: Callable[[int], None]) -> Beating:
+    def register(
+        self,
+        job_id: str,
+        lease: int,
+        on_action: Callable[[int], None],
+        on_fenced: Callable[[float], None] | None = None,
+    ) -> Beating:
         """Beat for this job from now on, the first time one interval after its claim."""
-        entry = Beating(job_id, lease, on_action)
-        entry.due = asyncio.get_running_loop().time() + self._interval
+        entry = Beating(job_id, lease, on_action, on_fenced=on_fenced)
+        now = asyncio.get_running_loop().time()
+        entry.due = now + self._interval
+        entry.acked = now
         if not self._jobs:
             self._registered.set()
         self._jobs[(job_id, lease)] = entry
@@ -123,12 +182,17 @@ class HeartbeatStream:
         if not self._gathered:
             asyncio.get_running_loop().call_soon(self._send_gathered)
         self._gathered.append(entry.beat())
+        self._gathered_from.append((entry, now))
         entry.due = now + self._interval
         del self._jobs[key]
         self._jobs[key] = entry
 
     def _send_gathered(self) -> None:
         gathered, self._gathered = self._gathered, []
+        sent, self._gathered_from = self._gathered_from, []
+        generation = self._generation
+        for entry, taken in sent:
+            entry.in_flight.append((generation, taken))
         for request in _requests_of(gathered):
             self._outgoing.put_nowait(request)
 
@@ -154,29 +218,49 @@ class HeartbeatStream:
                 self._send(key, entry, now)
 
     async def _requests(
-        self, outgoing: asyncio.Queue[pb.HeartbeatRequest | None]
+        self, outgoing: asyncio.Queue[pb.HeartbeatRequest | None], generation: int
     ) -> AsyncIterator[pb.HeartbeatRequest]:
         # A fresh stream starts with a beat for every job, carrying its current stage, so that a
         # reconnect refreshes them all; what piled up during an outage is dropped, not replayed.
-        for first in _requests_of([entry.beat() for entry in self._jobs.values()]):
+        now = asyncio.get_running_loop().time()
+        entries = list(self._jobs.values())
+        for entry in entries:
+            entry.in_flight.append((generation, now))
+        for first in _requests_of([entry.beat() for entry in entries]):
             yield first
         while (request := await outgoing.get()) is not None:
             yield request
 
     async def _keep_open(self) -> None:
+        loop = asyncio.get_running_loop()
         delay = RECONNECT_INITIAL_SECONDS
-        while True:
+        while not self._closing:
             answered = False
             outgoing: asyncio.Queue[pb.HeartbeatRequest | None] = asyncio.Queue()
             self._outgoing = outgoing
-            call = self._client.heartbeats(self._requests(outgoing))
+            self._generation += 1
+            generation = self._generation
+            call = self._client.heartbeats(self._requests(outgoing, generation))
+            # Closed by this side before its deadline breaks it: a broken stream looks like a
+            # dead worker to the queue service.
+            rotated: list[bool] = []
+            rotation = loop.call_later(
+                max(HEARTBEAT_STREAM_SECONDS - ROTATE_MARGIN_SECONDS, 1.0),
+                _rotate,
+                outgoing,
+                rotated,
+            )
             try:
                 async for response in call:
                     if not answered:
                         answered = True
                         delay = RECONNECT_INITIAL_SECONDS
                         self.connected.set()
-                    self._dispatch(response)
+                    self._dispatch(response, generation)
+                if self._closing:
+                    return
+                if rotated:
+                    continue  # reopened at once: its first message beats every job
                 log.info("worker_id=%s heartbeat stream ended; reopening", self._worker_id)
             except grpc.aio.AioRpcError as error:
                 self.connected.clear()
@@ -190,6 +274,7 @@ class HeartbeatStream:
                     delay,
                 )
             finally:
+                rotation.cancel()
                 call.cancel()
                 # Cancelling a call that has already ended does not stop its request generator,
                 # which would otherwise wait on this queue for ever.
@@ -197,17 +282,40 @@ class HeartbeatStream:
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_SECONDS)
 
-    def _dispatch(self, response: pb.HeartbeatResponse) -> None:
+    def _dispatch(self, response: pb.HeartbeatResponse, generation: int) -> None:
         if not response.beats:  # the answer to a single beat
-            self._answered(response.job_id, response.lease, response.action)
+            self._answered(
+                response.job_id, response.lease, response.action, response.message, generation
+            )
         for answer in response.beats:
-            if answer.action != pb.HEARTBEAT_ACTION_CONTINUE:
-                self._answered(answer.job_id, answer.lease, answer.action)
+            self._answered(answer.job_id, answer.lease, answer.action, answer.message, generation)
 
-    def _answered(self, job_id: str, lease: int, action: int) -> None:
+    def _answered(
+        self, job_id: str, lease: int, action: int, message: str, generation: int
+    ) -> None:
         entry = self._jobs.get((job_id, lease))
         if entry is None:
             return  # The job finished while its beat was in flight.
+        in_flight = entry.in_flight
+        # Beats of earlier streams went down with them: never answered.
+        while in_flight and in_flight[0][0] < generation:
+            in_flight.popleft()
+        if not in_flight:
+            return
+        _, taken = in_flight.popleft()
+        if action in UNACKNOWLEDGED:
+            if not entry.refused_logged:
+                entry.refused_logged = True
+                log.warning(
+                    "worker_id=%s job_id=%s: the queue service refused a heartbeat (%s); the job "
+                    "runs on, but beats like this one do not keep it alive",
+                    self._worker_id,
+                    job_id,
+                    message or f"action {action}",
+                )
+            return
+        if taken > entry.acked:
+            entry.acked = taken
         if action in (pb.HEARTBEAT_ACTION_CANCEL, pb.HEARTBEAT_ACTION_LEASE_LOST):
             try:
                 entry.on_action(action)
@@ -218,6 +326,46 @@ class HeartbeatStream:
                     self._worker_id,
                     entry.job_id,
                 )
+
+    async def _watch(self) -> None:
+        """Stop each job whose beats went unacknowledged for the timeout (see the module)."""
+        loop = asyncio.get_running_loop()
+        timeout = self._timeout
+        while True:
+            if not self._jobs:
+                self._registered.clear()
+                await self._registered.wait()
+                continue
+            # An entry registered later has a later deadline than every one here: sleeping
+            # until the earliest of these misses none.
+            earliest = min(entry.acked for entry in self._jobs.values()) + timeout
+            wait = earliest - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            now = loop.time()
+            for key, entry in list(self._jobs.items()):
+                silent = now - entry.acked
+                if silent >= timeout:
+                    del self._jobs[key]  # no more beats: the job is stopping
+                    if entry.on_fenced is not None:
+                        self._fence(entry, silent)
+
+    def _fence(self, entry: Beating, silent: float) -> None:
+        assert entry.on_fenced is not None
+        try:
+            entry.on_fenced(silent)
+        except Exception:
+            log.exception(
+                "worker_id=%s job_id=%s: stopping an unacknowledged job failed",
+                self._worker_id,
+                entry.job_id,
+            )
+
+
+def _rotate(outgoing: asyncio.Queue[pb.HeartbeatRequest | None], rotated: list[bool]) -> None:
+    """End a stream's requests before its deadline (the service answers them, then ends it)."""
+    rotated.append(True)
+    outgoing.put_nowait(None)
 
 
 def _requests_of(beats: list[pb.JobBeat]) -> list[pb.HeartbeatRequest]:

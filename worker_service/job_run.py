@@ -6,8 +6,11 @@ A job beats on the worker's heartbeat stream from its claim to its end, includin
 queued in the stage pool (claimed ahead, waiting for a thread), and what the queue service
 answers stops it: CANCEL -> the stages are told to stop and the job is failed, which the service
 records as CANCELLED; LEASE_LOST -> the job belongs to someone else now, so this worker drops it
-without another call. The worker's shutdown stops it too, and the job is handed back (Release);
-a job that never started is handed back without a word and without being counted.
+without another call. So does silence: a job none of whose beats was acknowledged for
+HEARTBEAT_TIMEOUT_SECONDS (FENCED) may have been released already, so its stages are told to
+stop and no call is made for it, its Complete included. The worker's shutdown stops it too, and
+the job is handed back (Release); a job that never started is handed back without a word and
+without being counted.
 
 The hot path costs no task, thread, folder or log line of its own: `start` queues the job in the
 worker's stage pool (stage_thread.py), whose thread runs `_execute` (the checklist's line, the
@@ -55,6 +58,9 @@ from worker_service.stop_reason import StopReason
 log = logging.getLogger(__name__)
 
 Status = job_pb2.JobStatus
+
+# Reasons after which no call can succeed for the job: the first of them sticks.
+FINAL_REASONS = frozenset({StopReason.LEASE_LOST, StopReason.FENCED})
 
 
 @dataclass
@@ -133,6 +139,8 @@ class JobRun:
         self._log: JobLog | None = None
         self._finished: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Future[None]] = set()
+        # How long its beats went unacknowledged, when that stopped it (FENCED).
+        self._silent = 0.0
 
     @property
     def log(self) -> JobLog:
@@ -146,7 +154,8 @@ class JobRun:
         return time.monotonic() - self._began
 
     def lease_lost(self) -> bool:
-        return self.stop_reason is StopReason.LEASE_LOST
+        """Whether no call may be made for the job any more (its lease is gone, or may be)."""
+        return self.stop_reason in FINAL_REASONS
 
     # -- the worker's side (event loop) ------------------------------------------------------
 
@@ -155,7 +164,9 @@ class JobRun:
         deps = self.deps
         assert deps.stages is not None
         self._loop = asyncio.get_running_loop()
-        self._entry = deps.heartbeats.register(self.job_id, self.lease, self.on_heartbeat_answer)
+        self._entry = deps.heartbeats.register(
+            self.job_id, self.lease, self.on_heartbeat_answer, self.on_fenced
+        )
         self._ticket = deps.stages.submit(self._execute, self._executed)
 
     def on_heartbeat_answer(self, action: int) -> None:
@@ -164,10 +175,24 @@ class JobRun:
         elif action == queue_pb.HEARTBEAT_ACTION_CANCEL:
             self.stop(StopReason.CANCEL)
 
+    def on_fenced(self, silent: float) -> None:
+        if self.state is State.DONE:
+            return
+        self._silent = silent
+        self.log.warning(
+            "no heartbeat acknowledged for %.1fs; stopping the job and leaving it to the queue "
+            "service",
+            silent,
+        )
+        self.stop(StopReason.FENCED)
+
     def stop(self, reason: StopReason) -> None:
         """Stop the job (its stages are told, and not waited for) and settle it as `reason`
-        says. A job already settling keeps settling; a lost lease ends its retries."""
-        if self.stop_reason is None or reason is StopReason.LEASE_LOST:
+        says. A job already settling keeps settling; a lost lease (or a fence) ends its
+        retries."""
+        if self.stop_reason is None or (
+            reason in FINAL_REASONS and self.stop_reason not in FINAL_REASONS
+        ):
             if self.stop_reason is not reason:
                 self.log.info("stopping: %s", reason.value)
             self.stop_reason = reason
@@ -407,8 +432,13 @@ class JobRun:
         )
 
     def _lost(self) -> None:
-        self.log.warning("lease lost after %.1fs; leaving the job to its new owner", self.elapsed)
-        self.deps.say(output.lease_lost(self.job_id, self.elapsed))
+        if self.stop_reason is StopReason.FENCED:
+            self.deps.say(output.fenced(self.job_id, self.elapsed, self._silent))
+        else:
+            self.log.warning(
+                "lease lost after %.1fs; leaving the job to its new owner", self.elapsed
+            )
+            self.deps.say(output.lease_lost(self.job_id, self.elapsed))
         self.deps.counters.record(success=False)
         self._finish()
 

@@ -67,6 +67,13 @@ def lease_lost(job_id: str, seconds: float) -> str:
     )
 
 
+def fenced(job_id: str, seconds: float, silent: float) -> str:
+    return (
+        f"Job {short_id(job_id)} stopped after {seconds:.1f}s: no heartbeat acknowledged for "
+        f"{silent:.1f}s (the queue service releases it); not completing it"
+    )
+
+
 def handed_back(job_id: str, seconds: float) -> str:
     return f"Job {short_id(job_id)} handed back after {seconds:.1f}s (worker shutting down)"
 

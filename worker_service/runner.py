@@ -100,7 +100,10 @@ class Worker:
         # Called when the worker goes idle or is about to wait: buffered output goes out.
         self._flush = flush
         self.heartbeats = HeartbeatStream(
-            client, config.heartbeat_interval_seconds, config.worker_id
+            client,
+            config.heartbeat_interval_seconds,
+            config.worker_id,
+            config.heartbeat_timeout_seconds,
         )
         # Set on the first SIGTERM/SIGINT: stop claiming, let running jobs finish within the grace.
         self.stopping = asyncio.Event()

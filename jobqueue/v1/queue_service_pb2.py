@@ -27,17 +27,17 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from jobqueue.v1 import job_pb2 as jobqueue_dot_v1_dot_job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fjobqueue/v1/queue_service.proto\x12\x0bjobqueue.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x15jobqueue/v1/job.proto\"k\n\x0c\x43laimRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08max_jobs\x18\x02 \x01(\x05\x12\'\n\x04wait\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05queue\x18\x04 \x01(\t\"/\n\rClaimResponse\x12\x1e\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.jobqueue.v1.Job\"w\n\x10HeartbeatRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05lease\x18\x02 \x01(\x03\x12\r\n\x05stage\x18\x03 \x01(\t\x12\x10\n\x08progress\x18\x04 \x01(\x01\x12#\n\x05\x62\x65\x61ts\x18\n \x03(\x0b\x32\x14.jobqueue.v1.JobBeat\"I\n\x07JobBeat\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05lease\x18\x02 \x01(\x03\x12\r\n\x05stage\x18\x03 \x01(\t\x12\x10\n\x08progress\x18\x04 \x01(\x01\"\x8b\x01\n\x11HeartbeatResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05lease\x18\x02 \x01(\x03\x12,\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x1c.jobqueue.v1.HeartbeatAction\x12)\n\x05\x62\x65\x61ts\x18\n \x03(\x0b\x32\x1a.jobqueue.v1.JobBeatAnswer\"\\\n\rJobBeatAnswer\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05lease\x18\x02 \x01(\x03\x12,\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x1c.jobqueue.v1.HeartbeatAction\"Y\n\x0f\x43ompleteRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05lease\x18\x02 \x01(\x03\x12\'\n\x06output\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"1\n\x10\x43ompleteResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.jobqueue.v1.Job\"l\n\x0b\x45ntryResult\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12%\n\x07outcome\x18\x02 \x01(\x0e\x32\x14.jobqueue.v1.Outcome\x12&\n\x06status\x18\x03 \x01(\x0e\x32\x16.jobqueue.v1.JobStatus\"E\n\x14\x43ompleteBatchRequest\x12-\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1c.jobqueue.v1.CompleteRequest\"B\n\x15\x43ompleteBatchResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.jobqueue.v1.EntryResult\"\x94\x01\n\x0b\x46\x61ilRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05lease\x18\x02 \x01(\x03\x12\x12\n\nerror_code\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x11\n\tretryable\x18\x05 \x01(\x08\x12.\n\x0bretry_after\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"-\n\x0c\x46\x61ilResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.jobqueue.v1.Job\"=\n\x10\x46\x61ilBatchRequest\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.jobqueue.v1.FailRequest\">\n\x11\x46\x61ilBatchResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.jobqueue.v1.EntryResult\"?\n\x0eReleaseRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05lease\x18\x02 \x01(\x03\x12\x0e\n\x06reason\x18\x03 \x01(\t\"0\n\x0fReleaseResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.jobqueue.v1.Job*\x90\x01\n\x0fHeartbeatAction\x12 \n\x1cHEARTBEAT_ACTION_UNSPECIFIED\x10\x00\x12\x1d\n\x19HEARTBEAT_ACTION_CONTINUE\x10\x01\x12\x1b\n\x17HEARTBEAT_ACTION_CANCEL\x10\x02\x12\x1f\n\x1bHEARTBEAT_ACTION_LEASE_LOST\x10\x03*u\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0e\n\nOUTCOME_OK\x10\x01\x12\x16\n\x12OUTCOME_LEASE_LOST\x10\x02\x12\x15\n\x11OUTCOME_NOT_FOUND\x10\x03\x12\x12\n\x0eOUTCOME_LOCKED\x10\x04\x32\x8e\x04\n\x0cQueueService\x12>\n\x05\x43laim\x12\x19.jobqueue.v1.ClaimRequest\x1a\x1a.jobqueue.v1.ClaimResponse\x12N\n\tHeartbeat\x12\x1d.jobqueue.v1.HeartbeatRequest\x1a\x1e.jobqueue.v1.HeartbeatResponse(\x01\x30\x01\x12G\n\x08\x43omplete\x12\x1c.jobqueue.v1.CompleteRequest\x1a\x1d.jobqueue.v1.CompleteResponse\x12V\n\rCompleteBatch\x12!.jobqueue.v1.CompleteBatchRequest\x1a\".jobqueue.v1.CompleteBatchResponse\x12;\n\x04\x46\x61il\x12\x18.jobqueue.v1.FailRequest\x1a\x19.jobqueue.v1.FailResponse\x12J\n\tFailBatch\x12\x1d.jobqueue.v1.FailBatchRequest\x1a\x1e.jobqueue.v1.FailBatchResponse\x12\x44\n\x07Release\x12\x1b.jobqueue.v1.ReleaseRequest\x1a\x1c.jobqueue.v1.ReleaseResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fjobqueue/v1/queue_service.proto\x12\x0bjobqueue.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x15jobqueue/v1/job.proto\"k\n\x0c\x43laimRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08max_jobs\x18\x02 \x01(\x05\x12\'\n\x04wait\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05queue\x18\x04 \x01(\t\"/\n\rClaimResponse\x12\x1e\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.jobqueue.v1.Job\"w\n\x10HeartbeatRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05lease\x18\x02 \x01(\x03\x12\r\n\x05stage\x18\x03 \x01(\t\x12\x10\n\x08progress\x18\x04 \x01(\x01\x12#\n\x05\x62\x65\x61ts\x18\n \x03(\x0b\x32\x14.jobqueue.v1.JobBeat\"I\n\x07JobBeat\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05lease\x18\x02 \x01(\x03\x12\r\n\x05stage\x18\x03 \x01(\t\x12\x10\n\x08progress\x18\x04 \x01(\x01\"\x9c\x01\n\x11HeartbeatResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05lease\x18\x02 \x01(\x03\x12,\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x1c.jobqueue.v1.HeartbeatAction\x12\x0f\n\x07message\x18\x04 \x01(\t\x12)\n\x05\x62\x65\x61ts\x18\n \x03(\x0b\x32\x1a.jobqueue.v1.JobBeatAnswer\"m\n\rJobBeatAnswer\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05lease\x18\x02 \x01(\x03\x12,\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x1c.jobqueue.v1.HeartbeatAction\x12\x0f\n\x07message\x18\x04 \x01(\t\"Y\n\x0f\x43ompleteRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05lease\x18\x02 \x01(\x03\x12\'\n\x06output\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"1\n\x10\x43ompleteResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.jobqueue.v1.Job\"l\n\x0b\x45ntryResult\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12%\n\x07outcome\x18\x02 \x01(\x0e\x32\x14.jobqueue.v1.Outcome\x12&\n\x06status\x18\x03 \x01(\x0e\x32\x16.jobqueue.v1.JobStatus\"E\n\x14\x43ompleteBatchRequest\x12-\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1c.jobqueue.v1.CompleteRequest\"B\n\x15\x43ompleteBatchResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.jobqueue.v1.EntryResult\"\x94\x01\n\x0b\x46\x61ilRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05lease\x18\x02 \x01(\x03\x12\x12\n\nerror_code\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x11\n\tretryable\x18\x05 \x01(\x08\x12.\n\x0bretry_after\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"-\n\x0c\x46\x61ilResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.jobqueue.v1.Job\"=\n\x10\x46\x61ilBatchRequest\x12)\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x18.jobqueue.v1.FailRequest\">\n\x11\x46\x61ilBatchResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.jobqueue.v1.EntryResult\"?\n\x0eReleaseRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05lease\x18\x02 \x01(\x03\x12\x0e\n\x06reason\x18\x03 \x01(\t\"0\n\x0fReleaseResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.jobqueue.v1.Job*\xae\x01\n\x0fHeartbeatAction\x12 \n\x1cHEARTBEAT_ACTION_UNSPECIFIED\x10\x00\x12\x1d\n\x19HEARTBEAT_ACTION_CONTINUE\x10\x01\x12\x1b\n\x17HEARTBEAT_ACTION_CANCEL\x10\x02\x12\x1f\n\x1bHEARTBEAT_ACTION_LEASE_LOST\x10\x03\x12\x1c\n\x18HEARTBEAT_ACTION_INVALID\x10\x04*u\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0e\n\nOUTCOME_OK\x10\x01\x12\x16\n\x12OUTCOME_LEASE_LOST\x10\x02\x12\x15\n\x11OUTCOME_NOT_FOUND\x10\x03\x12\x12\n\x0eOUTCOME_LOCKED\x10\x04\x32\x8e\x04\n\x0cQueueService\x12>\n\x05\x43laim\x12\x19.jobqueue.v1.ClaimRequest\x1a\x1a.jobqueue.v1.ClaimResponse\x12N\n\tHeartbeat\x12\x1d.jobqueue.v1.HeartbeatRequest\x1a\x1e.jobqueue.v1.HeartbeatResponse(\x01\x30\x01\x12G\n\x08\x43omplete\x12\x1c.jobqueue.v1.CompleteRequest\x1a\x1d.jobqueue.v1.CompleteResponse\x12V\n\rCompleteBatch\x12!.jobqueue.v1.CompleteBatchRequest\x1a\".jobqueue.v1.CompleteBatchResponse\x12;\n\x04\x46\x61il\x12\x18.jobqueue.v1.FailRequest\x1a\x19.jobqueue.v1.FailResponse\x12J\n\tFailBatch\x12\x1d.jobqueue.v1.FailBatchRequest\x1a\x1e.jobqueue.v1.FailBatchResponse\x12\x44\n\x07Release\x12\x1b.jobqueue.v1.ReleaseRequest\x1a\x1c.jobqueue.v1.ReleaseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'jobqueue.v1.queue_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_HEARTBEATACTION']._serialized_start=1555
-  _globals['_HEARTBEATACTION']._serialized_end=1699
-  _globals['_OUTCOME']._serialized_start=1701
-  _globals['_OUTCOME']._serialized_end=1818
+  _globals['_HEARTBEATACTION']._serialized_start=1589
+  _globals['_HEARTBEATACTION']._serialized_end=1763
+  _globals['_OUTCOME']._serialized_start=1765
+  _globals['_OUTCOME']._serialized_end=1882
   _globals['_CLAIMREQUEST']._serialized_start=133
   _globals['_CLAIMREQUEST']._serialized_end=240
   _globals['_CLAIMRESPONSE']._serialized_start=242
@@ -47,31 +47,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOBBEAT']._serialized_start=412
   _globals['_JOBBEAT']._serialized_end=485
   _globals['_HEARTBEATRESPONSE']._serialized_start=488
-  _globals['_HEARTBEATRESPONSE']._serialized_end=627
-  _globals['_JOBBEATANSWER']._serialized_start=629
-  _globals['_JOBBEATANSWER']._serialized_end=721
-  _globals['_COMPLETEREQUEST']._serialized_start=723
-  _globals['_COMPLETEREQUEST']._serialized_end=812
-  _globals['_COMPLETERESPONSE']._serialized_start=814
-  _globals['_COMPLETERESPONSE']._serialized_end=863
-  _globals['_ENTRYRESULT']._serialized_start=865
-  _globals['_ENTRYRESULT']._serialized_end=973
-  _globals['_COMPLETEBATCHREQUEST']._serialized_start=975
-  _globals['_COMPLETEBATCHREQUEST']._serialized_end=1044
-  _globals['_COMPLETEBATCHRESPONSE']._serialized_start=1046
-  _globals['_COMPLETEBATCHRESPONSE']._serialized_end=1112
-  _globals['_FAILREQUEST']._serialized_start=1115
-  _globals['_FAILREQUEST']._serialized_end=1263
-  _globals['_FAILRESPONSE']._serialized_start=1265
-  _globals['_FAILRESPONSE']._serialized_end=1310
-  _globals['_FAILBATCHREQUEST']._serialized_start=1312
-  _globals['_FAILBATCHREQUEST']._serialized_end=1373
-  _globals['_FAILBATCHRESPONSE']._serialized_start=1375
-  _globals['_FAILBATCHRESPONSE']._serialized_end=1437
-  _globals['_RELEASEREQUEST']._serialized_start=1439
-  _globals['_RELEASEREQUEST']._serialized_end=1502
-  _globals['_RELEASERESPONSE']._serialized_start=1504
-  _globals['_RELEASERESPONSE']._serialized_end=1552
-  _globals['_QUEUESERVICE']._serialized_start=1821
-  _globals['_QUEUESERVICE']._serialized_end=2347
+  _globals['_HEARTBEATRESPONSE']._serialized_end=644
+  _globals['_JOBBEATANSWER']._serialized_start=646
+  _globals['_JOBBEATANSWER']._serialized_end=755
+  _globals['_COMPLETEREQUEST']._serialized_start=757
+  _globals['_COMPLETEREQUEST']._serialized_end=846
+  _globals['_COMPLETERESPONSE']._serialized_start=848
+  _globals['_COMPLETERESPONSE']._serialized_end=897
+  _globals['_ENTRYRESULT']._serialized_start=899
+  _globals['_ENTRYRESULT']._serialized_end=1007
+  _globals['_COMPLETEBATCHREQUEST']._serialized_start=1009
+  _globals['_COMPLETEBATCHREQUEST']._serialized_end=1078
+  _globals['_COMPLETEBATCHRESPONSE']._serialized_start=1080
+  _globals['_COMPLETEBATCHRESPONSE']._serialized_end=1146
+  _globals['_FAILREQUEST']._serialized_start=1149
+  _globals['_FAILREQUEST']._serialized_end=1297
+  _globals['_FAILRESPONSE']._serialized_start=1299
+  _globals['_FAILRESPONSE']._serialized_end=1344
+  _globals['_FAILBATCHREQUEST']._serialized_start=1346
+  _globals['_FAILBATCHREQUEST']._serialized_end=1407
+  _globals['_FAILBATCHRESPONSE']._serialized_start=1409
+  _globals['_FAILBATCHRESPONSE']._serialized_end=1471
+  _globals['_RELEASEREQUEST']._serialized_start=1473
+  _globals['_RELEASEREQUEST']._serialized_end=1536
+  _globals['_RELEASERESPONSE']._serialized_start=1538
+  _globals['_RELEASERESPONSE']._serialized_end=1586
+  _globals['_QUEUESERVICE']._serialized_start=1885
+  _globals['_QUEUESERVICE']._serialized_end=2411
 # @@protoc_insertion_point(module_scope)

@@ -18,6 +18,7 @@ class HeartbeatAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     HEARTBEAT_ACTION_CONTINUE: _ClassVar[HeartbeatAction]
     HEARTBEAT_ACTION_CANCEL: _ClassVar[HeartbeatAction]
     HEARTBEAT_ACTION_LEASE_LOST: _ClassVar[HeartbeatAction]
+    HEARTBEAT_ACTION_INVALID: _ClassVar[HeartbeatAction]
 
 class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -30,6 +31,7 @@ HEARTBEAT_ACTION_UNSPECIFIED: HeartbeatAction
 HEARTBEAT_ACTION_CONTINUE: HeartbeatAction
 HEARTBEAT_ACTION_CANCEL: HeartbeatAction
 HEARTBEAT_ACTION_LEASE_LOST: HeartbeatAction
+HEARTBEAT_ACTION_INVALID: HeartbeatAction
 OUTCOME_UNSPECIFIED: Outcome
 OUTCOME_OK: Outcome
 OUTCOME_LEASE_LOST: Outcome
@@ -81,26 +83,30 @@ class JobBeat(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., lease: _Optional[int] = ..., stage: _Optional[str] = ..., progress: _Optional[float] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("job_id", "lease", "action", "beats")
+    __slots__ = ("job_id", "lease", "action", "message", "beats")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
     BEATS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     lease: int
     action: HeartbeatAction
+    message: str
     beats: _containers.RepeatedCompositeFieldContainer[JobBeatAnswer]
-    def __init__(self, job_id: _Optional[str] = ..., lease: _Optional[int] = ..., action: _Optional[_Union[HeartbeatAction, str]] = ..., beats: _Optional[_Iterable[_Union[JobBeatAnswer, _Mapping]]] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., lease: _Optional[int] = ..., action: _Optional[_Union[HeartbeatAction, str]] = ..., message: _Optional[str] = ..., beats: _Optional[_Iterable[_Union[JobBeatAnswer, _Mapping]]] = ...) -> None: ...
 
 class JobBeatAnswer(_message.Message):
-    __slots__ = ("job_id", "lease", "action")
+    __slots__ = ("job_id", "lease", "action", "message")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     lease: int
     action: HeartbeatAction
-    def __init__(self, job_id: _Optional[str] = ..., lease: _Optional[int] = ..., action: _Optional[_Union[HeartbeatAction, str]] = ...) -> None: ...
+    message: str
+    def __init__(self, job_id: _Optional[str] = ..., lease: _Optional[int] = ..., action: _Optional[_Union[HeartbeatAction, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class CompleteRequest(_message.Message):
     __slots__ = ("job_id", "lease", "output")

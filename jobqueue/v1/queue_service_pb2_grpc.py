@@ -107,10 +107,27 @@ class QueueServiceServicer:
         every running job at once); its response answers each in `beats`, in
         order. A message costs the service far more than a beat inside one, so a
         worker with many jobs should send them together. Heartbeats arriving
-        together, from any stream, are written in one statement. A malformed
-        request (a job_id that is not a UUID, progress outside 0..1, both a
-        job_id and beats) ends the stream with INVALID_ARGUMENT: it is a client
-        bug, not a job's state.
+        together, from any stream, are written in one statement.
+
+        A malformed beat (a job_id that is not a UUID, a lease below 1, progress
+        outside 0..1, a stage over 100 characters or holding NUL) is answered
+        INVALID with a `message`, on its own: nothing of it is written, it does
+        not count as liveness, and the stream and the other beats go on. A
+        malformed message (both job_id and beats, more than 10000 beats) is
+        answered INVALID at the top level the same way.
+
+        Flow control: the service stops reading a stream while 10000 of its
+        beats await their answers, so a client that writes without reading its
+        answers is slowed down, not buffered without bound.
+
+        A stream that breaks (the worker died, its connection dropped) releases
+        the jobs last beaten on it after a short grace (STREAM_LOST_GRACE_SECONDS,
+        1 s by default): each job still RUNNING under the same lease with no newer
+        heartbeat (from a reconnected stream, to any replica) goes to RETRY at once
+        (FAILED on its last attempt, CANCELLED if cancellation was requested) with
+        error_code WORKER_LOST. A stream the client ends itself (half-close) or
+        that the service ends at its own shutdown releases nothing; the heartbeat
+        timeout stays the fallback for the rest.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

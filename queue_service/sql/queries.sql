@@ -128,6 +128,12 @@ LIMIT %(limit)s;
 SELECT job_id, reason, status
 FROM release_stale_jobs(%(heartbeat_timeout)s, %(lock_timeout)s);
 
+-- name: release_lost
+-- Jobs whose worker's heartbeat stream broke, each `silent` seconds ago (queue_service/orphans.py).
+SELECT job_id, lease, status
+FROM release_lost_jobs(%(job_ids)b::uuid[], %(leases)b::bigint[],
+                       %(silent)b::double precision[]);
+
 -- name: prune_finished
 -- Retention: deletes up to %(batch)s jobs in one finished status that finished more than %(age)s
 -- seconds ago (queue_service/upkeep.py). 003's (status, created_at) index finds them: a job

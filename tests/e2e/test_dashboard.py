@@ -333,10 +333,11 @@ def test_a_job_page_shows_its_timeline_and_the_advert_it_made(
     stack: Stack,
     tab: Tab,
     rest: httpx.Client,
-    openai_server: FakeOpenAI,
+    fake_openai: FakeOpenAI,
     screenshot: Callable[..., None],
 ) -> None:
-    """The real nine-stage pipeline on the sample advert, OpenAI's paths answered locally."""
+    """The real nine-stage pipeline on the sample advert, OpenAI's paths answered locally (by a
+    server reset for this test: an earlier test's canned answers must not leak in)."""
     answer = rest.post(
         "/api/ingest/enqueue", json={"source_type": "s3", "s3_key": "videos/test-ad.mp4"}
     )
@@ -347,7 +348,7 @@ def test_a_job_page_shows_its_timeline_and_the_advert_it_made(
         "1",
         name="pipeline-worker",
         OPENAI_API_KEY=API_KEY,
-        OPENAI_BASE_URL=openai_server.base_url,
+        OPENAI_BASE_URL=fake_openai.base_url,
     )
     assert worker.wait(timeout=240) == 0, worker.output
     job = job_of(rest, job_id)

@@ -14,11 +14,14 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.support.jobs import fetch_job, insert_job
 from tests.support.processes import Process, queue_service_process
 
 GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
 
 pytestmark = pytest.mark.e2e
+
+HEARTBEAT = "jobqueue.v1.QueueService/Heartbeat"
 
 
 @pytest.fixture
@@ -98,3 +101,49 @@ def test_health_check(service: Process) -> None:
         service, "grpc.health.v1.Health/Check", data='{"service": "jobqueue.v1.QueueService"}'
     )
     assert json.loads(named.stdout) == {"status": "SERVING"}
+
+
+def test_a_heartbeat_by_hand_keeps_its_job_and_a_malformed_one_is_answered_invalid(
+    service: Process, db: psycopg.Connection[Any]
+) -> None:
+    # grpcurl sends the stream's messages and closes its side: a stream closed by its client
+    # releases nothing, and each malformed beat is refused alone with the reason.
+    job = insert_job(db, status="RUNNING")
+    beats = "\n".join(
+        json.dumps(beat)
+        for beat in (
+            {"job_id": str(job["id"]), "lease": 1, "stage": "by_hand", "progress": 0.5},
+            {"job_id": str(job["id"]), "lease": 1, "stage": "x" * 113},
+        )
+    )
+    answers = grpcurl(service, HEARTBEAT, data=beats).stdout
+    decoder, text, parsed = json.JSONDecoder(), answers.strip(), []
+    while text:
+        value, end = decoder.raw_decode(text)
+        parsed.append(value)
+        text = text[end:].strip()
+    assert [answer["action"] for answer in parsed] == [
+        "HEARTBEAT_ACTION_CONTINUE",
+        "HEARTBEAT_ACTION_INVALID",
+    ]
+    assert parsed[1]["message"] == "stage is at most 100 printable characters"
+    # A grpcurl killed mid-stream, like a worker killed -9: its job is released a second later.
+    # Streams are looked at in the order they ended, so by then the first one would have been.
+    other = insert_job(db, status="RUNNING")
+    killed = subprocess.Popen(
+        [GRPCURL, "-plaintext", "-d", "@", f"127.0.0.1:{service.port}", HEARTBEAT],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert killed.stdin is not None and killed.stdout is not None
+    killed.stdin.write(json.dumps({"job_id": str(other["id"]), "lease": 1}) + "\n")
+    killed.stdin.flush()
+    while "HEARTBEAT_ACTION_CONTINUE" not in (line := killed.stdout.readline()):
+        assert line, "grpcurl ended before it was answered"
+    killed.kill()
+    killed.wait()
+    service.wait_for_line(rf"released job of a lost worker job_id={other['id']}")
+    assert fetch_job(db, other["id"])["status"] == "RETRY"
+    row = fetch_job(db, job["id"])
+    assert (row["status"], row["stage"]) == ("RUNNING", "by_hand")

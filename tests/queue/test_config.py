@@ -18,6 +18,8 @@ def test_defaults() -> None:
     assert (config.lock_wait_seconds, config.statement_timeout_seconds) == (2, 10)
     # After an outage the sweep waits the workers' interval plus their reconnect backoff.
     assert (config.heartbeat_interval_seconds, config.stale_sweep_margin_seconds) == (5, 5)
+    # A dead worker's broken heartbeat stream releases its jobs a second later.
+    assert config.stream_lost_grace_seconds == 1.0
 
 
 def test_retention_keeps_finished_jobs_a_week_and_failed_ones_a_month() -> None:
@@ -45,6 +47,7 @@ def test_supabase_url_is_accepted_as_the_database() -> None:
     [
         ({"HEARTBEAT_TIMEOUT_SECONDS": "soon"}, "HEARTBEAT_TIMEOUT_SECONDS"),
         ({"STALE_SWEEP_INTERVAL_SECONDS": "-1"}, "STALE_SWEEP_INTERVAL_SECONDS"),
+        ({"STREAM_LOST_GRACE_SECONDS": "-1"}, "STREAM_LOST_GRACE_SECONDS"),
         ({"LOCK_TIMEOUT_SECONDS": "inf"}, "LOCK_TIMEOUT_SECONDS"),
         ({"HEARTBEAT_TIMEOUT_SECONDS": "nan"}, "HEARTBEAT_TIMEOUT_SECONDS"),
         ({"QUEUE_LISTEN": "50051"}, "QUEUE_LISTEN"),

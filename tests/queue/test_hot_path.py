@@ -135,7 +135,7 @@ async def test_one_heartbeat_message_carries_many_jobs_beats_answered_in_order(
     assert (row["stage"], row["progress"]) == ("transcription", 0.5)
 
 
-async def test_a_heartbeat_with_a_job_id_and_beats_is_a_client_bug(
+async def test_a_heartbeat_with_a_job_id_and_beats_is_refused_and_the_stream_goes_on(
     qs: RunningQueue, db: psycopg.Connection[Any]
 ) -> None:
     running = insert_job(db, status="RUNNING")
@@ -143,6 +143,41 @@ async def test_a_heartbeat_with_a_job_id_and_beats_is_a_client_bug(
     request.beats.add(job_id=str(running["id"]), lease=running["lease"])
     call = qs.queue.Heartbeat()
     await call.write(request)
-    with pytest.raises(grpc.aio.AioRpcError) as ended:
-        await call.read()
-    assert ended.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    refused = await call.read()
+    assert refused.action == queue_pb.HEARTBEAT_ACTION_INVALID
+    assert refused.message == "a heartbeat carries one beat (job_id) or several (beats), not both"
+    assert not refused.beats
+    await call.write(queue_pb.HeartbeatRequest(job_id=str(running["id"]), lease=1))
+    assert (await call.read()).action == queue_pb.HEARTBEAT_ACTION_CONTINUE
+    await call.done_writing()
+    assert await call.read() == grpc.aio.EOF
+
+
+async def test_one_malformed_beat_of_a_message_is_refused_alone(
+    qs: RunningQueue, db: psycopg.Connection[Any]
+) -> None:
+    # A custom pipeline's 113-character stage once ended the stream and, resent first on every
+    # reconnect, got the healthy job beside it released.
+    healthy = insert_job(db, status="RUNNING")
+    custom = insert_job(db, status="RUNNING")
+    request = queue_pb.HeartbeatRequest()
+    request.beats.add(job_id=str(healthy["id"]), lease=1, stage="transcription", progress=0.5)
+    request.beats.add(job_id=str(custom["id"]), lease=1, stage="s" * 113, progress=0.5)
+    request.beats.add(job_id="not-a-uuid", lease=1)
+    request.beats.add(job_id=str(custom["id"]), lease=1, progress=float("nan"))
+    call = qs.queue.Heartbeat()
+    await call.write(request)
+    response = await call.read()
+    invalid = queue_pb.HEARTBEAT_ACTION_INVALID
+    assert [(b.job_id, b.action, b.message) for b in response.beats] == [
+        (str(healthy["id"]), queue_pb.HEARTBEAT_ACTION_CONTINUE, ""),
+        (str(custom["id"]), invalid, "stage is at most 100 printable characters"),
+        ("not-a-uuid", invalid, "job_id must be a UUID, got 'not-a-uuid'"),
+        (str(custom["id"]), invalid, "progress must be 0..1"),
+    ]
+    # The stream is still open: the custom job's next, well-formed beat is written.
+    await call.write(queue_pb.HeartbeatRequest(job_id=str(custom["id"]), lease=1, stage="ok"))
+    assert (await call.read()).action == queue_pb.HEARTBEAT_ACTION_CONTINUE
+    await call.done_writing()
+    assert fetch_job(db, healthy["id"])["stage"] == "transcription"
+    assert fetch_job(db, custom["id"])["stage"] == "ok"

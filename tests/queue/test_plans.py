@@ -12,6 +12,7 @@ scans the table cannot: a structural bound, not a timing.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -141,3 +142,23 @@ def test_heartbeat_complete_fail_and_release_touch_a_handful_of_buffers_at_depth
     lost = buffers(stale, "SELECT * FROM complete_job(%s, %s)", second)
     touched = {"beat": beat, "complete": complete, "fail": fail, "release": release}
     assert max(*touched.values(), lost) < MAX_BUFFERS, (touched, lost)
+
+
+def test_a_lost_worker_s_release_touches_a_handful_of_buffers_at_depth(stale: Conn) -> None:
+    # migrations/010_worker_lost.sql: the jobs of a broken heartbeat stream, by id and lease.
+    silent = insert_job(stale, status="RUNNING", seconds_ago={"last_heartbeat_at": 5})
+    beaten = insert_job(stale, status="RUNNING")
+    call = "SELECT * FROM release_lost_jobs(ARRAY[%s]::uuid[], '{1}', '{2}')"
+    stale.execute(call, (uuid.uuid4(),))  # its first call in the session reads the catalogs
+    released = buffers(stale, call, (silent["id"],))
+    kept = buffers(stale, call, (beaten["id"],))
+    assert released < MAX_BUFFERS
+    assert kept < MAX_BUFFERS
+    # Counted on calls that did their work: the silent job went, the beaten one stayed.
+    statuses = dict(
+        stale.execute(
+            "SELECT id, status FROM ingestion_jobs WHERE id IN (%s, %s)",
+            (silent["id"], beaten["id"]),
+        ).fetchall()
+    )
+    assert statuses == {silent["id"]: "RETRY", beaten["id"]: "RUNNING"}

@@ -251,11 +251,31 @@ async def test_heartbeat_answers_each_job_of_a_stream(
     assert fetch_job(db, jobs[2].id)["progress"] == 0.5
 
 
-async def test_heartbeat_with_a_malformed_job_id_ends_the_stream_with_invalid_argument(
-    qs: RunningQueue,
+async def test_a_malformed_single_beat_is_refused_alone_and_the_stream_goes_on(
+    qs: RunningQueue, db: psycopg.Connection[Any]
 ) -> None:
-    error = await rpc_error(beat(qs, queue_pb.HeartbeatRequest(job_id="nope", lease=1)))
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # The single-beat form (job_id at the top level, as grpcurl users send it): each malformed
+    # beat gets INVALID with the reason; the well-formed beats around it are written and answered.
+    await enqueue(qs)
+    [job] = await claim(qs)
+    answers = await beat(
+        qs,
+        queue_pb.HeartbeatRequest(job_id="nope", lease=1),
+        queue_pb.HeartbeatRequest(job_id=job.id, lease=job.lease, stage="x" * 113),
+        queue_pb.HeartbeatRequest(job_id=job.id, lease=job.lease, progress=2.0),
+        queue_pb.HeartbeatRequest(job_id=job.id, lease=0),
+        queue_pb.HeartbeatRequest(job_id=job.id, lease=job.lease, stage="keyframes", progress=0.3),
+    )
+    assert [(a.action, a.message) for a in answers] == [
+        (queue_pb.HEARTBEAT_ACTION_INVALID, "job_id must be a UUID, got 'nope'"),
+        (queue_pb.HEARTBEAT_ACTION_INVALID, "stage is at most 100 printable characters"),
+        (queue_pb.HEARTBEAT_ACTION_INVALID, "progress must be 0..1"),
+        (queue_pb.HEARTBEAT_ACTION_INVALID, "lease must be the positive lease of a claim"),
+        (queue_pb.HEARTBEAT_ACTION_CONTINUE, ""),
+    ]
+    assert [(a.job_id, a.lease) for a in answers][1:3] == [(job.id, job.lease)] * 2
+    row = fetch_job(db, job.id)
+    assert (row["stage"], row["progress"]) == ("keyframes", 0.3)
 
 
 # -- complete ---------------------------------------------------------------------------------

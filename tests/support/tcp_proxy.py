@@ -1,5 +1,7 @@
 """A loopback TCP proxy that a test can cut and restore: a database outage without stopping
-the PostgreSQL that other tests share."""
+the PostgreSQL that other tests share. It can also partition: hold every byte, both ways,
+without closing anything (a network that silently drops traffic, as opposed to a crash), and
+heal, delivering what it held."""
 
 from __future__ import annotations
 
@@ -13,6 +15,21 @@ class TcpProxy:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+
+    @property
+    def listening(self) -> bool:
+        """False after `cut` until `start` brings the address back."""
+        return self._server is not None
+
+    def partition(self) -> None:
+        """Deliver nothing, either way, until `heal`; connections stay open, and new ones wait
+        unconnected."""
+        self._flowing.clear()
+
+    def heal(self) -> None:
+        self._flowing.set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
@@ -31,6 +48,7 @@ class TcpProxy:
     async def _accept(
         self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
     ) -> None:
+        await self._flowing.wait()
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self.upstream)
         except OSError:
@@ -44,6 +62,7 @@ class TcpProxy:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                await self._flowing.wait()
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):

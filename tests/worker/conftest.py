@@ -35,6 +35,8 @@ QUEUE_ENV = {
 WORKER_ENV = {
     "WORKER_PIPELINE": "tests.worker.pipelines:build_pipeline",
     "HEARTBEAT_INTERVAL_SECONDS": "0.3",
+    # The queue service's (QUEUE_ENV): a job unacknowledged this long is stopped by its worker.
+    "HEARTBEAT_TIMEOUT_SECONDS": "3",
     "WORKER_SHUTDOWN_GRACE_SECONDS": "5",
     "LOG_LEVEL": "WARNING",
 }

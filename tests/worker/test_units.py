@@ -26,6 +26,8 @@ def test_defaults() -> None:
     )
     assert config.poll_interval_seconds == 5.0
     assert config.heartbeat_interval_seconds == 5.0
+    # The queue service's default HEARTBEAT_TIMEOUT_SECONDS, read from the same variable.
+    assert config.heartbeat_timeout_seconds == 120.0
     assert config.pipeline == "worker_service.pipeline.factory:build_pipeline"
     assert config.auth_token is None
     hostname, pid, random = config.worker_id.rsplit("-", 2)
@@ -63,6 +65,10 @@ def test_every_environment_mirror_is_in_the_help() -> None:
         ({"WORKER_SHUTDOWN_GRACE_SECONDS": "inf"}, "must be a finite number, got 'inf'"),
         ({"WORKER_RPC_TIMEOUT_SECONDS": "0.05"}, "--rpc-timeout (WORKER_RPC_TIMEOUT_SECONDS) must"),
         ({"HEARTBEAT_INTERVAL_SECONDS": "120"}, "HEARTBEAT_INTERVAL_SECONDS) must be at most 60"),
+        (
+            {"HEARTBEAT_INTERVAL_SECONDS": "30", "HEARTBEAT_TIMEOUT_SECONDS": "60"},
+            "--heartbeat-timeout (HEARTBEAT_TIMEOUT_SECONDS) must be more than twice",
+        ),
         ({"QUEUE_ADDR": "http://queue"}, "--queue-addr (QUEUE_ADDR) must be HOST:PORT"),
         ({"WORKER_ID": "has space"}, "without spaces"),
         ({"WORKER_PIPELINE": "no-colon"}, "must be module:callable"),
