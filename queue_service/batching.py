@@ -11,6 +11,13 @@ hold everything that arrives after it: once the batch in flight has taken `patie
 the next one leaves beside it, up to `max_in_flight` at once. A statement's own timeout (the
 hot path's pool sets one) bounds how long each can take, and a batch that fails fails only its
 own callers.
+
+A batch that fails because of one of its items (`isolate`: a bad value) is sent again item by
+item, each in a statement of its own, all at once (at most `max_alone` of them, across batches),
+beside the flights and not counted against their bound: a slow single holds neither the other
+singles of its batch nor the batches behind it. An item whose caller has gone (its future
+cancelled) is not sent again, and every item's future is resolved, by its result, its error or
+a cancellation, whatever happens to the flight or the coalescer.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ class Coalescer(Generic[T, R]):
         isolate: tuple[type[Exception], ...] = (),
         max_in_flight: int = 4,
         patience: float = 0.1,
+        max_alone: int = 16,
     ) -> None:
         self._flush = flush
         # A batch holds items up to this total size (each item is 1 unless `size` says how many
@@ -50,6 +58,9 @@ class Coalescer(Generic[T, R]):
         # Errors caused by one item rather than by the database (bad input, a lock it met): a
         # batch that fails with one is retried item by item, so only its own caller sees it.
         self._isolate = isolate
+        # The singles of such batches, each its own task, at most `max_alone` in statements.
+        self._alone: set[asyncio.Task[None]] = set()
+        self._alone_slots = asyncio.Semaphore(max_alone)
         self._max_in_flight = max_in_flight
         self._patience = patience
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
@@ -66,9 +77,10 @@ class Coalescer(Generic[T, R]):
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        for flight in list(self._flights):
-            flight.cancel()
-        await asyncio.gather(*self._flights, return_exceptions=True)
+        tasks = [*self._flights, *self._alone]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for _, future in self._pending:
             if not future.done():
                 future.cancel()
@@ -140,20 +152,37 @@ class Coalescer(Generic[T, R]):
     async def _flush_batch(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:
             results = await self._flush([item for item, _ in batch])
+        except asyncio.CancelledError:
+            for _, future in batch:
+                future.cancel()
+            raise
         except Exception as error:
             if isinstance(error, self._isolate) and len(batch) > 1:
+                # Each on its own, concurrently; this flight lands now and frees its place.
                 for single in batch:
-                    await self._flush_batch([single])
+                    if not single[1].done():
+                        self._send_alone(single)
                 return
             # The database failed (or the one item was bad): each caller of the batch hears it.
             for _, future in batch:
                 if not future.done():
                     future.set_exception(error)
             return
-        except asyncio.CancelledError:
-            for _, future in batch:
-                future.cancel()
-            raise
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
+
+    def _send_alone(self, single: tuple[T, asyncio.Future[R]]) -> None:
+        task = asyncio.create_task(self._flush_alone(single), name="coalescer-alone")
+        self._alone.add(task)
+        task.add_done_callback(self._alone.discard)
+
+    async def _flush_alone(self, single: tuple[T, asyncio.Future[R]]) -> None:
+        future = single[1]
+        try:
+            async with self._alone_slots:
+                if not future.done():  # its caller may have gone while it waited
+                    await self._flush_batch([single])
+        finally:
+            if not future.done():
+                future.cancel()

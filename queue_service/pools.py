@@ -69,6 +69,8 @@ class Availability:
         self._broken = False
         # Starting counts as recovering: the workers' streams reconnect to a new service.
         self._steady_since = time.monotonic()
+        # Since when the database has answered without an outage (busy breaks do not count).
+        self._reached_since = self._steady_since
 
     def broke(self, *, unreachable: bool) -> None:
         self._broken = True
@@ -78,12 +80,19 @@ class Availability:
     def answered(self) -> None:
         if self._broken:
             self._broken = False
+            if not self.reachable:
+                self._reached_since = time.monotonic()
             self.reachable = True
             self._steady_since = time.monotonic()
 
     def steady_for(self) -> float:
         """Seconds since the last break ended; 0 while it lasts."""
         return 0.0 if self._broken else time.monotonic() - self._steady_since
+
+    def reached_for(self) -> float:
+        """Seconds since the database last became reachable after an outage (busy breaks, such
+        as no free connection or beats not written, do not end it); 0 while it is not."""
+        return time.monotonic() - self._reached_since if self.reachable else 0.0
 
 
 def connection_lost(error: psycopg.OperationalError) -> bool:

@@ -74,6 +74,8 @@ OUTCOMES = {
     "ok": pb.OUTCOME_OK,
     "lease_lost": pb.OUTCOME_LEASE_LOST,
     "not_found": pb.OUTCOME_NOT_FOUND,
+    # Its row was locked: skipped, nothing changed (settle.sql); the worker sends it again.
+    "locked": pb.OUTCOME_LOCKED,
 }
 
 

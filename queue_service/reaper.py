@@ -15,6 +15,13 @@ interval (HEARTBEAT_INTERVAL_SECONDS, the workers' setting) plus STALE_SWEEP_MAR
 beaten by then, and its beat has landed. Starting counts as recovering too: the workers' streams
 reconnect to a new service. A beat that met a locked row is not lost: heartbeat.sql defers it,
 and the sweep counts it.
+
+The hold has a cap. Under sustained overload (a hot pool with no free connection, heartbeat
+batches that time out) every busy moment would start the hold again, and the sweep would never
+run: a dead worker's jobs would stay RUNNING for as long as the overload lasts. So once a hold
+has lasted HEARTBEAT_TIMEOUT_SECONDS (or the hold itself, if longer) while the database answered
+throughout (an outage's time does not count: Availability.reached_for), the sweep runs anyway,
+every interval until the hold ends, with a warning.
 """
 
 from __future__ import annotations
@@ -35,6 +42,9 @@ class Reaper:
         self._store = store
         self._config = config
         self._task: asyncio.Task[None] | None = None
+        # When the current hold began (the first check that saw it), and whether its cap struck.
+        self._held_since: float | None = None
+        self._capped = False
 
     def start(self) -> None:
         if self._config.stale_sweep_interval_seconds > 0:
@@ -68,23 +78,48 @@ class Reaper:
             )
         return len(rows)
 
+    def cap_seconds(self) -> float:
+        """How long a hold lasts at most while the database answers."""
+        return max(self._config.heartbeat_timeout_seconds, self.hold_seconds())
+
+    def due(self) -> bool:
+        """Whether the sweep may run now: the service has been steady long enough, or the hold
+        has reached its cap. Logs when a hold begins, when it reaches its cap, and when it ends."""
+        left = self.holding()
+        now = time.monotonic()
+        if left <= 0:
+            if self._held_since is not None:
+                log.info("stale sweep resumed after %.1f s", now - self._held_since)
+                self._held_since = None
+                self._capped = False
+            return True
+        if self._held_since is None:
+            self._held_since = now
+            log.info(
+                "stale sweep waits until the service has reached the database and "
+                "written every beat for %.1f s (%.1f s to go)",
+                self.hold_seconds(),
+                left,
+            )
+        held = now - self._held_since
+        if min(held, self._store.availability.reached_for()) < self.cap_seconds():
+            return False
+        if not self._capped:
+            self._capped = True
+            log.warning(
+                "stale sweep held for %.1f s while the database answered: calls keep finding no "
+                "free connection or beats keep failing to be written (overload?); sweeping "
+                "anyway every %.1f s until the service is steady again",
+                held,
+                self._config.stale_sweep_interval_seconds,
+            )
+        return True
+
     async def _run(self) -> None:
-        held_since: float | None = None
         while True:
             await asyncio.sleep(self._config.stale_sweep_interval_seconds)
-            if (left := self.holding()) > 0:
-                if held_since is None:
-                    held_since = time.monotonic()
-                    log.info(
-                        "stale sweep waits until the service has reached the database and "
-                        "written every beat for %.1f s (%.1f s to go)",
-                        self.hold_seconds(),
-                        left,
-                    )
+            if not self.due():
                 continue
-            if held_since is not None:
-                log.info("stale sweep resumed after %.1f s", time.monotonic() - held_since)
-                held_since = None
             try:
                 await self.sweep()
             except StoreUnavailable:

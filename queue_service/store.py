@@ -36,6 +36,7 @@ from queue_service.errors import (
     InvalidTransition,
     JobNotFound,
     LeaseLost,
+    RowLocked,
     StoreUnavailable,
 )
 from queue_service.pools import Pool, Pools
@@ -141,8 +142,9 @@ class Claimed(NamedTuple):
 
 
 class Settled(NamedTuple):
-    """One entry of a complete, fail or release: its outcome (ok | lease_lost | not_found) and
-    the job after the call (as it is now when lease_lost; all None when not_found)."""
+    """One entry of a complete, fail or release: its outcome (ok | lease_lost | not_found |
+    locked: settle.sql) and the job after the call (as it is now when lease_lost, as last
+    committed when locked; all None when not_found)."""
 
     job_id: UUID
     outcome: str
@@ -467,4 +469,8 @@ def raise_for_outcome(settled: Settled) -> None:
             f"lease of job {settled.job_id} is no longer current (job is {settled.status})",
             job_id=str(settled.job_id),
             status=settled.status or "",
+        )
+    if settled.outcome == "locked":
+        raise RowLocked(
+            f"job {settled.job_id}'s row is locked by another transaction; nothing changed, retry"
         )

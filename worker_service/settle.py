@@ -9,6 +9,8 @@ a job costs nothing but a short wait; the lease makes a repeat harmless. A repea
 an earlier attempt may have landed is settled by reading the job back ("landed earlier").
 Retrying ends when the lease is lost, when the call is refused for good, or when the worker's
 shutdown runs out of time; then the heartbeat timeout releases the job.
+A batch entry whose job row another transaction holds comes back OUTCOME_LOCKED (nothing
+changed, the rest of the batch settled): only that entry is sent again, after its own pause.
 
 Also here: what is sent (`job_output`: plain JSON with the stage timings) and what is said
 after a Fail (`next_step`).
@@ -198,6 +200,8 @@ class Settlement:
     done: Callable[[Settled | None], None]
     # An earlier attempt failed in a way that may have landed (its answer was lost).
     uncertain: bool = False
+    # The pauses before it is sent again after its row was found locked (OUTCOME_LOCKED).
+    locked: Backoff | None = None
 
 
 @dataclass(frozen=True)
@@ -316,6 +320,28 @@ class Batcher:
                 for entry in batch:
                     self._answered(entry, by_id.get(entry.request.job_id))
 
+    def _locked(self, entry: Settlement) -> None:
+        """Its row was locked (a StoreAdvert, an operator's transaction): nothing changed, and
+        the rest of its batch settled. Sent again, alone with whatever is pending then, after a
+        pause of its own that grows while the lock lasts; the others never wait for it, and it
+        does not count in the backlog that holds claims back."""
+        if entry.locked is None:
+            entry.locked = Backoff()
+        else:
+            entry.locked.grow()
+        delay = entry.locked.delay
+        entry.holder.log.info(
+            "%s met a locked row (another transaction holds the job); again in %.1fs",
+            self._kind.what,
+            delay,
+        )
+
+        async def later() -> None:
+            await first_of(self._give_up.wait(), within=delay)
+            self.add(entry)
+
+        self._spawn(later())
+
     def _still_ours(self, entry: Settlement) -> bool:
         """Retrying ends when the lease is lost or the shutdown is out of time."""
         if entry.holder.lease_lost() or self._give_up.is_set():
@@ -326,6 +352,8 @@ class Batcher:
     def _answered(self, entry: Settlement, result: pb.EntryResult | None) -> None:
         if result is not None and result.outcome == pb.OUTCOME_OK:
             entry.done(result)
+        elif result is not None and result.outcome == pb.OUTCOME_LOCKED:
+            self._locked(entry)
         elif entry.uncertain or result is None:
             # LEASE_LOST / NOT_FOUND after an attempt that may have landed: read the job back.
             self._spawn(self._landed_earlier(entry))

@@ -26,6 +26,7 @@ class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTCOME_OK: _ClassVar[Outcome]
     OUTCOME_LEASE_LOST: _ClassVar[Outcome]
     OUTCOME_NOT_FOUND: _ClassVar[Outcome]
+    OUTCOME_LOCKED: _ClassVar[Outcome]
 HEARTBEAT_ACTION_UNSPECIFIED: HeartbeatAction
 HEARTBEAT_ACTION_CONTINUE: HeartbeatAction
 HEARTBEAT_ACTION_CANCEL: HeartbeatAction
@@ -35,6 +36,7 @@ OUTCOME_UNSPECIFIED: Outcome
 OUTCOME_OK: Outcome
 OUTCOME_LEASE_LOST: Outcome
 OUTCOME_NOT_FOUND: Outcome
+OUTCOME_LOCKED: Outcome
 
 class ClaimRequest(_message.Message):
     __slots__ = ("worker_id", "max_jobs", "wait", "queue")

@@ -3,7 +3,9 @@
 -- ---------------------------------------------------------------------------------------------
 -- Complete: RUNNING with the current lease -> SUCCEEDED. Outcome per job (settle_outcomes):
 -- 'ok', 'lease_lost' (exists, but not RUNNING under this lease: nothing changed) or
--- 'not_found'. A repeated Complete under the lease that already completed the job is 'ok'.
+-- 'not_found', or 'locked' (another transaction holds its row: skipped, never waited for, so one
+-- locked row cannot hold the other entries of a batch). A repeated Complete under the lease
+-- that already completed the job is 'ok'.
 -- A job whose cancellation was requested still completes if its worker finished first: the work
 -- is done and its output is real.
 -- ---------------------------------------------------------------------------------------------
@@ -22,25 +24,43 @@ AS $$
 DECLARE
     v_now     timestamptz := clock_timestamp();
     v_settled ingestion_jobs[];
+    v_pass    ingestion_jobs[];
+    v_waited  boolean := false;
 BEGIN
-    WITH done AS (
-        SELECT DISTINCT ON (d.id, d.lease) d.id, d.lease, d.output
-        FROM unnest(p_job_ids, p_leases, p_outputs) AS d(id, lease, output)
-    ), upd AS (
-        UPDATE ingestion_jobs j
-        SET status                  = 'SUCCEEDED',
-            output                  = coalesce(done.output, '{}'::jsonb),
-            stage                   = 'succeeded',
-            progress                = 1,
-            completed_at            = v_now,
-            processing_completed_at = v_now,
-            cancel_requested_at     = NULL,
-            updated_at              = v_now
-        FROM done
-        WHERE j.id = done.id AND j.lease = done.lease AND j.status = 'RUNNING'
-        RETURNING j AS job
-    )
-    SELECT array_agg(upd.job) INTO v_settled FROM upd;
+    -- Twice at most: the second pass settles the rows the first skipped, once a short wait for
+    -- their locks succeeded (settle_wait_for_locks, settle.sql).
+    LOOP
+        WITH done AS (
+            SELECT DISTINCT ON (d.id, d.lease) d.id, d.lease, d.output
+            FROM unnest(p_job_ids, p_leases, p_outputs) AS d(id, lease, output)
+        ), mine AS (
+            -- The rows that no other transaction holds (the lock the UPDATE itself takes).
+            SELECT done.*
+            FROM done
+            JOIN ingestion_jobs c
+              ON c.id = done.id AND c.lease = done.lease AND c.status = 'RUNNING'
+            FOR NO KEY UPDATE OF c SKIP LOCKED
+        ), upd AS (
+            UPDATE ingestion_jobs j
+            SET status                  = 'SUCCEEDED',
+                output                  = coalesce(mine.output, '{}'::jsonb),
+                stage                   = 'succeeded',
+                progress                = 1,
+                completed_at            = v_now,
+                processing_completed_at = v_now,
+                cancel_requested_at     = NULL,
+                updated_at              = v_now
+            FROM mine
+            WHERE j.id = mine.id AND j.lease = mine.lease AND j.status = 'RUNNING'
+            RETURNING j AS job
+        )
+        SELECT array_agg(upd.job) INTO v_pass FROM upd;
+        v_settled := v_settled || v_pass;
+        EXIT WHEN v_waited
+            OR coalesce(cardinality(v_settled), 0) >= cardinality(p_job_ids)
+            OR NOT settle_wait_for_locks(p_job_ids, p_leases);
+        v_waited := true;
+    END LOOP;
 
     RETURN QUERY SELECT * FROM settle_outcomes(p_job_ids, p_leases, v_settled, v_now, 'SUCCEEDED');
 END

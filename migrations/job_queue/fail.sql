@@ -9,8 +9,8 @@
 -- uniform in [d/2, d], so retries of jobs that failed together spread out and run_after is
 -- always in the future. Every failure appends {attempt, time, code, message, number} to errors,
 -- which keeps the last 20.
--- Outcomes as complete_job (settle_outcomes); a RETRY due at once (p_retry_after <= 0) wakes
--- waiting claimers.
+-- Outcomes as complete_job (settle_outcomes; a locked row is skipped: 'locked'); a RETRY due at
+-- once (p_retry_after <= 0) wakes waiting claimers.
 -- ---------------------------------------------------------------------------------------------
 
 -- One entry of a job's errors history, {attempt, time, code, message}, as a one-element array to
@@ -77,50 +77,62 @@ AS $$
 DECLARE
     v_now     timestamptz := clock_timestamp();
     v_settled ingestion_jobs[];
+    v_pass    ingestion_jobs[];
+    v_waited  boolean := false;
 BEGIN
-    WITH req AS (
-        SELECT DISTINCT ON (f.id, f.lease) f.id, f.lease,
-               coalesce(nullif(f.code, ''), 'UNKNOWN_ERROR') AS code,
-               coalesce(f.message, '') AS message,
-               coalesce(f.retryable, true) AS retryable,
-               f.retry_after
-        FROM unnest(p_job_ids, p_leases, p_codes, p_messages, p_retryable, p_retry_after)
-             AS f(id, lease, code, message, retryable, retry_after)
-    ), target AS (
-        SELECT req.*,
-               c.attempts,
-               CASE WHEN c.cancel_requested_at IS NOT NULL THEN 'CANCELLED'
-                    WHEN req.retryable AND c.attempts < c.max_attempts THEN 'RETRY'
-                    ELSE 'FAILED' END AS next_status
-        FROM req
-        JOIN ingestion_jobs c ON c.id = req.id AND c.lease = req.lease AND c.status = 'RUNNING'
-        FOR UPDATE OF c
-    ), upd AS (
-        UPDATE ingestion_jobs j
-        SET status                  = t.next_status,
-            run_after               = CASE WHEN t.next_status = 'RETRY' THEN
-                                          v_now + make_interval(secs => coalesce(
-                                              t.retry_after,
-                                              least(p_backoff_max,
-                                                    p_backoff_base * 2 ^ greatest(t.attempts - 1, 0))
-                                                * (0.5 + random() / 2)))
-                                      ELSE j.run_after END,
-            completed_at            = CASE WHEN t.next_status = 'RETRY' THEN NULL ELSE v_now END,
-            processing_completed_at = v_now,
-            last_error              = t.message,
-            error_code              = CASE WHEN t.next_status = 'CANCELLED' THEN 'CANCELLED'
-                                          ELSE t.code END,
-            errors                  = ingestion_job_errors_append(j.errors, t.attempts, v_now,
-                                                                      t.code, t.message),
-            stage                   = CASE WHEN t.next_status = 'CANCELLED' THEN 'cancelled'
-                                          ELSE 'failed' END,
-            cancel_requested_at     = NULL,
-            updated_at              = v_now
-        FROM target t
-        WHERE j.id = t.id AND j.lease = t.lease AND j.status = 'RUNNING'
-        RETURNING j AS job
-    )
-    SELECT array_agg(upd.job) INTO v_settled FROM upd;
+    -- Twice at most: the second pass settles the rows the first skipped, once a short wait for
+    -- their locks succeeded (settle_wait_for_locks, settle.sql).
+    LOOP
+        WITH req AS (
+            SELECT DISTINCT ON (f.id, f.lease) f.id, f.lease,
+                   coalesce(nullif(f.code, ''), 'UNKNOWN_ERROR') AS code,
+                   coalesce(f.message, '') AS message,
+                   coalesce(f.retryable, true) AS retryable,
+                   f.retry_after
+            FROM unnest(p_job_ids, p_leases, p_codes, p_messages, p_retryable, p_retry_after)
+                 AS f(id, lease, code, message, retryable, retry_after)
+        ), target AS (
+            SELECT req.*,
+                   c.attempts,
+                   CASE WHEN c.cancel_requested_at IS NOT NULL THEN 'CANCELLED'
+                        WHEN req.retryable AND c.attempts < c.max_attempts THEN 'RETRY'
+                        ELSE 'FAILED' END AS next_status
+            FROM req
+            JOIN ingestion_jobs c
+              ON c.id = req.id AND c.lease = req.lease AND c.status = 'RUNNING'
+            FOR NO KEY UPDATE OF c SKIP LOCKED
+        ), upd AS (
+            UPDATE ingestion_jobs j
+            SET status                  = t.next_status,
+                run_after               = CASE WHEN t.next_status = 'RETRY' THEN
+                                              v_now + make_interval(secs => coalesce(
+                                                  t.retry_after,
+                                                  least(p_backoff_max,
+                                                        p_backoff_base * 2 ^ greatest(t.attempts - 1, 0))
+                                                    * (0.5 + random() / 2)))
+                                          ELSE j.run_after END,
+                completed_at            = CASE WHEN t.next_status = 'RETRY' THEN NULL ELSE v_now END,
+                processing_completed_at = v_now,
+                last_error              = t.message,
+                error_code              = CASE WHEN t.next_status = 'CANCELLED' THEN 'CANCELLED'
+                                              ELSE t.code END,
+                errors                  = ingestion_job_errors_append(j.errors, t.attempts, v_now,
+                                                                          t.code, t.message),
+                stage                   = CASE WHEN t.next_status = 'CANCELLED' THEN 'cancelled'
+                                              ELSE 'failed' END,
+                cancel_requested_at     = NULL,
+                updated_at              = v_now
+            FROM target t
+            WHERE j.id = t.id AND j.lease = t.lease AND j.status = 'RUNNING'
+            RETURNING j AS job
+        )
+        SELECT array_agg(upd.job) INTO v_pass FROM upd;
+        v_settled := v_settled || v_pass;
+        EXIT WHEN v_waited
+            OR coalesce(cardinality(v_settled), 0) >= cardinality(p_job_ids)
+            OR NOT settle_wait_for_locks(p_job_ids, p_leases);
+        v_waited := true;
+    END LOOP;
 
     RETURN QUERY SELECT * FROM settle_outcomes(p_job_ids, p_leases, v_settled, v_now);
 END

@@ -7,6 +7,12 @@
 --   'lease_lost'  the job exists but was not RUNNING under this lease: nothing changed; with the
 --                 row as it is now
 --   'not_found'   no such job; with NULL
+--   'locked'      the job is still RUNNING under this lease as last committed, so its row was
+--                 skipped because another transaction holds it (the callers lock rows FOR NO
+--                 KEY UPDATE SKIP LOCKED, then wait a moment for the skipped ones:
+--                 settle_wait_for_locks below; a StoreAdvert's FOR SHARE, an operator's open
+--                 psql transaction); nothing changed, the caller may try again later; with the
+--                 row as last committed
 -- p_settled holds the rows that the caller's UPDATE returned: an entry is settled exactly when
 -- its (id, lease) is among them. A job already in p_repeat_status under the entry's lease was
 -- settled by this same caller before (only the lease's owner can settle under it): complete_job
@@ -52,6 +58,7 @@ BEGIN
            CASE WHEN s.id IS NOT NULL THEN 'ok'
                 WHEN cur.id IS NULL THEN 'not_found'
                 WHEN cur.status = p_repeat_status AND cur.lease = r.lease THEN 'ok'
+                WHEN cur.status = 'RUNNING' AND cur.lease = r.lease THEN 'locked'
                 ELSE 'lease_lost' END,
            coalesce(s.status, cur.status),
            CASE WHEN s.id IS NOT NULL THEN s WHEN cur.id IS NOT NULL THEN cur END
@@ -59,5 +66,59 @@ BEGIN
     LEFT JOIN unnest(p_settled) s ON s.id = r.id AND s.lease = r.lease
     LEFT JOIN ingestion_jobs cur ON cur.id = r.id AND cur.id = ANY (v_unsettled)
     ORDER BY r.ord;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- settle_wait_for_locks: a settle's second chance for the rows its first pass skipped. The
+-- first pass locks FOR NO KEY UPDATE SKIP LOCKED; a row can be held for a moment by a
+-- concurrent claim's scan or a heartbeat's statement, and it should not come back 'locked' for
+-- that. So the rows of the entries still RUNNING under their lease (as committed now: the first
+-- pass's own rows are no longer RUNNING) are locked here, waiting at most
+-- settle_lock_wait_ms() for each (never longer than the session's own lock_timeout). True when
+-- all were locked: the caller runs its UPDATE once more, and they settle. False when there was
+-- nothing to wait for or a lock was still held at the end of the wait (a StoreAdvert's, an
+-- operator's open transaction): those entries are answered 'locked'. A row held for long thus
+-- costs its statement one short wait, never the lock's whole length.
+-- ---------------------------------------------------------------------------------------------
+
+-- 100 ms, unless the setting jobqueue.settle_lock_wait_ms says otherwise (a database, role or
+-- session may set it: ALTER DATABASE ... SET jobqueue.settle_lock_wait_ms = '50').
+CREATE OR REPLACE FUNCTION settle_lock_wait_ms()
+RETURNS integer
+LANGUAGE sql STABLE
+AS $$ SELECT coalesce(nullif(current_setting('jobqueue.settle_lock_wait_ms', true), '')::integer, 100) $$;
+
+CREATE OR REPLACE FUNCTION settle_wait_for_locks(p_job_ids uuid[], p_leases bigint[])
+RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_skipped uuid[];
+    v_timeout text := current_setting('lock_timeout');
+    v_wait_ms integer := settle_lock_wait_ms();
+    v_set_ms  double precision;
+BEGIN
+    v_skipped := ARRAY(
+        SELECT DISTINCT j.id
+        FROM unnest(p_job_ids, p_leases) AS r(id, lease)
+        JOIN ingestion_jobs j ON j.id = r.id AND j.lease = r.lease AND j.status = 'RUNNING');
+    IF cardinality(v_skipped) = 0 THEN
+        RETURN false;
+    END IF;
+    v_set_ms := extract(epoch FROM v_timeout::interval) * 1000;
+    IF v_set_ms > 0 AND v_set_ms < v_wait_ms THEN
+        v_wait_ms := greatest(1, v_set_ms::integer);
+    END IF;
+    BEGIN
+        PERFORM set_config('lock_timeout', v_wait_ms || 'ms', true);
+        PERFORM 1 FROM ingestion_jobs j WHERE j.id = ANY (v_skipped) ORDER BY j.id
+        FOR NO KEY UPDATE;
+        PERFORM set_config('lock_timeout', v_timeout, true);
+    EXCEPTION WHEN lock_not_available THEN
+        PERFORM set_config('lock_timeout', v_timeout, true);
+        RETURN false;
+    END;
+    RETURN true;
 END
 $$;

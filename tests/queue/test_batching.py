@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 
@@ -147,4 +147,120 @@ async def test_no_more_than_the_bound_of_batches_are_in_flight() -> None:
     gate.set()
     assert await asyncio.gather(*calls) == list(range(6))
     assert most == 2
+    await coalescer.stop()
+
+
+class BadItem(ValueError):
+    pass
+
+
+def isolating_flush(
+    flushed: list[list[int]], stuck: asyncio.Event
+) -> Callable[[Sequence[int]], Awaitable[list[int]]]:
+    """A batch holding a negative item fails as a whole (BadItem); alone, a negative item fails
+    its caller, a 0 waits on `stuck` (a statement waiting on a lock), anything else succeeds."""
+
+    async def flush(items: Sequence[int]) -> list[int]:
+        flushed.append(list(items))
+        if any(item < 0 for item in items):
+            raise BadItem("negative")
+        if 0 in items:
+            await stuck.wait()
+        return list(items)
+
+    return flush
+
+
+async def test_the_singles_of_a_failed_batch_go_out_together_not_one_after_another() -> None:
+    # Review finding 5: the singles were sent one by one inside the batch's flight, so one slow
+    # single held the others of its batch and, with the flight, the bound on flights.
+    flushed: list[list[int]] = []
+    stuck = asyncio.Event()
+    coalescer: Coalescer[int, int] = Coalescer(
+        isolating_flush(flushed, stuck), isolate=(BadItem,), max_in_flight=1
+    )
+    coalescer.start()
+    held, bad, fine = (coalescer.submit_nowait(n) for n in (0, -1, 5))  # one batch
+    async with asyncio.timeout(5):  # on main these waited behind the stuck single for ever
+        with pytest.raises(BadItem):
+            await bad
+        assert await fine == 5
+        # The failed batch's flight has landed: the bound of one is free for new items.
+        assert coalescer.in_flight == 0
+        assert await coalescer.submit(7) == 7
+    assert flushed[0] == [0, -1, 5]
+    assert sorted(flushed[1:4]) == [[-1], [0], [5]]
+    assert not held.done()
+    stuck.set()
+    assert await held == 0
+    await coalescer.stop()
+
+
+async def test_a_caller_that_went_away_is_not_sent_again_alone() -> None:
+    gate = asyncio.Event()
+    flushed: list[list[int]] = []
+
+    async def flush(items: Sequence[int]) -> list[int]:
+        flushed.append(list(items))
+        if len(items) > 1:
+            await gate.wait()
+            raise BadItem("one of them")
+        return list(items)
+
+    coalescer: Coalescer[int, int] = Coalescer(flush, isolate=(BadItem,))
+    coalescer.start()
+    first, gone, last = (coalescer.submit_nowait(n) for n in (1, 2, 3))
+    while not flushed:
+        await asyncio.sleep(0)
+    gone.cancel()  # its caller's deadline passed while the batch was in flight
+    gate.set()
+    assert await asyncio.gather(first, last) == [1, 3]
+    assert sorted(flushed[1:]) == [[1], [3]]
+    await coalescer.stop()
+
+
+async def test_a_stop_resolves_every_single_of_a_failed_batch() -> None:
+    # On main a stop during the singles cancelled the one being sent and left the rest
+    # unresolved, their callers waiting for ever.
+    flushed: list[list[int]] = []
+    stuck = asyncio.Event()
+    coalescer: Coalescer[int, int] = Coalescer(isolating_flush(flushed, stuck), isolate=(BadItem,))
+    coalescer.start()
+    futures = [coalescer.submit_nowait(n) for n in (0, -1, 0, 0)]
+    async with asyncio.timeout(5):  # on main the singles went one at a time: only one came
+        while len(flushed) < 4:  # the batch and at least three of its singles
+            await asyncio.sleep(0)
+    await coalescer.stop()
+    assert all(future.done() for future in futures)
+    assert isinstance(futures[1].exception(), BadItem)
+    assert [futures[i].cancelled() for i in (0, 2, 3)] == [True, True, True]
+
+
+async def test_singles_in_statements_at_once_are_bounded() -> None:
+    gate = asyncio.Event()
+    running = 0
+    most = 0
+
+    async def flush(items: Sequence[int]) -> list[int]:
+        nonlocal running, most
+        if len(items) > 1:
+            raise BadItem("one of them")
+        running += 1
+        most = max(most, running)
+        await gate.wait()
+        running -= 1
+        return list(items)
+
+    coalescer: Coalescer[int, int] = Coalescer(flush, isolate=(BadItem,), max_alone=3)
+    coalescer.start()
+    futures = [coalescer.submit_nowait(n) for n in range(10)]
+    async with asyncio.timeout(5):
+        while running < 3:
+            await asyncio.sleep(0)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert running == 3
+    gate.set()
+    assert await asyncio.gather(*futures) == list(range(10))
+    assert most == 3
     await coalescer.stop()

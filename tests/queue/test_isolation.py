@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from jobqueue.rpc import error_reason
 from jobqueue.v1 import admin_service_pb2 as admin_pb
+from jobqueue.v1 import job_pb2
 from jobqueue.v1 import queue_service_pb2 as queue_pb
 from queue_service.config import Config
 from tests.support.grpc_server import RunningQueue, running_queue, service_config
@@ -294,13 +295,144 @@ async def test_a_complete_that_meets_a_lock_fails_alone_and_may_be_retried(
     assert fetch_job(db, locked["id"])["status"] == "SUCCEEDED"
 
 
+async def test_one_locked_row_fails_only_its_own_entry_of_a_batch(
+    database_url: str, db: Conn, locker: Conn
+) -> None:
+    # Review finding 1: the whole CompleteBatch failed UNAVAILABLE ROW_LOCKED, and the worker
+    # sent it again for as long as the lock lasted; no other job of it was completed.
+    jobs = [insert_job(db, status="RUNNING") for _ in range(6)]
+    completes, fails = jobs[:3], jobs[3:]
+    # A long lock wait: a settle that waited on the lock would not be answered in this test.
+    config = service_config(database_url, lock_wait_seconds=300, statement_timeout_seconds=300)
+    async with running_queue(config) as qs:
+        locker.execute(
+            "SELECT 1 FROM ingestion_jobs WHERE id = ANY(%s) FOR SHARE",  # as a StoreAdvert does
+            ([completes[1]["id"], fails[1]["id"]],),
+        )
+        async with asyncio.timeout(30):
+            completed = await qs.queue.CompleteBatch(
+                queue_pb.CompleteBatchRequest(
+                    entries=[
+                        queue_pb.CompleteRequest(job_id=str(job["id"]), lease=1)
+                        for job in completes
+                    ]
+                )
+            )
+            failed = await qs.queue.FailBatch(
+                queue_pb.FailBatchRequest(
+                    entries=[
+                        queue_pb.FailRequest(
+                            job_id=str(job["id"]), lease=1, error_code="E", retryable=False
+                        )
+                        for job in fails
+                    ]
+                )
+            )
+        ok, locked = queue_pb.OUTCOME_OK, queue_pb.OUTCOME_LOCKED
+        assert [(r.job_id, r.outcome) for r in completed.results] == [
+            (str(completes[0]["id"]), ok),
+            (str(completes[1]["id"]), locked),
+            (str(completes[2]["id"]), ok),
+        ]
+        assert [r.outcome for r in failed.results] == [ok, locked, ok]
+        assert completed.results[1].status == job_pb2.JOB_STATUS_RUNNING
+        statuses = [fetch_job(db, job["id"])["status"] for job in jobs]
+        assert statuses == ["SUCCEEDED", "RUNNING", "SUCCEEDED", "FAILED", "RUNNING", "FAILED"]
+
+        # Sent again once the lock is gone, the entry settles like any other.
+        locker.rollback()
+        again = await qs.queue.CompleteBatch(
+            queue_pb.CompleteBatchRequest(
+                entries=[queue_pb.CompleteRequest(job_id=str(completes[1]["id"]), lease=1)]
+            )
+        )
+        assert [r.outcome for r in again.results] == [ok]
+    assert fetch_job(db, completes[1]["id"])["status"] == "SUCCEEDED"
+
+
+def complete_in_sql(database_url: str, job: dict[str, Any], wait_ms: int) -> str:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "SELECT set_config('jobqueue.settle_lock_wait_ms', %s, false)", (str(wait_ms),)
+        )
+        row = conn.execute(
+            "SELECT outcome FROM complete_job(%s::uuid[], %s::bigint[], %s::jsonb[])",
+            ([job["id"]], [job["lease"]], ["{}"]),
+        ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+async def test_a_settle_waits_a_moment_for_a_lock_then_answers_locked(
+    database_url: str, db: Conn, locker: Conn
+) -> None:
+    # A row held for a moment (a concurrent claim's scan, a heartbeat's statement) is waited
+    # for: the entry settles. One held for longer than the short wait is answered 'locked'.
+    held, briefly = (insert_job(db, status="RUNNING") for _ in range(2))
+    locker.execute("SELECT 1 FROM ingestion_jobs WHERE id = %s FOR SHARE", (held["id"],))
+    assert complete_in_sql(database_url, held, wait_ms=50) == "locked"
+    locker.rollback()
+
+    locker.execute("SELECT 1 FROM ingestion_jobs WHERE id = %s FOR SHARE", (briefly["id"],))
+    waiting = asyncio.create_task(asyncio.to_thread(complete_in_sql, database_url, briefly, 30_000))
+    async with asyncio.timeout(20):
+        await until_waiting_on_locks(db, 1)
+    assert not waiting.done()
+    locker.rollback()  # the lock ends while the settle waits
+    assert await waiting == "ok"
+    assert fetch_job(db, briefly["id"])["status"] == "SUCCEEDED"
+    assert fetch_job(db, held["id"])["status"] == "RUNNING"
+
+
+async def test_locked_settles_do_not_stall_an_unlocked_one(
+    database_url: str, db: Conn, locker: Conn
+) -> None:
+    # Review finding 5: Completes of locked rows, retried one by one inside their batches'
+    # flights (each waiting out the lock), took every flight of the coalescer, and a Complete
+    # of an unlocked job waited behind them. Now a locked row is skipped, never waited for:
+    # its caller hears ROW_LOCKED while the lock is still held, and nothing waits behind it.
+    locked = [insert_job(db, status="RUNNING") for _ in range(12)]
+    free = insert_job(db, status="RUNNING")
+    config = service_config(database_url, lock_wait_seconds=300, statement_timeout_seconds=300)
+    async with running_queue(config) as qs:
+        locker.execute(
+            "SELECT 1 FROM ingestion_jobs WHERE id = ANY(%s) FOR UPDATE",
+            ([job["id"] for job in locked],),
+        )
+        calls = []
+        for index, job in enumerate(locked):
+            request_id, lease = str(job["id"]), 1
+            if index % 3 == 0:
+                call = qs.queue.Complete(queue_pb.CompleteRequest(job_id=request_id, lease=lease))
+            elif index % 3 == 1:
+                call = qs.queue.Fail(
+                    queue_pb.FailRequest(job_id=request_id, lease=lease, error_code="E")
+                )
+            else:
+                call = qs.queue.Release(queue_pb.ReleaseRequest(job_id=request_id, lease=lease))
+            calls.append(asyncio.ensure_future(call))
+        async with asyncio.timeout(30):  # the lock is held for the whole test
+            done = await qs.queue.Complete(
+                queue_pb.CompleteRequest(job_id=str(free["id"]), lease=1)
+            )
+            outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        assert done.job.status == job_pb2.JOB_STATUS_SUCCEEDED
+        for outcome in outcomes:
+            assert isinstance(outcome, grpc.aio.AioRpcError), outcome
+            assert outcome.code() == grpc.StatusCode.UNAVAILABLE
+            assert error_reason(outcome) == "ROW_LOCKED"
+        assert {fetch_job(db, job["id"])["status"] for job in locked} == {"RUNNING"}
+    assert fetch_job(db, free["id"])["status"] == "SUCCEEDED"
+
+
 async def test_a_statement_past_its_timeout_fails_its_call_not_the_service(
     database_url: str, db: Conn, locker: Conn
 ) -> None:
     slow, other = (insert_job(db, status="RUNNING") for _ in range(2))
     config = service_config(database_url, lock_wait_seconds=5.0, statement_timeout_seconds=0.5)
     async with running_queue(config) as qs:
-        locker.execute("SELECT 1 FROM ingestion_jobs WHERE id = %s FOR UPDATE", (slow["id"],))
+        # Settles skip a locked row (settle.sql), so the statement is made to wait on the table.
+        locker.execute("LOCK TABLE ingestion_jobs IN EXCLUSIVE MODE")
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await qs.queue.Fail(
                 queue_pb.FailRequest(job_id=str(slow["id"]), lease=1, error_code="E"), timeout=5

@@ -3,6 +3,7 @@ every beat for one heartbeat interval plus a margin (queue_service/reaper.py).""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import psycopg
@@ -33,11 +34,12 @@ class StoreOf:
         self.availability = availability
 
 
-def reaper(availability: Availability) -> Reaper:
+def reaper(availability: Availability, heartbeat_timeout: float = 120) -> Reaper:
     config = Config(
         database_url="postgresql://x@y/z",
         heartbeat_interval_seconds=5,
         stale_sweep_margin_seconds=5,
+        heartbeat_timeout_seconds=heartbeat_timeout,
     )
     store: Any = StoreOf(availability)
     return Reaper(store, config)
@@ -80,6 +82,50 @@ def test_a_lost_beat_holds_the_sweep_like_an_outage(clock: Clock) -> None:
     availability.answered()
     clock.now += 10
     assert sweep.holding() == 0
+
+
+def test_the_hold_is_capped_under_sustained_overload(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Review finding 7: every busy moment (no free connection, a heartbeat batch that failed)
+    # started the hold again, so under sustained overload the sweep never ran.
+    availability = Availability()
+    sweep = reaper(availability, heartbeat_timeout=30)
+    clock.now += 60
+    assert sweep.due()
+    caplog.set_level(logging.INFO, "queue_service.reaper")
+    verdicts = []
+    for _ in range(20):  # a busy break every 2 s for 40 s; the database answers throughout
+        availability.broke(unreachable=False)
+        availability.answered()
+        clock.now += 2
+        verdicts.append(sweep.due())
+    # Held for 30 s from the first check that saw it, then the sweep runs anyway, each time.
+    assert verdicts == [False] * 15 + [True] * 5
+    capped = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(capped) == 1 and "held for 30.0 s" in capped[0].getMessage()
+
+    clock.now += 10  # steady again: the hold ends, and the next one starts afresh
+    assert sweep.due()
+    availability.broke(unreachable=False)
+    assert not sweep.due()
+    assert "resumed after 48.0 s" in caplog.text
+
+
+def test_an_outage_does_not_count_towards_the_cap(clock: Clock) -> None:
+    availability = Availability()
+    sweep = reaper(availability, heartbeat_timeout=6)  # shorter than the hold itself (10 s)
+    clock.now += 60
+    availability.broke(unreachable=True)
+    for _ in range(20):  # 20 s without the database
+        clock.now += 1
+        assert not sweep.due()
+    availability.answered()  # back: the workers' beats need the whole hold to land
+    for second in range(1, 13):
+        availability.broke(unreachable=False)  # and it is busy, every second
+        availability.answered()
+        clock.now += 1
+        assert sweep.due() == (second >= 10), second
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,8 @@ over a few jobs held in memory, with the rules a worker relies on.
   and a job that is no longer RUNNING is FAILED_PRECONDITION, as the real service answers.
 - CompleteBatch / FailBatch apply the same rules to each entry, which is recorded as a call of
   its own (`complete`, `fail`) and answered with its own outcome (LEASE_LOST for a stale lease or
-  a job no longer RUNNING, NOT_FOUND); each batch call is also recorded in `batches`. `refuse`
+  a job no longer RUNNING, NOT_FOUND, LOCKED for a RUNNING job in `locked`, whose row another
+  transaction holds: nothing changes); each batch call is also recorded in `batches`. `refuse`
   and `drop_answer` count batch calls of the method (a whole batch is refused, or its answer
   lost).
 - Fail of a job an operator cancelled ends CANCELLED; a retryable Fail ends RETRY (10 s later),
@@ -62,6 +63,7 @@ class FakeQueue:
         self.answers: dict[str, int] = {}
         self.refuse: dict[str, int] = {}
         self.drop_answer: dict[str, int] = {}
+        self.locked: set[str] = set()
         self._changed = asyncio.Condition()
 
     # -- the test's side ---------------------------------------------------------------------
@@ -234,6 +236,8 @@ class FakeQueue:
                 continue
             if job.lease != lease or job.status != Status.JOB_STATUS_RUNNING:
                 outcome = pb.OUTCOME_LEASE_LOST
+            elif job_id in self.locked:
+                outcome = pb.OUTCOME_LOCKED
             else:
                 change = (
                     self._completing(details)

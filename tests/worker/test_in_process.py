@@ -552,6 +552,36 @@ async def test_each_job_in_a_batch_is_settled_by_its_own_outcome(setup: Setup) -
     assert worker.counters == Counters(processed=3, succeeded=2, failed=1)
 
 
+async def test_a_locked_entry_is_sent_again_alone_and_holds_back_no_other_job(
+    setup: Setup,
+) -> None:
+    # Review finding 1: one locked row failed the whole CompleteBatch, and the worker sent the
+    # whole batch again for as long as the lock lasted; no other job of it was completed.
+    jobs = [setup.fake.add(setup.held(f"gate-{i}")) for i in range(3)]
+    setup.fake.locked.add(jobs[1])  # an operator's open transaction over the middle job's row
+    worker = setup.worker(concurrency=3)
+    running = asyncio.create_task(finished(worker))
+    await setup.fake.until(lambda: all("wait_for_gate" in setup.fake.stages(j) for j in jobs))
+    for i in range(3):
+        setup.gate(f"gate-{i}").set()
+
+    # The others complete while the lock lasts; the locked one is sent again, on its own.
+    await setup.fake.until(lambda: len(setup.fake.called("complete", jobs[1])) >= 3)
+    statuses = [setup.fake.jobs[job_id].status for job_id in jobs]
+    assert statuses == [
+        Status.JOB_STATUS_SUCCEEDED,
+        Status.JOB_STATUS_RUNNING,
+        Status.JOB_STATUS_SUCCEEDED,
+    ]
+    assert len(setup.fake.called("complete", jobs[0])) == 1
+    assert len(setup.fake.called("complete", jobs[2])) == 1
+
+    setup.fake.locked.clear()  # the transaction ends
+    await running
+    assert setup.fake.jobs[jobs[1]].status == Status.JOB_STATUS_SUCCEEDED
+    assert worker.counters == Counters(processed=3, succeeded=3, failed=0)
+
+
 # -- the output lines ----------------------------------------------------------------------
 
 
