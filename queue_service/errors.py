@@ -83,10 +83,10 @@ class StoreBusy(StoreUnavailable):
 
 
 class RowLocked(StoreBusy):
-    """A statement waited its lock_timeout on a row that another transaction holds (an
-    operator's open transaction, a StoreAdvert in progress). Caused by one job, not by the
-    database: a batch that meets it is retried entry by entry, so only that job's caller hears
-    it."""
+    """A job's row is held by another transaction (an operator's open transaction, a StoreAdvert
+    in progress) past the short wait a settle gives it (settle.sql, settle_wait_for_locks), or a
+    statement waited its lock_timeout. Caused by one job, not by the database: a batch answers
+    that entry `locked` and settles the rest, so only that job's caller hears it."""
 
     reason = "ROW_LOCKED"
 
