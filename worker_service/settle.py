@@ -127,8 +127,12 @@ class Settler:
         backoff = Backoff()
         uncertain = False
         while True:
-            if self._lease_lost() or self._give_up.is_set():
+            if self._give_up.is_set():
                 return None
+            if self._lease_lost():
+                # An earlier try may have landed, and ended the lease itself (a Complete whose
+                # answer was lost makes the job SUCCEEDED, so its next beat hears lease_lost).
+                return await self.landed_earlier(landed) if uncertain else None
             try:
                 return await call()
             except grpc.aio.AioRpcError as error:
@@ -343,9 +347,17 @@ class Batcher:
         self._spawn(later())
 
     def _still_ours(self, entry: Settlement) -> bool:
-        """Retrying ends when the lease is lost or the shutdown is out of time."""
-        if entry.holder.lease_lost() or self._give_up.is_set():
+        """Retrying ends when the lease is lost or the shutdown is out of time. A lease lost
+        after a try whose answer never came may have been lost to that very try (the job it
+        completed beats lease_lost): the job is read back before it counts as lost."""
+        if self._give_up.is_set():
             entry.done(None)
+            return False
+        if entry.holder.lease_lost():
+            if entry.uncertain:
+                self._spawn(self._landed_earlier(entry))
+            else:
+                entry.done(None)
             return False
         return True
 

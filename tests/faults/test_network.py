@@ -109,12 +109,6 @@ def test_a_lost_complete_answer_is_retried_and_counted_once(run: FaultRun) -> No
     assert released_from_live_workers(report, run.faults) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 (fault suite: a lost Complete answer retried): the job's next heartbeat "
-    "answers LEASE_LOST (it is SUCCEEDED), which ends the retry without reading the job back, "
-    "so the worker says it lost its lease and counts a completed job as failed",
-)
 def test_a_worker_whose_complete_answer_was_lost_reports_the_job_succeeded(
     run: FaultRun,
 ) -> None:
