@@ -13,6 +13,7 @@ recorded with its moment, every beat answered CONTINUE at once (or not at all on
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import selectors
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -135,13 +136,13 @@ def assert_no_beat_gap_beyond_the_interval(
     recorder: Recorder, job_id: str, registered: float, ended: float
 ) -> None:
     moments = [registered, *recorder.beats_of(job_id), ended]
-    gaps = [later - earlier for earlier, later in zip(moments, moments[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(moments)]
     assert max(gaps) <= INTERVAL + EPSILON, (job_id, moments)
 
 
 def assert_the_ticker_never_sends_twice_within_half_an_interval(recorder: Recorder) -> None:
     moments = [at for at, _ in recorder.messages]
-    gaps = [later - earlier for earlier, later in zip(moments, moments[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(moments)]
     assert min(gaps) > INTERVAL / 2, moments
     # Which is to say: at most two messages in any interval.
     for start in moments:
@@ -176,8 +177,7 @@ def test_jobs_claimed_at_random_moments_settle_onto_one_message_an_interval(
     assert all(sorted(ids) == sorted(claimed) for _, ids in settled)
     moments = [at for at, _ in settled]
     assert all(
-        abs(later - earlier - INTERVAL) < EPSILON
-        for earlier, later in zip(moments, moments[1:], strict=False)
+        abs(later - earlier - INTERVAL) < EPSILON for earlier, later in itertools.pairwise(moments)
     )
     assert len(settled) >= 17
     for job_id, at in claimed.items():
