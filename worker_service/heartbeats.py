@@ -15,8 +15,9 @@ job whose beat falls due within the next half interval. Hence:
   the event loop's own lag), and the fencing clock below only ever sees earlier beats;
 - jobs taken together fall due together again, so a worker's jobs settle onto one rhythm: one
   message an interval, and one more, once, for a job claimed off that rhythm;
-- the ticker never sends within half an interval of the last message, so however the claims
-  fall it sends at most two messages an interval (stage changes send their own at once);
+- the ticker never sends within half an interval of the last message (a reconnect's aside:
+  that one beats every job and leaves their rhythm as it was), so however the claims fall it
+  sends at most two messages an interval (stage changes send their own at once);
 - a job's first beat comes between half an interval and one interval after its claim: a job
   shorter than half an interval costs no beat at all.
 Nothing waits for company: the beats taken leave when the loop next turns, in one
