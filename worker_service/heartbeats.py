@@ -1,17 +1,27 @@
 """One heartbeat stream per worker process, carrying every job it holds, many beats a message.
 
-Each job the worker holds (running, or claimed ahead and waiting for a slot) beats once every
-HEARTBEAT_INTERVAL_SECONDS counted from its claim, so a job that ends within one interval costs
-no beat at all; a stage change is sent at once when the job run asks for it (`beat_now`). The
-queue service answers each beat with CONTINUE, CANCEL or LEASE_LOST, and the answer is handed to
-the job that sent it. A job whose worker stops beating (a crash, a paused process) is released
-after the service's HEARTBEAT_TIMEOUT_SECONDS and retried elsewhere, which is why the interval
-must stay well under that timeout.
+Each job the worker holds (running, or claimed ahead and waiting for a slot) beats at least once
+every HEARTBEAT_INTERVAL_SECONDS; a stage change is sent at once when the job run asks for it
+(`beat_now`). The queue service answers each beat with CONTINUE, CANCEL or LEASE_LOST, and the
+answer is handed to the job that sent it. A job whose worker stops beating (a crash, a paused
+process) is released after the service's HEARTBEAT_TIMEOUT_SECONDS and retried elsewhere, which
+is why the interval must stay well under that timeout.
 
-Beats go out together: every beat asked for while the event loop is busy (the beats falling due,
-stage changes) travels in one HeartbeatRequest (`beats`), answered in one response, since a
-message costs the queue service far more than a beat inside one. Nothing waits for company: the
-first beat leaves when the loop next turns, with whatever joined it by then.
+Beats go out together, since a message costs the queue service far more than a beat inside one.
+The rule: a job's next beat falls due one interval after its last one (after its claim, for the
+first), and whenever a message goes out (a beat fell due, or a stage change) it also takes every
+job whose beat falls due within the next half interval. Hence:
+- a beat may come early, never late: no job's beats are more than an interval apart (but for
+  the event loop's own lag), and the fencing clock below only ever sees earlier beats;
+- jobs taken together fall due together again, so a worker's jobs settle onto one rhythm: one
+  message an interval, and one more, once, for a job claimed off that rhythm;
+- the ticker never sends within half an interval of the last message (a reconnect's aside:
+  that one beats every job and leaves their rhythm as it was), so however the claims fall it
+  sends at most two messages an interval (stage changes send their own at once);
+- a job's first beat comes between half an interval and one interval after its claim: a job
+  shorter than half an interval costs no beat at all.
+Nothing waits for company: the beats taken leave when the loop next turns, in one
+HeartbeatRequest (`beats`), answered in one response.
 
 When the stream breaks (the queue service restarted, the network blinked) it is reopened with
 capped exponential backoff. Leases are not touched: jobs keep running, their next beats go out
@@ -32,6 +42,7 @@ per job, and the job runs on.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -47,10 +58,10 @@ log = logging.getLogger(__name__)
 
 RECONNECT_INITIAL_SECONDS = 0.1
 RECONNECT_MAX_SECONDS = 5.0
-# Beats falling due within this share of an interval of each other go out together, so that the
-# ticker wakes a few times an interval however many jobs there are (a beat may go out that much
-# early, never late).
-GATHER_SHARE = 0.1
+# A message takes every beat falling due within this share of an interval (so a beat may go out
+# that much early, never late). Half an interval: the ticker's messages are more than that apart,
+# so at most two an interval, and jobs taken together stay together (see the module).
+GATHER_SHARE = 0.5
 # The most beats one HeartbeatRequest carries (the queue service's limit).
 MAX_BEATS = 10_000
 # The longest stage name the queue service takes: a longer one is cut, not refused.
@@ -176,9 +187,21 @@ class HeartbeatStream:
             entry.progress = progress
         key = (entry.job_id, entry.lease)
         if key in self._jobs:
-            self._send(key, entry, asyncio.get_running_loop().time())
+            now = asyncio.get_running_loop().time()
+            self._take(key, entry, now)
+            self._take_due(now)
 
-    def _send(self, key: tuple[str, int], entry: Beating, now: float) -> None:
+    def _take_due(self, now: float) -> None:
+        """Take the beat of every job falling due within the window (see the module)."""
+        horizon = now + self._interval * GATHER_SHARE
+        # In the order their beats fall due: the scan stops at the first one beyond the window.
+        due = list(itertools.takewhile(lambda item: item[1].due <= horizon, self._jobs.items()))
+        for key, entry in due:
+            self._take(key, entry, now)
+
+    def _take(self, key: tuple[str, int], entry: Beating, now: float) -> None:
+        """Take this job's beat now, to go out when the loop next turns; its next falls due one
+        interval later."""
         if not self._gathered:
             asyncio.get_running_loop().call_soon(self._send_gathered)
         self._gathered.append(entry.beat())
@@ -198,24 +221,19 @@ class HeartbeatStream:
 
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()
-        gather = self._interval * GATHER_SHARE
         while True:
             if not self._jobs:
                 self._registered.clear()
                 await self._registered.wait()
                 continue
             first = next(iter(self._jobs.values()))
-            wait = first.due - gather - loop.time()
+            wait = first.due - loop.time()
             if wait > 0:
+                # Then look again: meanwhile the first job's beat may have gone out with a
+                # stage change, or the job ended.
                 await asyncio.sleep(wait)
-            now = loop.time()
-            due = []
-            for key, entry in self._jobs.items():
-                if entry.due - gather > now:
-                    break
-                due.append((key, entry))
-            for key, entry in due:
-                self._send(key, entry, now)
+                continue
+            self._take_due(loop.time())
 
     async def _requests(
         self, outgoing: asyncio.Queue[pb.HeartbeatRequest | None], generation: int
