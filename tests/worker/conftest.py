@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 from google.protobuf import struct_pb2
 
 from jobqueue.rpc import bearer_metadata
 from jobqueue.v1 import admin_service_pb2, admin_service_pb2_grpc
+from tests.support.jobs import fetch_job
 from tests.support.processes import Process, queue_service_process, worker_process
 
 # Fast enough that every rule plays out in a few seconds, slow enough to be far from flaky:
@@ -140,3 +142,9 @@ def held_job(queue: Queue, objects: Path, gate: Path, key: str = "videos/held.mp
     """A job that stays RUNNING in `wait_for_gate` until `gate` exists."""
     put_object(objects, key)
     return queue.enqueue({"source_type": "s3", "s3_key": key, "gate": str(gate)})
+
+
+def at_gate(db: psycopg.Connection[Any], job_id: str, lease: int = 1) -> bool:
+    """Whether the held job runs under `lease`, waiting at its gate."""
+    row = fetch_job(db, job_id)
+    return row["status"] == "RUNNING" and row["lease"] == lease and row["stage"] == "wait_for_gate"

@@ -15,14 +15,9 @@ import pytest
 from tests.support.jobs import fetch_job
 from tests.support.processes import Process, free_port, lines_in_order
 from tests.support.waiting import wait_for
-from tests.worker.conftest import Queue, held_job, put_object
+from tests.worker.conftest import Queue, at_gate, held_job, put_object
 
 pytestmark = pytest.mark.integration
-
-
-def at_gate(db: psycopg.Connection[Any], job_id: str, lease: int = 1) -> bool:
-    row = fetch_job(db, job_id)
-    return row["status"] == "RUNNING" and row["lease"] == lease and row["stage"] == "wait_for_gate"
 
 
 def test_a_killed_worker_s_job_is_rerun_and_succeeds_once(

@@ -30,18 +30,13 @@ from tests.support.jobs import fetch_job
 from tests.support.processes import Process, lines_in_order
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import wait_for
-from tests.worker.conftest import Queue, held_job
+from tests.worker.conftest import Queue, at_gate, held_job
 
 pytestmark = pytest.mark.integration
 
 # The queue service's defaults, stated (the fixtures' QUEUE_ENV shortens them for other tests).
 DEFAULT_TIMEOUTS = {"HEARTBEAT_TIMEOUT_SECONDS": "120", "STALE_SWEEP_INTERVAL_SECONDS": "30"}
 DEFAULT_WORKER = {"HEARTBEAT_INTERVAL_SECONDS": "5", "HEARTBEAT_TIMEOUT_SECONDS": "120"}
-
-
-def at_gate(db: psycopg.Connection[Any], job_id: str, lease: int = 1) -> bool:
-    row = fetch_job(db, job_id)
-    return row["status"] == "RUNNING" and row["lease"] == lease and row["stage"] == "wait_for_gate"
 
 
 def silent_seconds(db: psycopg.Connection[Any], job_id: str) -> float:
