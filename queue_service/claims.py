@@ -121,6 +121,17 @@ class Claimer:
         self._orphans: set[asyncio.Future[None]] = set()
         # Due-time lookups in flight, also those of lines dropped meanwhile (stop awaits them).
         self._lookups: set[asyncio.Future[None]] = set()
+        self._closing = False
+
+    def close(self) -> None:
+        """The service is stopping: waiting Claims answer now, and new ones do not wait.
+
+        A Claim still waiting when the server's grace runs out would be cancelled, and its worker
+        would see CANCELLED rather than an answer; an empty answer lets it simply claim again.
+        """
+        self._closing = True
+        for line in self._lines.values():
+            line.wake_all()
 
     async def stop(self) -> None:
         """Cancel the timers and due-time lookups (the service is stopping)."""
@@ -139,7 +150,7 @@ class Claimer:
     async def claim(
         self, worker_id: str, limit: int, queue: str, wait_seconds: float
     ) -> list[Claimed]:
-        if wait_seconds <= 0:
+        if wait_seconds <= 0 or self._closing:
             return await self._claim_once(worker_id, limit, queue)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
@@ -180,6 +191,8 @@ class Claimer:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(remaining):
                         await waiter.woken.wait()
+                if self._closing:
+                    return []
                 look = waiter.woken.is_set()
         finally:
             self._leave(queue, line, waiter)

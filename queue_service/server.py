@@ -112,6 +112,7 @@ class QueueServer:
         await self.reaper.stop()
         await self.upkeep.stop()
         self.queue.close_streams()
+        self.claimer.close()
         await self.server.stop(grace)
         await self.queue.stop()
         await self.admin.stop()

@@ -45,8 +45,14 @@ log = logging.getLogger(__name__)
 MIN_IDLE_SECONDS = 0.1
 # A claim that failed inside the service (INTERNAL, UNKNOWN) is tried again like an unreachable
 # one: the next claim is a new statement, and a worker that exits on a passing server error
-# (a migration applied under load, say) would take its running jobs down with it.
-CLAIM_RETRYABLE_CODES = rpc.RETRYABLE_CODES | {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+# (a migration applied under load, say) would take its running jobs down with it. CANCELLED is
+# the server's doing too (its stop cancels what is still running when the grace runs out): the
+# worker's own cancel of a claim never reaches here as an error.
+CLAIM_RETRYABLE_CODES = rpc.RETRYABLE_CODES | {
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.CANCELLED,
+}
 # Claiming ahead: about this many seconds of work held beyond the running jobs...
 PREFETCH_HORIZON_SECONDS = 0.1
 # ... and never more than this many jobs (graphile-worker's local queue holds 500).

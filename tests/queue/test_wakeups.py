@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, closing
 from typing import Any
 
+import grpc
 import psycopg
 import pytest
 from google.protobuf import struct_pb2
@@ -29,8 +30,10 @@ from psycopg.types.json import Jsonb
 
 from jobqueue.v1 import admin_service_pb2 as admin_pb
 from jobqueue.v1 import queue_service_pb2 as queue_pb
+from jobqueue.v1 import queue_service_pb2_grpc
 from queue_service import claims
 from queue_service.notify import Announcement, parse
+from queue_service.server import build
 from tests.support.grpc_server import RunningQueue, running_queue, service_config
 from tests.support.jobs import insert_job
 
@@ -203,6 +206,37 @@ async def test_a_waiting_claim_returns_when_a_job_is_enqueued_not_when_it_re_pol
         assert len(response.jobs) == 1
         # Woken: well before the 20 s wait (or a 60 s re-poll) would have ended it.
         assert time.monotonic() - enqueued < 5
+
+
+async def test_a_waiting_claim_is_answered_empty_when_the_service_stops(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not cancelled at the end of the grace: a worker would take CANCELLED for a refusal.
+    monkeypatch.setattr(claims, "RECHECK_SECONDS", 60.0)
+    service = await build(service_config(database_url))
+    await service.start()
+    await service.notifier.listening.wait()
+    found_nothing = asyncio.Event()
+    claim_once = service.store.claim
+
+    async def observed_claim(*args: Any) -> list[dict[str, Any]]:
+        rows = await claim_once(*args)
+        if not rows:
+            found_nothing.set()
+        return rows
+
+    monkeypatch.setattr(service.store, "claim", observed_claim)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+        request = queue_pb.ClaimRequest(worker_id="w", max_jobs=1)
+        request.wait.FromSeconds(30)
+        claim = asyncio.ensure_future(
+            queue_service_pb2_grpc.QueueServiceStub(channel).Claim(request)
+        )
+        await asyncio.wait_for(found_nothing.wait(), 10)  # the claim is now waiting
+        stopping = asyncio.ensure_future(service.stop(grace=20))
+        response = await asyncio.wait_for(claim, 10)  # well inside the grace
+        assert list(response.jobs) == []
+        await asyncio.wait_for(stopping, 30)
 
 
 # -- the service: how many claims a wake-up costs ---------------------------------------------

@@ -64,6 +64,8 @@ class FakeQueue:
         self.refuse: dict[str, int] = {}
         self.drop_answer: dict[str, int] = {}
         self.locked: set[str] = set()
+        # The status codes the next claims fail with, one each, in order.
+        self.claim_errors: list[grpc.StatusCode] = []
         self._changed = asyncio.Condition()
 
     # -- the test's side ---------------------------------------------------------------------
@@ -107,6 +109,8 @@ class FakeQueue:
     async def claim(self, worker_id: str, max_jobs: int, wait_seconds: float) -> list[job_pb2.Job]:
         self.claims.append(max_jobs)
         await self._record("claim", "", max_jobs)
+        if self.claim_errors:
+            raise rpc_error(self.claim_errors.pop(0))
         if not self.queued and wait_seconds > 0:
             async with self._changed:
                 try:

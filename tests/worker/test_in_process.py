@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from jobqueue.v1 import job_pb2
@@ -124,6 +125,41 @@ async def test_claims_as_many_jobs_as_it_has_room_for(setup: Setup) -> None:
     assert {job_id for method, job_id, _ in setup.fake.calls if method == "complete"} == set(jobs)
     assert max(setup.fake.claims) == 3
     assert worker.counters == Counters(processed=5, succeeded=5, failed=0)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.INTERNAL,
+        # The server's stop cancels what is still running when its grace runs out.
+        grpc.StatusCode.CANCELLED,
+    ],
+)
+async def test_a_claim_the_server_could_not_answer_is_made_again(
+    setup: Setup, code: grpc.StatusCode
+) -> None:
+    job_id = setup.fake.add(ADVERT)
+    setup.fake.claim_errors = [code, code]
+
+    worker = setup.worker(limit=1, once=False)
+    await finished(worker)
+
+    assert worker.fatal is None
+    assert len(setup.fake.claims) == 3
+    assert setup.line(f"Job {job_id[:8]} succeeded in")
+
+
+async def test_a_refused_claim_stops_the_worker(setup: Setup) -> None:
+    setup.fake.add(ADVERT)
+    setup.fake.claim_errors = [grpc.StatusCode.PERMISSION_DENIED]
+
+    worker = setup.worker(once=False)
+    await finished(worker)
+
+    assert worker.fatal is not None and worker.fatal.startswith("PERMISSION_DENIED")
+    assert setup.fake.claims == [setup.fake.claims[0]]
+    assert worker.counters == Counters(processed=0, succeeded=0, failed=0)
 
 
 async def test_never_claims_past_the_limit(setup: Setup) -> None:
