@@ -18,6 +18,7 @@ from jobqueue.v1 import admin_service_pb2 as pb
 from jobqueue.v1 import admin_service_pb2_grpc, job_pb2
 from queue_service import bounds, convert
 from queue_service.audit import AuditLog, audited
+from queue_service.auth import current_caller
 from queue_service.batching import Coalescer
 from queue_service.config import Config
 from queue_service.errors import InvalidArgument, grpc_errors
@@ -50,7 +51,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         await self.audit.stop()
 
     @grpc_errors
-    @audited("enqueue", lambda _, response: [_enqueued(response)])
+    @audited("enqueue", None)  # the enqueue writes its entries itself
     async def EnqueueJob(
         self, request: pb.EnqueueJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.EnqueueJobResponse:
@@ -60,7 +61,7 @@ class AdminServicer(admin_service_pb2_grpc.AdminServiceServicer):
         return response
 
     @grpc_errors
-    @audited("enqueue", lambda _, response: [_enqueued(result) for result in response.results])
+    @audited("enqueue", None)  # the enqueue writes its entries itself
     async def EnqueueJobs(
         self, request: pb.EnqueueJobsRequest, context: grpc.aio.ServicerContext
     ) -> pb.EnqueueJobsResponse:
@@ -201,10 +202,6 @@ def released_response(rows: Sequence[dict[str, object]]) -> pb.ReleaseStaleJobsR
     )
 
 
-def _enqueued(response: pb.EnqueueJobResponse) -> tuple[str | None, str]:
-    return response.job.id, "already_existed" if response.already_existed else "ok"
-
-
 def _answer(
     response: pb.EnqueueJobResponse,
     new_job: NewJob,
@@ -264,5 +261,15 @@ def _new_job(request: pb.EnqueueJobRequest, local_media_root: Path | None) -> Ne
         if request.HasField("run_after")
         else None
     )
-    # With tracing on, the job keeps the trace of this call (the caller's, e.g. a REST request).
-    return NewJob(input_json, queue, priority, max_attempts, key, run_after, tracing.traceparent())
+    # With tracing on, the job keeps the trace of this call (the caller's, e.g. a REST request);
+    # the caller is named in its audit entry, which the enqueue's statement writes.
+    return NewJob(
+        input_json,
+        queue,
+        priority,
+        max_attempts,
+        key,
+        run_after,
+        tracing.traceparent(),
+        current_caller.get(),
+    )

@@ -5,10 +5,12 @@ AdminService methods are wrapped in `audited(action)`, which records one entry p
 call touched once the call has an answer, refusals included (a cancel of a finished job is
 recorded as FAILED_PRECONDITION:INVALID_TRANSITION). The caller is the one queue_service/auth.py
 admitted: its role, the name of its credential, and the operator a trusted gateway named.
-Entries that arrive together are written by one statement (batching.Coalescer), so a burst of
-enqueues costs one extra statement, not one per job. GetJob shows a job's trail.
+Entries that arrive together are written by one statement (batching.Coalescer). GetJob shows a
+job's trail.
 
-The entry is written after its action, not in the action's transaction: the state machine's
+An enqueue writes its entries in its own statement (queue_service/sql/queries.sql, `enqueue`):
+the job and its entry commit together, at no extra round trip on the hot admin call. The other
+actions' entries are written after the action, not in its transaction: the state machine's
 functions stay as they are. If the database fails between the two, the action stands and the
 server log has the entry that could not be written (at ERROR, with job, action and caller).
 """
@@ -119,11 +121,12 @@ def refusal(error: BaseException) -> str:
 
 def audited(
     action: str,
-    touched: Callable[[Any, Any], list[tuple[str | None, str]]],
+    touched: Callable[[Any, Any], list[tuple[str | None, str]]] | None,
     request_job: Callable[[Any], str | None] = lambda request: None,
 ) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., Awaitable[T]]]:
     """Record `action` for an AdminService method: `touched(request, response)` names the jobs
-    and outcomes of an answered call; a refused call is recorded against `request_job(request)`
+    and outcomes of an answered call (None: the action's own statement wrote them, as an enqueue
+    does); a refused call is recorded against `request_job(request)`
     (when it names a well-formed job) with the refusal's code and reason. Goes inside
     `grpc_errors`, so that it sees the domain error before it becomes a status."""
 
@@ -136,7 +139,8 @@ def audited(
             except Exception as error:
                 await audit.record(action, [(_job_or_none(request_job(request)), refusal(error))])
                 raise
-            await audit.record(action, touched(request, response))
+            if touched is not None:
+                await audit.record(action, touched(request, response))
             return response
 
         return wrapper

@@ -14,19 +14,31 @@
 -- nearest one it can, so that one such row fails no answer that holds it.
 
 -- name: enqueue
--- Inputs are JSON text, which the cast parses: the service never builds them as objects.
+-- One statement enqueues and writes the audit entry of each job for whoever enqueued it
+-- (012's admin_audit; an entry without a role is not written): a job and its entry commit
+-- together, in one round trip. With tracing on, store.py runs this same statement around
+-- enqueue_jobs_traced (011), which also keeps each new job's trace context. Inputs are JSON
+-- text, which the cast parses: the service never builds them as objects.
+WITH e AS MATERIALIZED (
+    SELECT e.*
+    FROM enqueue_jobs(%(inputs)b::text[]::jsonb[], %(queues)b::text[], %(priorities)b::integer[],
+                      %(max_attempts)b::integer[], %(keys)b::text[], %(run_afters)b::timestamptz[])
+         WITH ORDINALITY AS e(job_id, already_existed, status, max_attempts, idempotency_key,
+                              run_after, created_at, ord)
+), audited AS (
+    INSERT INTO admin_audit (action, job_id, role, credential, operator, outcome)
+    SELECT 'enqueue', e.job_id, c.role, c.credential, c.operator,
+           CASE WHEN e.already_existed THEN 'already_existed' ELSE 'ok' END
+    FROM e
+    JOIN unnest(%(roles)b::text[], %(credentials)b::text[], %(operators)b::text[])
+         WITH ORDINALITY AS c(role, credential, operator, ord) USING (ord)
+    WHERE c.role IS NOT NULL
+    ORDER BY e.ord
+)
 SELECT job_id::text, already_existed, status, max_attempts, idempotency_key,
        ingestion_job_shown_time(run_after), ingestion_job_shown_time(created_at)
-FROM enqueue_jobs(%(inputs)b::text[]::jsonb[], %(queues)b::text[], %(priorities)b::integer[],
-                  %(max_attempts)b::integer[], %(keys)b::text[], %(run_afters)b::timestamptz[]);
-
--- name: enqueue_traced
--- The same, each new job keeping the trace context it was enqueued in (tracing on; 011).
-SELECT job_id::text, already_existed, status, max_attempts, idempotency_key,
-       ingestion_job_shown_time(run_after), ingestion_job_shown_time(created_at)
-FROM enqueue_jobs_traced(%(inputs)b::text[]::jsonb[], %(queues)b::text[], %(priorities)b::integer[],
-                         %(max_attempts)b::integer[], %(keys)b::text[],
-                         %(run_afters)b::timestamptz[], %(trace_contexts)b::text[]);
+FROM e
+ORDER BY ord;
 
 -- name: claim
 -- Every column but output (NULL on a job that can be claimed) and the errors history; the

@@ -3,6 +3,7 @@ the caller's role, credential and operator, refusals included, and shown by GetJ
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
@@ -88,3 +89,27 @@ async def test_without_credentials_the_caller_is_recorded_as_anonymous(
     assert audit_rows(database_url) == [
         ("retry", str(job["id"]), "admin+worker", "anonymous", "", "ok")
     ]
+
+
+async def test_enqueues_sharing_a_statement_each_record_their_own_caller(
+    database_url: str,
+) -> None:
+    # Single enqueues that arrive together are written by one statement (the service coalesces
+    # them), and that statement writes their entries too: each under its own caller.
+    config = service_config(database_url, admin_token=ADMIN_TOKEN, auth_token="shared")
+    admin = (ADMIN_TOKEN, "QUEUE_ADMIN_TOKEN")
+    shared = ("shared", "QUEUE_AUTH_TOKEN")
+    callers = [(*(admin if i % 2 else shared), f"operator {i}" if i % 3 else "") for i in range(20)]
+    async with running_queue(config) as qs:
+        answers = await asyncio.gather(
+            *(
+                qs.admin.EnqueueJob(
+                    enqueue_request(f"videos/c{i}.mp4"), metadata=bearer_metadata(token, operator)
+                )
+                for i, (token, _, operator) in enumerate(callers)
+            )
+        )
+    assert sorted(row[1:] for row in audit_rows(database_url)) == sorted(
+        (answer.job.id, "admin" if token == ADMIN_TOKEN else "admin+worker", name, operator, "ok")
+        for answer, (token, name, operator) in zip(answers, callers, strict=True)
+    )
