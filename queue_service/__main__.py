@@ -73,7 +73,11 @@ async def serve(config: Config) -> int:
         applied = await wait_and_migrate(config)
         log.info("migrations applied: %s", ", ".join(applied) or "none pending")
     service = await build(config)
-    await service.start()
+    try:
+        await service.start()
+    except BaseException:
+        await service.stop(grace=0)  # what did start must not keep the process alive
+        raise
     print(f"Queue service listening on {config.listen} (port {service.port})", flush=True)
     if service.metrics is not None and config.metrics_listen is not None:
         host = config.metrics_listen.rpartition(":")[0]

@@ -204,14 +204,19 @@ async def build(config: Config) -> QueueServer:
         ),
         server,
     )
-    if config.tls is not None:
-        port = server.add_secure_port(config.listen, config.tls.credentials())
-    else:
-        port = server.add_insecure_port(config.listen)
+    try:
+        if config.tls is not None:
+            port = server.add_secure_port(config.listen, config.tls.credentials())
+        else:
+            port = server.add_insecure_port(config.listen)
+    except RuntimeError:  # grpcio raises where it used to answer 0
+        port = 0
     if port == 0:
+        # Nothing will serve: let go of what was opened, or its tasks keep the process alive.
+        await pools.close()
         if metrics is not None:
             metrics.stop()
-        raise OSError(f"cannot listen on {config.listen}")
+        raise OSError(f"cannot listen on {config.listen}: the address is in use or not this host's")
     return QueueServer(
         config=config,
         server=server,

@@ -1,4 +1,5 @@
-"""The settings of observability stop a process with one clear line when they are wrong."""
+"""Settings that cannot work (observability's, a port already taken) stop a process at once,
+with one clear line."""
 
 from __future__ import annotations
 
@@ -55,3 +56,15 @@ def test_a_taken_metrics_port_stops_the_queue_service(database_url: str) -> None
     assert f"error: cannot serve metrics on 127.0.0.1:{port}: Address already in use" in (
         result.stderr
     ), result.stderr
+
+
+def test_a_taken_service_port_stops_the_queue_service_at_once(database_url: str) -> None:
+    # It once logged gRPC's bind error and hung, its database pools keeping it alive.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = queue_service_env(database_url, port, QUEUE_METRICS_LISTEN="off")
+        result = run("queue_service", env)
+    assert result.returncode == 1, result
+    assert f"error: cannot listen on 127.0.0.1:{port}: the address is in use" in result.stderr
