@@ -49,6 +49,9 @@ class Config:
     retention_succeeded_seconds: float = 7 * 86_400.0
     retention_cancelled_seconds: float = 7 * 86_400.0
     retention_failed_seconds: float = 30 * 86_400.0
+    # The audit trail of admin actions (012's admin_audit) keeps an entry this long (0: for
+    # ever): longer than the jobs it names, so that "who retried this?" outlives the job.
+    retention_audit_seconds: float = 90 * 86_400.0
     # How often the pruner deletes them (in batches of upkeep.PRUNE_BATCH); 0 turns it off.
     retention_sweep_interval_seconds: float = 60.0
     # The workers' HEARTBEAT_INTERVAL_SECONDS: after an outage the stale sweep waits one
@@ -108,6 +111,7 @@ class Config:
             retention_failed_seconds=env.number(
                 "RETENTION_FAILED_SECONDS", 30 * 86_400.0, minimum=0
             ),
+            retention_audit_seconds=env.number("RETENTION_AUDIT_SECONDS", 90 * 86_400.0, minimum=0),
             retention_sweep_interval_seconds=env.number(
                 "RETENTION_SWEEP_INTERVAL_SECONDS", 60.0, minimum=0
             ),

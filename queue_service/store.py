@@ -442,6 +442,15 @@ class Store:
         assert row is not None
         return int(row["deleted"])
 
+    async def prune_audit(self, age_seconds: float, batch: int) -> int:
+        """Delete up to `batch` audit entries written `age_seconds` ago or earlier, oldest first;
+        how many it deleted."""
+        row = await self._one(
+            "prune_audit", {"age": age_seconds, "batch": batch}, self.pools.background
+        )
+        assert row is not None
+        return int(row["deleted"])
+
     async def fold_counts(self) -> int:
         row = await self._one("fold_counts", {}, self.pools.background)
         assert row is not None

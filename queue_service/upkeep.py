@@ -5,7 +5,8 @@
   7 days, FAILED, the dead letter, after 30; 0 keeps a status for ever), PRUNE_BATCH rows a
   statement (prune_finished in sql/queries.sql: SKIP LOCKED, so a job being retried or read
   under a lock right now is left for the next sweep). Adverts stay: they have no foreign key to
-  their job (migrations/005_adverts.sql).
+  their job (migrations/005_adverts.sql). The audit trail of admin actions goes the same way
+  after RETENTION_AUDIT_SECONDS (90 days; 0 keeps it), oldest entries first.
 - Counts: every FOLD_INTERVAL_SECONDS, the count deltas that 008's triggers append are folded
   into one row per queue and status (fold_job_counts), so GetQueueStats reads a few rows.
 
@@ -16,6 +17,7 @@ what another fold took.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -64,19 +66,37 @@ class Upkeep:
         return {status: age for status, age in ages.items() if age > 0}
 
     async def prune(self) -> dict[str, int]:
-        """Delete the finished jobs past their retention; how many of each status."""
+        """Delete the finished jobs and audit entries past their retention; how many of each
+        status, and of "audit" entries."""
         deleted: dict[str, int] = {}
         for status, age in self.retention().items():
-            total = 0
-            for _ in range(PRUNE_BATCHES_PER_SWEEP):
-                count = await self._store.prune_finished(status, age, PRUNE_BATCH)
-                total += count
-                if count < PRUNE_BATCH:
-                    break
+            total = await self._in_batches(
+                functools.partial(self._store.prune_finished, status, age, PRUNE_BATCH)
+            )
             if total:
                 deleted[status] = total
                 log.info("retention deleted %d %s job(s) older than %g s", total, status, age)
+        age = self._config.retention_audit_seconds
+        if age > 0:
+            total = await self._in_batches(
+                functools.partial(self._store.prune_audit, age, PRUNE_BATCH)
+            )
+            if total:
+                deleted["audit"] = total
+                log.info("retention deleted %d audit entries older than %g s", total, age)
         return deleted
+
+    @staticmethod
+    async def _in_batches(statement: Callable[[], Awaitable[int]]) -> int:
+        """Run a delete of up to PRUNE_BATCH rows until it deletes fewer, at most
+        PRUNE_BATCHES_PER_SWEEP times; how many rows went."""
+        total = 0
+        for _ in range(PRUNE_BATCHES_PER_SWEEP):
+            count = await statement()
+            total += count
+            if count < PRUNE_BATCH:
+                break
+        return total
 
     async def fold(self) -> int:
         return await self._store.fold_counts()

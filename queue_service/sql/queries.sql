@@ -219,6 +219,21 @@ WITH doomed AS (
 )
 SELECT count(*) AS deleted FROM gone;
 
+-- name: prune_audit
+-- Retention of the audit trail: deletes those of its %(batch)s oldest entries (by id, which
+-- grows with `at`) that were written more than %(age)s seconds ago. Looking only at the oldest
+-- makes each statement a short walk of the primary key, however long the trail is; an entry
+-- older than one before it (a clock step back) waits for that one.
+WITH oldest AS (
+    SELECT a.id, a.at FROM admin_audit a ORDER BY a.id LIMIT %(batch)s
+), gone AS (
+    DELETE FROM admin_audit a
+    WHERE a.id = ANY (ARRAY(SELECT oldest.id FROM oldest
+                            WHERE oldest.at < now() - make_interval(secs => %(age)s)))
+    RETURNING 1
+)
+SELECT count(*) AS deleted FROM gone;
+
 -- name: fold_counts
 -- 008's count deltas replaced by their sums (queue_service/upkeep.py, every few seconds).
 SELECT fold_job_counts() AS folded;

@@ -123,3 +123,34 @@ async def test_the_pruner_runs_on_its_own_and_zero_keeps_a_status(
 
         await asyncio.wait_for(pruned(), 15)
     assert remaining(db) == {old_failure}
+
+
+def audit_entry(db: psycopg.Connection[Any], days_ago: float) -> int:
+    row = db.execute(
+        "INSERT INTO admin_audit (at, action, role, credential, outcome)"
+        " VALUES (now() - make_interval(secs => %s), 'retry', 'admin', 'QUEUE_ADMIN_TOKEN', 'ok')"
+        " RETURNING id",
+        (days_ago * DAY,),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def audit_ids(db: psycopg.Connection[Any]) -> set[int]:
+    return {entry_id for (entry_id,) in db.execute("SELECT id FROM admin_audit")}
+
+
+async def test_audit_entries_go_after_ninety_days_in_batches_and_zero_keeps_them(
+    database_url: str, db: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(upkeep, "PRUNE_BATCH", 100)
+    old = {audit_entry(db, 91) for _ in range(250)}
+    kept = {audit_entry(db, 89), audit_entry(db, 1)}
+    db.commit()
+    async with running_queue(service_config(database_url, retention_audit_seconds=0)) as qs:
+        assert "audit" not in await qs.service.upkeep.prune()
+    assert audit_ids(db) == old | kept
+
+    async with running_queue(service_config(database_url)) as qs:
+        assert (await qs.service.upkeep.prune())["audit"] == 250
+    assert audit_ids(db) == kept
