@@ -452,6 +452,14 @@ def test_a_dead_letter_job_is_retried_and_a_queued_one_cancelled_after_confirmat
     expect(page.locator("#errors tbody tr")).to_have_count(1)
     expect(page.locator("#errors")).to_contain_text("UNSUPPORTED_MEDIA")
     expect(page.locator("#errors-older")).to_be_hidden()
+    # ... and the admin actions done to it, oldest first, by whom (this stack runs without
+    # credentials: every caller is anonymous).
+    audit = page.locator("#audit tbody tr")
+    expect(audit).to_have_count(3)
+    for row, action in enumerate(["enqueue", "retry", "cancel"]):
+        expect(audit.nth(row).locator("td").nth(1)).to_have_text(action)
+        expect(audit.nth(row).locator("td").nth(2)).to_have_text("anonymous (admin+worker)")
+        expect(audit.nth(row).locator("code")).to_have_text("ok")
     expect(page.get_by_role("button", name="Retry")).to_be_visible()
     tab.assert_clean()
 

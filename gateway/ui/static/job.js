@@ -141,6 +141,26 @@ function renderErrors(job) {
     older > 0 ? `The last ${job.errors.length} of ${job.errors_total} failed attempts.` : "";
 }
 
+// Who enqueued, cancelled, retried or released the job (the queue service's audit trail),
+// oldest first: the operator the gateway named, else the credential's name and role.
+function renderAudit(job) {
+  const entries = job.audit_trail || [];
+  field("audit").tBodies[0].replaceChildren(
+    ...entries.map((entry) =>
+      h(
+        "tr",
+        {},
+        cell("Time", when(entry.at)),
+        cell("Action", entry.action),
+        cell("By", entry.operator || `${entry.credential} (${entry.role})`),
+        cell("Outcome", h("code", {}, entry.outcome)),
+      ),
+    ),
+  );
+  field("audit").hidden = entries.length === 0;
+  field("audit-empty").hidden = entries.length > 0;
+}
+
 function render(job) {
   document.title = `Job ${shortId(job.id)} (${job.status}) · Ingestion queue`;
   const badge = field("status");
@@ -158,6 +178,7 @@ function render(job) {
   renderFacts(job);
   renderTimeline(job);
   renderErrors(job);
+  renderAudit(job);
   field("input").textContent = json(job.input);
   field("output").textContent = json(job.output);
 }
