@@ -74,6 +74,7 @@ def job(message: job_pb2.Job) -> Job:
         updated_at=to_datetime(message, "updated_at"),
         lease=message.lease,
         cancel_requested=message.cancel_requested,
+        trace_context=message.trace_context or None,
         audit_trail=[
             AuditEntry(
                 at=to_datetime(entry, "at"),

@@ -182,6 +182,11 @@ class Job(BaseModel):
     updated_at: datetime | None
     lease: int = Field(description="Fencing token of the current claim.")
     cancel_requested: bool = Field(description="A cancel of this RUNNING job is pending.")
+    trace_context: str | None = Field(
+        default=None,
+        description="W3C traceparent of the request that enqueued it, when tracing was on: "
+        "its trace holds the job's claim, stages and completion.",
+    )
     audit_trail: list[AuditEntry] = Field(
         default_factory=list,
         description="Who enqueued, cancelled, retried or released the job, oldest first "

@@ -89,8 +89,9 @@ async def test_one_trace_holds_the_gateway_the_queue_service_and_the_worker(
             json={"source_type": "s3", "s3_key": "videos/traced.mp4"},
             headers={"X-Admin-Key": ADMIN_KEY},
         )
-    assert answer.status_code == 201, answer.text
-    job_id = answer.json()["job_id"]
+        assert answer.status_code == 201, answer.text
+        job_id = answer.json()["job_id"]
+        shown = await http.get(f"/api/ingest/jobs/{job_id}", headers={"X-Admin-Key": ADMIN_KEY})
 
     # The job carries the trace of that request.
     with psycopg.connect(database_url) as db:
@@ -99,6 +100,8 @@ async def test_one_trace_holds_the_gateway_the_queue_service_and_the_worker(
         ).fetchone()
     assert row is not None and row[0], "the job stored no trace context"
     stored_trace_id = int(row[0].split("-")[1], 16)
+    # The REST view of the job names it, so an operator can find the trace.
+    assert shown.json()["job"]["trace_context"] == row[0]
 
     # A worker claims it, runs its stages (persist stores the advert) and completes it.
     config = WorkerConfig(queue_addr=target, worker_id="traced-worker", once=True)
