@@ -519,6 +519,10 @@ def test_the_pages_fit_a_phone(
         cell = page.locator("#jobs tbody tr").first.locator('td[data-label="Status"]')
         label = cell.evaluate("td => getComputedStyle(td, '::before').content")
         assert label == '"Status"', label
+        # The header row is hidden, but not its select-all box.
+        page.get_by_text("Select all on this page").click()
+        expect(page.locator("#select-all")).to_be_checked()
+        expect(page.locator("#jobs tbody input.select").first).to_be_checked()
         phone.assert_clean()
     finally:
         phone.close()
