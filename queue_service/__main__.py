@@ -76,7 +76,11 @@ async def serve(config: Config) -> int:
     try:
         await service.start()
     except BaseException:
-        await service.stop(grace=0)  # what did start must not keep the process alive
+        # What did start must not keep the process alive; the start's own error is the one told.
+        try:
+            await service.stop(grace=0)
+        except Exception:
+            log.exception("stopping after a failed start failed too")
         raise
     print(f"Queue service listening on {config.listen} (port {service.port})", flush=True)
     if service.metrics is not None and config.metrics_listen is not None:

@@ -184,7 +184,7 @@ class Claimer:
                     else:
                         self._tend(queue, line)  # it waits now: the line needs its due time
                 remaining = deadline - loop.time()
-                if remaining <= 0:
+                if remaining <= 0 or self._closing:  # also when it was looking at the close
                     return []
                 # Not wait_for: a cancellation that meets a wake-up in the same turn would be
                 # swallowed by it, and the claim made for a caller that has gone.

@@ -216,7 +216,10 @@ async def build(config: Config) -> QueueServer:
         await pools.close()
         if metrics is not None:
             metrics.stop()
-        raise OSError(f"cannot listen on {config.listen}: the address is in use or not this host's")
+        why = "the address is in use or not this host's"
+        if config.tls is not None:
+            why += ", or the TLS certificate or key is not valid (gRPC's log line above says)"
+        raise OSError(f"cannot listen on {config.listen}: {why}")
     return QueueServer(
         config=config,
         server=server,

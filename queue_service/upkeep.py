@@ -5,8 +5,8 @@
   7 days, FAILED, the dead letter, after 30; 0 keeps a status for ever), PRUNE_BATCH rows a
   statement (prune_finished in sql/queries.sql: SKIP LOCKED, so a job being retried or read
   under a lock right now is left for the next sweep). Adverts stay: they have no foreign key to
-  their job (migrations/005_adverts.sql). The audit trail of admin actions goes the same way
-  after RETENTION_AUDIT_SECONDS (90 days; 0 keeps it), oldest entries first.
+  their job (migrations/005_adverts.sql). Entries of the audit trail of admin actions are deleted
+  after RETENTION_AUDIT_SECONDS (90 days; 0 keeps them), oldest first, PRUNE_BATCH a statement.
 - Counts: every FOLD_INTERVAL_SECONDS, the count deltas that 008's triggers append are folded
   into one row per queue and status (fold_job_counts), so GetQueueStats reads a few rows.
 

@@ -1,5 +1,7 @@
 -- The queries of the audit trail of admin actions (queue_service/audit.py), by name. The table
--- is migrations/012_security.sql's admin_audit; rows are only ever inserted.
+-- is migrations/012_security.sql's admin_audit; rows are inserted, and deleted only by retention
+-- (prune_audit in queries.sql). An enqueue's entries are written by the enqueue's own statement
+-- (queries.sql, enqueue).
 
 -- name: record
 -- The entries that arrived together, in one statement, from a JSON array of

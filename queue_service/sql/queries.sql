@@ -33,6 +33,7 @@ WITH e AS MATERIALIZED (
     JOIN unnest(%(roles)b::text[], %(credentials)b::text[], %(operators)b::text[])
          WITH ORDINALITY AS c(role, credential, operator, ord) USING (ord)
     WHERE c.role IS NOT NULL
+      AND e.job_id IS NOT NULL  -- a job deleted before its read-back: the call fails (store.py)
     ORDER BY e.ord
 )
 SELECT job_id::text, already_existed, status, max_attempts, idempotency_key,

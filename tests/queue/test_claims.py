@@ -176,3 +176,21 @@ async def test_a_due_time_lookup_that_ends_after_its_line_is_gone_changes_nothin
     await until(lambda: not claims._lookups)
     assert claims._lines == {}
     await claims.stop()
+
+
+async def test_a_close_answers_waiting_and_looking_claims_empty_and_new_ones_do_not_wait() -> None:
+    held = asyncio.Event()
+    store = Store(([], None), ([], held))
+    line = claimer(store)
+    asleep_claim = asyncio.create_task(line.claim("asleep", 1, QUEUE, 30))
+    await until(lambda: asleep(line) == 1)
+    # The second finds the first asleep, so it sleeps without a look; two announced jobs wake
+    # both: the front one's look is held by the test, the other's finds nothing.
+    looking_claim = asyncio.create_task(line.claim("looking", 1, QUEUE, 30))
+    await until(lambda: asleep(line) == 2)
+    line.announced(Announcement(QUEUE, 2))
+    await until(lambda: store.looks == 3)
+    line.close()
+    held.set()
+    assert await asyncio.wait_for(asyncio.gather(asleep_claim, looking_claim), 1) == [[], []]
+    assert await asyncio.wait_for(line.claim("late", 1, QUEUE, 30), 1) == []

@@ -22,17 +22,21 @@ def test_defaults() -> None:
     assert config.stream_lost_grace_seconds == 1.0
 
 
-def test_retention_keeps_finished_jobs_a_week_and_failed_ones_a_month() -> None:
+def test_retention_keeps_finished_jobs_a_week_failed_ones_a_month_and_the_audit_ninety_days() -> (
+    None
+):
     config = Config.from_env({})
     day = 86_400
     assert (
         config.retention_succeeded_seconds,
         config.retention_cancelled_seconds,
         config.retention_failed_seconds,
+        config.retention_audit_seconds,
         config.retention_sweep_interval_seconds,
-    ) == (7 * day, 7 * day, 30 * day, 60)
-    kept = Config.from_env({"RETENTION_FAILED_SECONDS": "0"})
+    ) == (7 * day, 7 * day, 30 * day, 90 * day, 60)
+    kept = Config.from_env({"RETENTION_FAILED_SECONDS": "0", "RETENTION_AUDIT_SECONDS": "0"})
     assert kept.retention_failed_seconds == 0  # FAILED jobs are never deleted
+    assert kept.retention_audit_seconds == 0  # nor audit entries
 
 
 def test_supabase_url_is_accepted_as_the_database() -> None:

@@ -152,5 +152,14 @@ async def test_audit_entries_go_after_ninety_days_in_batches_and_zero_keeps_them
     assert audit_ids(db) == old | kept
 
     async with running_queue(service_config(database_url)) as qs:
+        statements: list[int] = []
+        prune_audit = qs.service.store.prune_audit
+
+        async def counted(age: float, batch: int) -> int:
+            statements.append(await prune_audit(age, batch))
+            return statements[-1]
+
+        monkeypatch.setattr(qs.service.store, "prune_audit", counted)
         assert (await qs.service.upkeep.prune())["audit"] == 250
+    assert statements == [100, 100, 50]
     assert audit_ids(db) == kept
