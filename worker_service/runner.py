@@ -187,7 +187,10 @@ class Worker:
         """How many jobs to claim now: 0 until a claim is worth its round trip."""
         config = self.config
         concurrency = config.concurrency
-        if self._completes.backlog + self._failures.backlog >= max(concurrency, PREFETCH_MAX):
+        # Settlements still waiting to be sent, not those in flight: a batch call in flight is
+        # the settling keeping up, and holding claims back until it answered would run the
+        # worker one step at a time (a claim, its jobs, their settlement, the next claim).
+        if self._completes.unsent + self._failures.unsent >= max(concurrency, PREFETCH_MAX):
             return 0  # the queue service is not keeping up with our settlements
         ahead = self.pace.ahead(concurrency)
         room = min(concurrency + ahead - self._in_pool, MAX_BATCH)

@@ -1,8 +1,9 @@
 """How job runs settle their jobs with the queue service: Complete, Fail or Release, made to stick.
 
 Completes (and most Fails) go out in batches (`Batcher`: CompleteBatch / FailBatch) that add no
-waiting: the first job to finish is sent at once, and whatever finishes while that call is in
-flight goes together in the next. Each job in a batch is settled exactly as a call of its own
+waiting: the first job to finish is sent at once, and so is the next while fewer than
+SETTLES_IN_FLIGHT calls are in flight; whatever finishes while they are goes together in the
+next, up to SETTLE_BATCH entries a call. Each job in a batch is settled exactly as a call of its own
 would be (`Settler`, which the single calls still use): retried while the queue service is
 unreachable, for as long as the lease holds, so that a queue service restart in the middle of
 a job costs nothing but a short wait; the lease makes a repeat harmless. A repeat refused after
@@ -48,6 +49,12 @@ CANCELLED_MESSAGE = "cancelled by an operator while running"
 RELEASE_REASON = "the worker shut down before the job finished"
 # The queue service takes at most this many entries in one batch call.
 MAX_BATCH = 1000
+# A worker's batch call carries at most this many entries, and at most this many of its calls
+# are in flight at once. A settle statement costs more per row past a few hundred rows, and two
+# statements at once keep two database backends busy, so a worker that finishes jobs faster than
+# one call comes back settles them without waiting for each answer in turn.
+SETTLE_BATCH = 250
+SETTLES_IN_FLIGHT = 2
 
 
 class Settler:
@@ -246,7 +253,11 @@ class Batcher:
         self._give_up = give_up
         self._worker_id = worker_id
         self._pending: list[Settlement] = []
-        self._in_flight = 0
+        # The batch calls in flight, and the pause after a call that failed: no batch leaves
+        # before `_resume_at` (the loop's clock).
+        self._flights: set[asyncio.Future[None]] = set()
+        self._backoff = Backoff()
+        self._resume_at = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._singles: set[asyncio.Task[None]] = set()
@@ -260,15 +271,15 @@ class Batcher:
         return cls(FAILURES, client, give_up, worker_id)
 
     @property
-    def backlog(self) -> int:
-        """Jobs waiting for their batch or in the one in flight."""
-        return len(self._pending) + self._in_flight
+    def unsent(self) -> int:
+        """Jobs waiting for a batch call (not those in flight)."""
+        return len(self._pending)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"{self._kind.what}-batches")
 
     async def stop(self) -> None:
-        tasks = [*self._singles, *([self._task] if self._task else [])]
+        tasks = [*self._singles, *self._flights, *([self._task] if self._task else [])]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -279,50 +290,63 @@ class Batcher:
         self._wake.set()
 
     async def _run(self) -> None:
-        backoff = Backoff()
+        loop = asyncio.get_running_loop()
         while True:
-            await self._wake.wait()
+            if self._pending and len(self._flights) < SETTLES_IN_FLIGHT:
+                pause = self._resume_at - loop.time()
+                if pause > 0 and not self._give_up.is_set():
+                    await first_of(self._give_up.wait(), within=pause)
+                    continue
+                batch = [entry for entry in self._pending[:SETTLE_BATCH] if self._still_ours(entry)]
+                del self._pending[:SETTLE_BATCH]
+                if batch:
+                    flight = asyncio.ensure_future(self._fly(batch))
+                    self._flights.add(flight)
+                    flight.add_done_callback(self._landed)
+                continue
             self._wake.clear()
-            while self._pending:
-                batch = [entry for entry in self._pending[:MAX_BATCH] if self._still_ours(entry)]
-                del self._pending[:MAX_BATCH]
-                if not batch:
-                    continue
-                self._in_flight = len(batch)
-                try:
-                    requests = [entry.request for entry in batch]
-                    results = await self._kind.send(self._client, requests)
-                except grpc.aio.AioRpcError as error:
-                    if error.code() not in rpc.RETRYABLE_CODES:
-                        # Refused as a whole (a malformed entry, say): each job on its own, as a
-                        # single call, so that one job's problem stays its own.
-                        for entry in batch:
-                            self._single(entry)
-                        continue
-                    for entry in batch:
-                        entry.uncertain = True
-                    self._pending[:0] = batch
-                    log.warning(
-                        "worker_id=%s %s failed (%s) for %d job(s) (%s); retrying in %.1fs",
-                        self._worker_id,
-                        self._kind.what,
-                        rpc.describe(error),
-                        len(batch),
-                        _some_ids(batch),
-                        backoff.delay,
-                    )
-                    await first_of(self._give_up.wait(), within=backoff.delay)
-                    backoff.grow()
-                    continue
-                finally:
-                    self._in_flight = 0
-                backoff.reset()
-                if log.isEnabledFor(logging.DEBUG):
-                    what = self._kind.what
-                    log.debug("worker_id=%s %s: %d job(s)", self._worker_id, what, len(batch))
-                by_id = {result.job_id: result for result in results}
+            await self._wake.wait()
+
+    def _landed(self, flight: asyncio.Future[None]) -> None:
+        self._flights.discard(flight)
+        self._wake.set()
+
+    async def _fly(self, batch: list[Settlement]) -> None:
+        """One batch call and its answers. A batch the service could not take goes back to the
+        front of the line, and no batch leaves until the pause after the failure is over."""
+        try:
+            results = await self._kind.send(self._client, [entry.request for entry in batch])
+        except grpc.aio.AioRpcError as error:
+            if error.code() not in rpc.RETRYABLE_CODES:
+                # Refused as a whole (a malformed entry, say): each job on its own, as a
+                # single call, so that one job's problem stays its own.
                 for entry in batch:
-                    self._answered(entry, by_id.get(entry.request.job_id))
+                    self._single(entry)
+                return
+            for entry in batch:
+                entry.uncertain = True
+            self._pending[:0] = batch
+            now = asyncio.get_running_loop().time()
+            if self._resume_at <= now:  # not already pausing for a call that failed beside it
+                self._resume_at = now + self._backoff.delay
+                self._backoff.grow()
+            log.warning(
+                "worker_id=%s %s failed (%s) for %d job(s) (%s); retrying in %.1fs",
+                self._worker_id,
+                self._kind.what,
+                rpc.describe(error),
+                len(batch),
+                _some_ids(batch),
+                self._resume_at - now,
+            )
+            return
+        self._backoff.reset()
+        if log.isEnabledFor(logging.DEBUG):
+            what = self._kind.what
+            log.debug("worker_id=%s %s: %d job(s)", self._worker_id, what, len(batch))
+        by_id = {result.job_id: result for result in results}
+        for entry in batch:
+            self._answered(entry, by_id.get(entry.request.job_id))
 
     def _locked(self, entry: Settlement) -> None:
         """Its row was locked (a StoreAdvert, an operator's transaction): nothing changed, and

@@ -15,6 +15,9 @@ over a few jobs held in memory, with the rules a worker relies on.
   a permanent one FAILED.
 - Heartbeats are answered with `answers[job_id]` (CONTINUE unless a test sets CANCEL or
   LEASE_LOST), a batched request's beats each in its own answer of one response.
+- `hold[method]` (an asyncio.Event) keeps batch calls of the method ("complete", "fail") from
+  answering until it is set; `waiting[method]` counts those held now, `most_waiting[method]` the
+  most held at once.
 - `refuse[method] = n` answers the next n calls of that method UNAVAILABLE without changing
   anything; `drop_answer[method] = n` makes the change, then answers UNAVAILABLE (the answer was
   lost on the way back).
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -66,6 +70,9 @@ class FakeQueue:
         self.locked: set[str] = set()
         # The status codes the next claims fail with, one each, in order.
         self.claim_errors: list[grpc.StatusCode] = []
+        self.hold: dict[str, asyncio.Event] = {}
+        self.waiting: Counter[str] = Counter()
+        self.most_waiting: Counter[str] = Counter()
         self._changed = asyncio.Condition()
 
     # -- the test's side ---------------------------------------------------------------------
@@ -103,6 +110,20 @@ class FakeQueue:
         async with self._changed:
             self.calls.append((method, job_id, details))
             self._changed.notify_all()
+
+    async def _held(self, method: str) -> None:
+        """Wait while the test holds calls of `method`."""
+        hold = self.hold.get(method)
+        if hold is None or hold.is_set():
+            return
+        self.waiting[method] += 1
+        self.most_waiting[method] = max(self.most_waiting[method], self.waiting[method])
+        async with self._changed:
+            self._changed.notify_all()
+        try:
+            await hold.wait()
+        finally:
+            self.waiting[method] -= 1
 
     # -- QueueCalls ----------------------------------------------------------------------------
 
@@ -229,6 +250,7 @@ class FakeQueue:
         self.batches.append((method, len(changes)))
         for job_id, _lease, details, _failure in changes:
             await self._record(method, job_id, details)
+        await self._held(method)
         if self.refuse.get(method, 0) > 0:
             self.refuse[method] -= 1
             raise rpc_error(grpc.StatusCode.UNAVAILABLE, "the queue service is restarting")

@@ -31,7 +31,8 @@ from worker_service.pipeline.base import Pipeline, StageContext
 from worker_service.pipeline.errors import PermanentError
 from worker_service.pipeline_loader import load_pipeline
 from worker_service.printer import FLUSH_SECONDS, Printer
-from worker_service.runner import Worker
+from worker_service.runner import PREFETCH_MAX, Worker
+from worker_service.settle import SETTLE_BATCH, SETTLES_IN_FLIGHT
 from worker_service.stop_reason import StopReason
 
 ADVERT = {"source_type": "s3", "s3_key": "videos/a.mp4"}
@@ -476,6 +477,42 @@ async def test_a_burst_of_quick_jobs_is_completed_in_a_few_batch_calls(setup: Se
         said = said_about(setup, job_id)
         assert said[0].startswith(f"Processing job {job_id[:8]}... (attempt 1/5)")
         assert said[-1].startswith(f"Job {job_id[:8]} succeeded in")
+
+
+async def test_settles_go_out_a_few_batch_calls_at_a_time_without_waiting_for_each_answer(
+    setup: Setup,
+) -> None:
+    jobs = [setup.fake.add(ADVERT) for _ in range(3 * SETTLE_BATCH)]
+    worker = setup.worker(Pipeline(stages=[Quiet()]), concurrency=10)
+    setup.fake.hold["complete"] = answers = asyncio.Event()
+    running = asyncio.create_task(finished(worker))
+
+    # No answer comes back, yet a second call leaves beside the first.
+    await setup.fake.until(lambda: setup.fake.waiting["complete"] == SETTLES_IN_FLIGHT)
+    answers.set()
+    await running
+
+    assert setup.fake.most_waiting["complete"] == SETTLES_IN_FLIGHT
+    batches = [size for method, size in setup.fake.batches if method == "complete"]
+    assert sum(batches) == len(jobs)
+    assert max(batches) <= SETTLE_BATCH
+    assert worker.counters == Counters(processed=len(jobs), succeeded=len(jobs), failed=0)
+
+
+async def test_settlements_in_flight_do_not_hold_back_the_next_claim(setup: Setup) -> None:
+    worker = setup.worker(Pipeline(stages=[Quiet()]), concurrency=10, once=False)
+    running = asyncio.create_task(finished(worker))
+    await warm_up(setup, worker)
+    setup.fake.hold["complete"] = answers = asyncio.Event()
+
+    # More finished jobs than the worker holds ahead wait for their answers: the queue's next
+    # jobs are claimed all the same (only settlements it could not even send would stop it).
+    more = [setup.fake.add(ADVERT) for _ in range(PREFETCH_MAX + 100)]
+    await setup.fake.until(lambda: all(setup.fake.jobs[j].lease == 1 for j in more))
+    answers.set()
+    await setup.fake.until(lambda: all(setup.fake.called("complete", j) for j in more))
+    worker.request_stop()
+    await running
 
 
 async def test_jobs_claimed_ahead_beat_while_they_wait_and_a_stop_hands_them_back_uncounted(
