@@ -35,7 +35,7 @@ BEGIN
             FROM unnest(p_job_ids, p_leases, p_outputs) AS d(id, lease, output)
         ), mine AS (
             -- The rows that no other transaction holds (the lock the UPDATE itself takes).
-            SELECT done.*
+            SELECT done.*, c.ctid
             FROM done
             JOIN ingestion_jobs c
               ON c.id = done.id AND c.lease = done.lease AND c.status = 'RUNNING'
@@ -51,7 +51,7 @@ BEGIN
                 cancel_requested_at     = NULL,
                 updated_at              = v_now
             FROM mine
-            WHERE j.id = mine.id AND j.lease = mine.lease AND j.status = 'RUNNING'
+            WHERE j.ctid = mine.ctid
             RETURNING j AS job
         )
         SELECT array_agg(upd.job) INTO v_pass FROM upd;

@@ -93,6 +93,7 @@ BEGIN
                  AS f(id, lease, code, message, retryable, retry_after)
         ), target AS (
             SELECT req.*,
+                   c.ctid,
                    c.attempts,
                    CASE WHEN c.cancel_requested_at IS NOT NULL THEN 'CANCELLED'
                         WHEN req.retryable AND c.attempts < c.max_attempts THEN 'RETRY'
@@ -123,7 +124,7 @@ BEGIN
                 cancel_requested_at     = NULL,
                 updated_at              = v_now
             FROM target t
-            WHERE j.id = t.id AND j.lease = t.lease AND j.status = 'RUNNING'
+            WHERE j.ctid = t.ctid
             RETURNING j AS job
         )
         SELECT array_agg(upd.job) INTO v_pass FROM upd;

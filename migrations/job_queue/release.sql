@@ -34,7 +34,7 @@ BEGIN
             FROM unnest(p_job_ids, p_leases, p_reasons) AS r(id, lease, reason)
         ), mine AS (
             -- The rows that no other transaction holds (the lock the UPDATE itself takes).
-            SELECT req.*
+            SELECT req.*, c.ctid
             FROM req
             JOIN ingestion_jobs c
               ON c.id = req.id AND c.lease = req.lease AND c.status = 'RUNNING'
@@ -57,7 +57,7 @@ BEGIN
                 cancel_requested_at     = NULL,
                 updated_at              = v_now
             FROM mine
-            WHERE j.id = mine.id AND j.lease = mine.lease AND j.status = 'RUNNING'
+            WHERE j.ctid = mine.ctid
             RETURNING j AS job
         )
         SELECT array_agg(upd.job) INTO v_pass FROM upd;
