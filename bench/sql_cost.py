@@ -8,9 +8,12 @@ Each run drains N jobs in a fresh database copied from a migrated template, so n
 dead rows of the one before. To compare two versions of the functions, migrate one template per
 version and interleave the runs (the machine is shared, one timing is never enough):
 
-    createdb -h 127.0.0.1 -U postgres cost_a   # then migrate it: DATABASE_URL=... python -m queue_service.migrate
-    createdb -h 127.0.0.1 -U postgres cost_b   # (from the other checkout)
+    createdb -h 127.0.0.1 -U postgres cost_a
+    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/cost_a python -m queue_service.migrate
+    # ... and cost_b the same way, from the other checkout; then, from this one:
     python bench/sql_cost.py --template cost_a --template cost_b --batch 10 --batch 100 --rounds 5
+
+Each template must have no open connection while the runs copy it.
 
 It prints one line per run and, per template and batch size, the medians of claim and complete
 in microseconds per job. With --explain it prints instead auto_explain's plans (nested statements,
@@ -101,9 +104,7 @@ def explain(conninfo: str, batch: int) -> None:
             rows: list[Any] = conn.execute(CLAIM, (batch,)).fetchall()
             claimed = list(messages)
             messages.clear()
-            conn.execute(
-                COMPLETE, ([r[0] for r in rows], [r[1] for r in rows], ["{}"] * len(rows))
-            )
+            conn.execute(COMPLETE, ([r[0] for r in rows], [r[1] for r in rows], ["{}"] * len(rows)))
         for message in [*claimed, "=========== complete_job", *messages]:
             print(message)
             print("--")
