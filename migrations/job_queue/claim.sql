@@ -22,7 +22,7 @@
 -- scans and sorts off for this function makes the planner take it at any size, so the generic
 -- plan is safe, and the function asks for it: left to choose, plpgsql compared the generic plan's
 -- cost (made without knowing the limit or the clock) with the custom plans' and planned every
--- call afresh, about a third of a small claim's time. So no call pays for planning (the other
+-- call afresh, about a quarter of a claim of 10 jobs. So no call pays for planning (the other
 -- hot functions are planned per call).
 --
 -- A run_after before 0001-01-01 (an operator's '-infinity', which makes the job due first) is

@@ -34,7 +34,8 @@ BEGIN
             SELECT DISTINCT ON (d.id, d.lease) d.id, d.lease, d.output
             FROM unnest(p_job_ids, p_leases, p_outputs) AS d(id, lease, output)
         ), mine AS (
-            -- The rows that no other transaction holds (the lock the UPDATE itself takes).
+            -- The rows that no other transaction holds (the lock the UPDATE itself takes). The
+            -- UPDATE reaches them by their ctid (settle.sql says why: "A settle's UPDATE").
             SELECT done.*, c.ctid
             FROM done
             JOIN ingestion_jobs c

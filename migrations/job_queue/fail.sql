@@ -91,6 +91,7 @@ BEGIN
             FROM unnest(p_job_ids, p_leases, p_codes, p_messages, p_retryable, p_retry_after)
                  AS f(id, lease, code, message, retryable, retry_after)
         ), target AS (
+            -- Locked here, reached by ctid below (settle.sql: "A settle's UPDATE").
             SELECT req.*,
                    c.ctid,
                    c.attempts,

@@ -33,7 +33,8 @@ BEGIN
             SELECT DISTINCT ON (r.id, r.lease) r.id, r.lease, r.reason
             FROM unnest(p_job_ids, p_leases, p_reasons) AS r(id, lease, reason)
         ), mine AS (
-            -- The rows that no other transaction holds (the lock the UPDATE itself takes).
+            -- The rows that no other transaction holds (the lock the UPDATE itself takes),
+            -- reached by ctid below (settle.sql: "A settle's UPDATE").
             SELECT req.*, c.ctid
             FROM req
             JOIN ingestion_jobs c
