@@ -34,9 +34,8 @@ BEGIN
             SELECT DISTINCT ON (d.id, d.lease) d.id, d.lease, d.output
             FROM unnest(p_job_ids, p_leases, p_outputs) AS d(id, lease, output)
         ), mine AS (
-            -- The rows that no other transaction holds (the lock the UPDATE itself takes). The
-            -- UPDATE reaches them by their ctid (settle.sql says why: "A settle's UPDATE").
-            SELECT done.*, c.ctid
+            -- The rows that no other transaction holds (the lock the UPDATE itself takes).
+            SELECT done.*
             FROM done
             JOIN ingestion_jobs c
               ON c.id = done.id AND c.lease = done.lease AND c.status = 'RUNNING'
@@ -52,7 +51,8 @@ BEGIN
                 cancel_requested_at     = NULL,
                 updated_at              = v_now
             FROM mine
-            WHERE j.ctid = mine.ctid
+            -- By id alone, not status (settle.sql: "A settle's UPDATE").
+            WHERE j.id = mine.id AND j.lease = mine.lease
             RETURNING j AS job
         )
         SELECT array_agg(upd.job) INTO v_pass FROM upd;

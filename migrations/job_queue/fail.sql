@@ -91,9 +91,7 @@ BEGIN
             FROM unnest(p_job_ids, p_leases, p_codes, p_messages, p_retryable, p_retry_after)
                  AS f(id, lease, code, message, retryable, retry_after)
         ), target AS (
-            -- Locked here, reached by ctid below (settle.sql: "A settle's UPDATE").
             SELECT req.*,
-                   c.ctid,
                    c.attempts,
                    CASE WHEN c.cancel_requested_at IS NOT NULL THEN 'CANCELLED'
                         WHEN req.retryable AND c.attempts < c.max_attempts THEN 'RETRY'
@@ -124,7 +122,8 @@ BEGIN
                 cancel_requested_at     = NULL,
                 updated_at              = v_now
             FROM target t
-            WHERE j.ctid = t.ctid
+            -- By id alone, not status (settle.sql: "A settle's UPDATE").
+            WHERE j.id = t.id AND j.lease = t.lease
             RETURNING j AS job
         )
         SELECT array_agg(upd.job) INTO v_pass FROM upd;

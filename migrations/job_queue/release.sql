@@ -33,9 +33,8 @@ BEGIN
             SELECT DISTINCT ON (r.id, r.lease) r.id, r.lease, r.reason
             FROM unnest(p_job_ids, p_leases, p_reasons) AS r(id, lease, reason)
         ), mine AS (
-            -- The rows that no other transaction holds (the lock the UPDATE itself takes),
-            -- reached by ctid below (settle.sql: "A settle's UPDATE").
-            SELECT req.*, c.ctid
+            -- The rows that no other transaction holds (the lock the UPDATE itself takes).
+            SELECT req.*
             FROM req
             JOIN ingestion_jobs c
               ON c.id = req.id AND c.lease = req.lease AND c.status = 'RUNNING'
@@ -58,7 +57,8 @@ BEGIN
                 cancel_requested_at     = NULL,
                 updated_at              = v_now
             FROM mine
-            WHERE j.ctid = mine.ctid
+            -- By id alone, not status (settle.sql: "A settle's UPDATE").
+            WHERE j.id = mine.id AND j.lease = mine.lease
             RETURNING j AS job
         )
         SELECT array_agg(upd.job) INTO v_pass FROM upd;

@@ -85,18 +85,14 @@ END
 $$;
 
 -- ---------------------------------------------------------------------------------------------
--- A settle's UPDATE (complete_job, fail_job, release_job) reaches the rows its CTE locked by
--- their ctid, one TID probe each, and has no other condition on the job table. Joined to the
--- batch by id and status, it gave the planner a second way in, every RUNNING row against every
--- entry as a nested loop, and the planner took it whenever the statistics said that few jobs
--- run (they were last analyzed while the jobs waited): a complete of 500 compared 250,000 pairs
--- and took 50 ms instead of 10 (tests/queue/test_plans.py). The lock guarantees that the row is
--- still the one the CTE matched (RUNNING under the entry's lease). One case settles on the
--- second pass instead: when the row changed and committed between the statement's start and
--- its lock (a heartbeat's write), the CTE locks the new version, which the statement's
--- snapshot cannot see, so the UPDATE passes over it; settle_wait_for_locks then finds it
--- still RUNNING under the lease (and already locked by this transaction), and the next pass
--- settles it.
+-- A settle's UPDATE (complete_job, fail_job, release_job) finds the rows its CTE locked by id
+-- and lease alone, one probe of the primary key each. With the CTE's `status = 'RUNNING'` in
+-- its WHERE too, it gave the planner a second way in, every RUNNING row (read through an index
+-- on the status) against every entry as a nested loop, and the planner took it whenever the statistics said
+-- that few jobs run (they were last analyzed while the jobs waited): a complete of 500
+-- compared 250,000 pairs and took 50 ms instead of 10 (tests/queue/test_plans.py). The status
+-- is checked where the row is locked; the lock keeps it RUNNING under the entry's lease until
+-- the UPDATE, as update_job_heartbeat's UPDATE does.
 -- ---------------------------------------------------------------------------------------------
 
 -- ---------------------------------------------------------------------------------------------

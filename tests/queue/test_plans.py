@@ -213,7 +213,7 @@ def test_a_settle_costs_each_entry_once_when_statistics_say_nothing_runs(
     """The planner takes the job table's statistics at their word: analyzed while every job
     was waiting, they say no job runs. A settle's UPDATE once joined its batch to the RUNNING
     jobs as a nested loop, every RUNNING row against every entry: a complete of 500 took 50 ms
-    instead of 10. It reaches each locked row by its ctid now, once."""
+    instead of 10. It finds each locked row by id now, once."""
     batch = 400
     db.execute(
         "INSERT INTO ingestion_jobs (input, idempotency_key)"
