@@ -16,17 +16,22 @@ version and interleave the runs (the machine is shared, one timing is never enou
 Each template must have no open connection while the runs copy it.
 
 It prints one line per run and, per template and batch size, the medians of claim and complete
-in microseconds per job. With --explain it prints instead auto_explain's plans (nested statements,
-with timings) of one claim and one complete of --batch jobs, after a few warm-up batches.
+in microseconds per job (wall time, seen by the client), and of the CPU time the server process
+spent per job (from /proc, so the database must run on this machine): the figure that other
+load on the machine disturbs least. With --explain it prints instead auto_explain's plans
+(nested statements, with timings) of one claim and one complete of --batch jobs, after a few
+warm-up batches.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 import uuid
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -47,11 +52,20 @@ CLAIM = "SELECT id, lease FROM claim_jobs('w', %s, 'default')"
 COMPLETE = "SELECT count(*) FROM complete_job(%s::uuid[], %s::bigint[], %s::text[]::jsonb[])"
 
 
-def drain(conninfo: str, jobs: int, batch: int) -> tuple[float, float]:
-    """Seconds per job spent in claim_jobs and in complete_job, draining `jobs` jobs."""
+def server_cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a server process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def drain(conninfo: str, jobs: int, batch: int) -> tuple[float, float, float]:
+    """Seconds per job spent in claim_jobs and in complete_job (wall), and the server process's
+    CPU seconds per job for both, draining `jobs` jobs."""
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(ENQUEUE, {"tag": uuid.uuid4().hex, "n": jobs})
         conn.execute("VACUUM ANALYZE ingestion_jobs")
+        pid = conn.info.backend_pid
+        cpu = server_cpu_seconds(pid)
         claiming = completing = 0.0
         done = 0
         while done < jobs:
@@ -65,7 +79,7 @@ def drain(conninfo: str, jobs: int, batch: int) -> tuple[float, float]:
             conn.execute(COMPLETE, (ids, leases, ["{}"] * len(ids)))
             completing += time.perf_counter() - started
             done += len(rows)
-        return claiming / done, completing / done
+        return claiming / done, completing / done, (server_cpu_seconds(pid) - cpu) / done
 
 
 def fresh_copy(template: str) -> str:
@@ -130,29 +144,30 @@ def main() -> None:
                 drop(name)
         return
 
-    results: dict[tuple[str, int], list[tuple[float, float]]] = defaultdict(list)
+    results: dict[tuple[str, int], list[tuple[float, float, float]]] = defaultdict(list)
     for round_ in range(args.rounds):
         for batch in batches:
             for template in args.template:  # interleaved: A, B, A, B, ...
                 name = fresh_copy(template)
                 try:
-                    claim, complete = drain(f"{SERVER}/{name}", args.jobs, batch)
+                    claim, complete, cpu = drain(f"{SERVER}/{name}", args.jobs, batch)
                 finally:
                     drop(name)
-                results[(template, batch)].append((claim, complete))
+                results[(template, batch)].append((claim, complete, cpu))
                 print(
                     f"round {round_} batch {batch:4} {template}: claim {claim * 1e6:6.1f} "
-                    f"complete {complete * 1e6:6.1f} us/job",
+                    f"complete {complete * 1e6:6.1f} us/job, server CPU {cpu * 1e6:6.1f} us/job",
                     flush=True,
                 )
     print("\nmedians (us/job)")
     for (template, batch), runs in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         claim = statistics.median(r[0] for r in runs) * 1e6
         complete = statistics.median(r[1] for r in runs) * 1e6
+        cpu = statistics.median(r[2] for r in runs) * 1e6
         total = claim + complete
         print(
             f"batch {batch:4} {template:>20}: claim {claim:6.1f} complete {complete:6.1f} "
-            f"total {total:6.1f} -> {1e6 / total:6.0f} jobs/s"
+            f"total {total:6.1f} -> {1e6 / total:6.0f} jobs/s; server CPU {cpu:6.1f}"
         )
 
 
