@@ -45,10 +45,11 @@ BEGIN
         PERFORM notify_queue(v_queues, v_run_afters, p_now);
     END IF;
 
-    -- The common call: every entry settled. A job settles once per statement and under one
-    -- lease, so as many settled rows as entries means each entry has its own: the answer is the
-    -- settled rows in the entries' order, and nothing more is read from the table. Neither
-    -- statement here reads the table, so their cached plans are safe at any depth.
+    -- The common call: every entry settled. A job settles at most once per call (it is no
+    -- longer RUNNING after), under one lease, so as many settled rows as entries means that
+    -- each entry has its own: the answer is the settled rows in the entries' order, and nothing
+    -- more is read from the table. No statement up to here reads the table, so their cached
+    -- plans are safe at any depth (the function is not planned per call).
     IF cardinality(p_settled) = cardinality(p_job_ids) THEN
         RETURN QUERY
         SELECT s.id, 'ok'::text, s.status, s
@@ -88,11 +89,11 @@ $$;
 -- A settle's UPDATE (complete_job, fail_job, release_job) finds the rows its CTE locked by id
 -- and lease alone, one probe of the primary key each. With the CTE's `status = 'RUNNING'` in
 -- its WHERE too, it gave the planner a second way in, every RUNNING row (read through an index
--- on the status) against every entry as a nested loop, and the planner took it whenever the statistics said
--- that few jobs run (they were last analyzed while the jobs waited): a complete of 500
--- compared 250,000 pairs and took 50 ms instead of 10 (tests/queue/test_plans.py). The status
--- is checked where the row is locked; the lock keeps it RUNNING under the entry's lease until
--- the UPDATE, as update_job_heartbeat's UPDATE does.
+-- on the status) against every entry as a nested loop, and the planner took it whenever the
+-- statistics said that few jobs run (they were last analyzed while the jobs waited): a
+-- complete of 500 compared 250,000 pairs and took 50 ms instead of 10
+-- (tests/queue/test_plans.py). The status is checked where the row is locked, and the lock
+-- keeps it RUNNING under the entry's lease until the UPDATE, as in update_job_heartbeat.
 -- ---------------------------------------------------------------------------------------------
 
 -- ---------------------------------------------------------------------------------------------
