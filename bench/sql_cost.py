@@ -5,8 +5,13 @@ queue is drained, and the time of each call is summed per job. This isolates the
 own cost (planning, execution, index maintenance, triggers) from everything around it.
 
 Each run drains N jobs in a fresh database copied from a migrated template, so no run sees the
-dead rows of the one before. To compare two versions of the functions, migrate one template per
-version and interleave the runs (the machine is shared, one timing is never enough):
+dead rows of the one before. The statistics are the template's (autovacuum may take new ones
+during a run) unless --analyze takes them right after the enqueue: then they say that no job
+runs, the case that once made a settle compare every RUNNING job with every entry
+(docs/state-machine.md, "Plans").
+
+To compare two versions of the functions, migrate one template per version and interleave the
+runs (the machine is shared, one timing is never enough):
 
     createdb -h 127.0.0.1 -U postgres cost_a
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/cost_a python -m queue_service.migrate
@@ -58,12 +63,13 @@ def server_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def drain(conninfo: str, jobs: int, batch: int) -> tuple[float, float, float]:
+def drain(conninfo: str, jobs: int, batch: int, analyze: bool) -> tuple[float, float, float]:
     """Seconds per job spent in claim_jobs and in complete_job (wall), and the server process's
     CPU seconds per job for both, draining `jobs` jobs."""
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(ENQUEUE, {"tag": uuid.uuid4().hex, "n": jobs})
-        conn.execute("VACUUM ANALYZE ingestion_jobs")
+        if analyze:
+            conn.execute("VACUUM ANALYZE ingestion_jobs")
         pid = conn.info.backend_pid
         cpu = server_cpu_seconds(pid)
         claiming = completing = 0.0
@@ -131,6 +137,11 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000, help="jobs drained per run")
     parser.add_argument("--rounds", type=int, default=3, help="runs per template and batch")
     parser.add_argument("--explain", action="store_true", help="print plans, time nothing")
+    parser.add_argument(
+        "--analyze",
+        action="store_true",
+        help="take statistics once the jobs are enqueued (they then say that no job runs)",
+    )
     args = parser.parse_args()
     batches = args.batch or [100]
 
@@ -150,7 +161,7 @@ def main() -> None:
             for template in args.template:  # interleaved: A, B, A, B, ...
                 name = fresh_copy(template)
                 try:
-                    claim, complete, cpu = drain(f"{SERVER}/{name}", args.jobs, batch)
+                    claim, complete, cpu = drain(f"{SERVER}/{name}", args.jobs, batch, args.analyze)
                 finally:
                     drop(name)
                 results[(template, batch)].append((claim, complete, cpu))
