@@ -51,7 +51,8 @@ BEGIN
                 cancel_requested_at     = NULL,
                 updated_at              = v_now
             FROM mine
-            WHERE j.id = mine.id AND j.lease = mine.lease AND j.status = 'RUNNING'
+            -- By id alone, not status (settle.sql: "A settle's UPDATE").
+            WHERE j.id = mine.id AND j.lease = mine.lease
             RETURNING j AS job
         )
         SELECT array_agg(upd.job) INTO v_pass FROM upd;

@@ -162,3 +162,106 @@ def test_a_lost_worker_s_release_touches_a_handful_of_buffers_at_depth(stale: Co
         ).fetchall()
     )
     assert statuses == {silent["id"]: "RETRY", beaten["id"]: "RUNNING"}
+
+
+def nested_plans(conn: Conn, call: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    """The executed plan of every statement that one call runs, its functions' own included,
+    by auto_explain."""
+    plans: list[dict[str, Any]] = []
+
+    def keep(notice: psycopg.errors.Diagnostic) -> None:
+        text = notice.message_primary or ""
+        if "plan:" in text:
+            plans.append(json.loads(text.split("plan:", 1)[1]))
+
+    for setting in (
+        "LOAD 'auto_explain'",
+        "SET auto_explain.log_min_duration = 0",
+        "SET auto_explain.log_analyze = on",
+        "SET auto_explain.log_nested_statements = on",
+        "SET auto_explain.log_format = json",
+        "SET auto_explain.log_level = notice",
+    ):
+        conn.execute(setting)
+    conn.add_notice_handler(keep)
+    try:
+        conn.execute(sql.SQL(call), params)  # type: ignore[arg-type]
+    finally:
+        conn.remove_notice_handler(keep)
+        conn.execute("SET auto_explain.log_min_duration = -1")
+    return plans
+
+
+def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from nodes(child)
+
+
+SETTLES = {
+    "complete": "SELECT count(*) FROM complete_job(%s::uuid[], %s::bigint[], %s::jsonb[])",
+    "fail": "SELECT count(*) FROM fail_job(%s::uuid[], %s::bigint[], %s::text[], %s::text[],"
+    " %s::boolean[], %s::double precision[])",
+    "release": "SELECT count(*) FROM release_job(%s::uuid[], %s::bigint[], %s::text[])",
+}
+
+
+@pytest.mark.parametrize("settle", sorted(SETTLES))
+def test_a_settle_costs_each_entry_once_when_statistics_say_nothing_runs(
+    db: Conn, settle: str
+) -> None:
+    """The planner takes the job table's statistics at their word: analyzed while every job
+    was waiting, they say no job runs. A settle's UPDATE once joined its batch to the RUNNING
+    jobs as a nested loop, every RUNNING row against every entry: a complete of 500 took 50 ms
+    instead of 10. It finds each locked row by id now, once."""
+    batch = 400
+    db.execute(
+        "INSERT INTO ingestion_jobs (input, idempotency_key)"
+        " SELECT jsonb_build_object('n', g), 'k' || g FROM generate_series(1, %s) g",
+        (batch,),
+    )
+    db.execute("VACUUM ANALYZE ingestion_jobs")
+    claimed = db.execute("SELECT id, lease FROM claim_jobs('w', %s, 'default')", (batch,))
+    ids, leases = map(list, zip(*claimed.fetchall(), strict=True))
+    params: dict[str, tuple[Any, ...]] = {
+        "complete": (ids, leases, ["{}"] * batch),
+        "fail": (ids, leases, ["E"] * batch, ["boom"] * batch, [True] * batch, [None] * batch),
+        "release": (ids, leases, ["bye"] * batch),
+    }
+
+    plans = nested_plans(db, SETTLES[settle], params[settle])
+
+    every_node = [node for plan in plans for node in nodes(plan["Plan"])]
+    assert sum(node.get("Rows Removed by Join Filter", 0) for node in every_node) < batch
+    rescanned = [
+        node["Node Type"]
+        for node in every_node
+        if node["Node Type"] in ("CTE Scan", "Function Scan", "Materialize")
+        and node["Actual Loops"] > 1
+    ]
+    assert not rescanned
+    [(settled,)] = db.execute(
+        "SELECT count(*) FROM ingestion_jobs WHERE status <> 'RUNNING' AND id = ANY(%s)", (ids,)
+    ).fetchall()
+    assert settled == batch
+
+
+def test_a_claim_runs_its_one_cached_plan(db: Conn) -> None:
+    """Left to choose, plpgsql planned every claim afresh (its generic plan, made without the
+    limit or the clock, looked dearer than the custom ones): a third of a small claim's time.
+    The plan it keeps shows the function's parameters, where a custom one shows their values."""
+    for _ in range(3):
+        insert_job(db)
+        db.execute("SELECT * FROM claim_jobs('w', 1, 'default')")
+    insert_job(db)
+
+    plans = nested_plans(db, "SELECT * FROM claim_jobs('w', 1, 'default')")
+
+    [scan] = [
+        node
+        for plan in plans
+        for node in nodes(plan["Plan"])
+        if node.get("Index Name") == "ingestion_jobs_runnable_idx"
+    ]
+    assert scan["Actual Rows"] == 1
+    assert "'" not in scan["Index Cond"], scan["Index Cond"]  # no constant: the queue, the clock
