@@ -44,10 +44,10 @@ sent (malformed JSON, a field outside its rules, an unknown field or query param
 that is not a UUID, an unknown action, `limit` out of 1..500, an unknown `status`) is
 **400 INVALID_ARGUMENT** (never 422), and changes nothing. Bodies over the size limit get 413,
 bodies that are not `application/json` 415. Queue-service errors map as: INVALID_ARGUMENT 400,
-NOT_FOUND 404, FAILED_PRECONDITION / ALREADY_EXISTS / ABORTED 409, PERMISSION_DENIED 403,
-UNAUTHENTICATED **502** (the caller's key was accepted; the queue service refused the gateway's
-own QUEUE_AUTH_TOKEN, a deployment fault), UNAVAILABLE 503, DEADLINE_EXCEEDED 504, anything
-else 502.
+NOT_FOUND 404, FAILED_PRECONDITION / ALREADY_EXISTS / ABORTED 409, UNAUTHENTICATED and
+PERMISSION_DENIED **502** (the caller's key was accepted; the queue service refused the gateway's
+own credential, or it lacks the admin role: a deployment fault), UNAVAILABLE 503,
+DEADLINE_EXCEEDED 504, anything else 502.
 
 **Enqueue** answers 201 for a new job and 200 (`already_existed: true`) for a known one.
 **One job** is returned as `{"job": {...}}`, with the `ingestion_jobs` column names.

@@ -75,9 +75,10 @@ class HttpError:
 
 
 # The one gRPC -> HTTP mapping. Anything not listed becomes 502 (the queue service failed in a
-# way the caller cannot fix). UNAUTHENTICATED is 502, not 401: the caller's X-Admin-Key was
-# already accepted, so a refusal at the queue service means the gateway's own QUEUE_AUTH_TOKEN is
-# wrong - a deployment fault that a 401 would misreport as the caller's.
+# way the caller cannot fix). UNAUTHENTICATED and PERMISSION_DENIED are 502, not 401 or 403: the
+# caller's X-Admin-Key was already accepted, so a refusal at the queue service means the gateway's
+# own credential is wrong or lacks the admin role (a worker's token, say) - a deployment fault
+# that a 401 or 403 would misreport as the caller's.
 GRPC_TO_HTTP: dict[grpc.StatusCode, HttpError] = {
     grpc.StatusCode.INVALID_ARGUMENT: HttpError(400, "INVALID_ARGUMENT", True),
     grpc.StatusCode.OUT_OF_RANGE: HttpError(400, "OUT_OF_RANGE", True),
@@ -86,7 +87,10 @@ GRPC_TO_HTTP: dict[grpc.StatusCode, HttpError] = {
     grpc.StatusCode.ALREADY_EXISTS: HttpError(409, "ALREADY_EXISTS", True),
     grpc.StatusCode.ABORTED: HttpError(409, "ABORTED", True),
     grpc.StatusCode.PERMISSION_DENIED: HttpError(
-        403, "PERMISSION_DENIED", False, "the queue service refused this operation"
+        502,
+        "UPSTREAM_AUTH_FAILED",
+        False,
+        "the gateway's credential lacks the admin role at the queue service (QUEUE_ADMIN_TOKEN)",
     ),
     grpc.StatusCode.UNAUTHENTICATED: HttpError(
         502, "UPSTREAM_AUTH_FAILED", False, "the gateway is not authorised by the queue service"

@@ -47,7 +47,7 @@ def answer(error: Any) -> tuple[int, dict[str, Any]]:
         (grpc.StatusCode.FAILED_PRECONDITION, 409, "FAILED_PRECONDITION"),
         (grpc.StatusCode.ALREADY_EXISTS, 409, "ALREADY_EXISTS"),
         (grpc.StatusCode.ABORTED, 409, "ABORTED"),
-        (grpc.StatusCode.PERMISSION_DENIED, 403, "PERMISSION_DENIED"),
+        (grpc.StatusCode.PERMISSION_DENIED, 502, "UPSTREAM_AUTH_FAILED"),
         (grpc.StatusCode.UNAUTHENTICATED, 502, "UPSTREAM_AUTH_FAILED"),
         (grpc.StatusCode.UNAVAILABLE, 503, "UNAVAILABLE"),
         (grpc.StatusCode.DEADLINE_EXCEEDED, 504, "DEADLINE_EXCEEDED"),
@@ -62,7 +62,7 @@ def answer(error: Any) -> tuple[int, dict[str, Any]]:
 def test_every_status_code_maps_once(code: grpc.StatusCode, status: int, name: str) -> None:
     http_status, error = answer(rpc_error(code, SECRET_DETAIL))
     assert (http_status, error["code"]) == (status, name)
-    if status >= 500 or status == 403:
+    if status >= 500:
         # Server-side detail stays in the log.
         assert "postgresql" not in error["message"] and "SELECT" not in error["message"]
 
