@@ -340,10 +340,30 @@ class Batcher:
                 self._resume_at - now,
             )
             return
-        self._backoff.reset()
+        except Exception:
+            # Not the service's answer but a fault on this side: each job on its own, as a
+            # single call, rather than left settling (and beating) until the worker exits.
+            log.exception(
+                "worker_id=%s %s failed for %d job(s); settling each alone",
+                self._worker_id,
+                self._kind.what,
+                len(batch),
+            )
+            for entry in batch:
+                self._single(entry)
+            return
+        if self._resume_at <= asyncio.get_running_loop().time():
+            # Not while a call beside it is paused for failing: its pause would stop growing.
+            self._backoff.reset()
         if log.isEnabledFor(logging.DEBUG):
             what = self._kind.what
             log.debug("worker_id=%s %s: %d job(s)", self._worker_id, what, len(batch))
+        # The service answers each entry in its place. (By id, a batch holding one job under two
+        # leases, an old run's and a new one's, would give both the same answer.)
+        if [result.job_id for result in results] == [entry.request.job_id for entry in batch]:
+            for entry, result in zip(batch, results, strict=True):
+                self._answered(entry, result)
+            return
         by_id = {result.job_id: result for result in results}
         for entry in batch:
             self._answered(entry, by_id.get(entry.request.job_id))

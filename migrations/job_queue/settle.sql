@@ -31,6 +31,9 @@ CREATE OR REPLACE FUNCTION settle_outcomes(
 )
 RETURNS TABLE (job_id uuid, outcome text, status text, job ingestion_jobs)
 LANGUAGE plpgsql
+-- Its own setting, not its callers' force_custom_plan (which a nested call would inherit): its
+-- cached plans read no table, and its one read of the table is an EXECUTE, planned per call.
+SET plan_cache_mode = auto
 AS $$
 #variable_conflict use_column
 DECLARE

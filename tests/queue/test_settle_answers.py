@@ -67,3 +67,27 @@ def test_a_batch_with_an_unsettled_entry_is_answered_in_the_entries_order(
     expected = [(job_id, "ok") for job_id, _ in entries]
     expected[5] = (lost["id"], "lease_lost")
     assert answers == expected
+
+
+@pytest.mark.parametrize("how", sorted(SETTLES))
+def test_a_job_twice_in_a_batch_settles_once_and_each_entry_is_answered(db: Conn, how: str) -> None:
+    # Duplicates never take the all-settled answer (fewer rows settle than there are entries):
+    # the same lease twice is ok twice; an old lease beside the current one is lease_lost.
+    twice = insert_job(db, status="RUNNING", lease=3)
+    reclaimed = insert_job(db, status="RUNNING", lease=5)
+    entries = [(twice["id"], 3), (reclaimed["id"], 4), (twice["id"], 3), (reclaimed["id"], 5)]
+
+    answers = settle(db, how, entries)
+
+    assert answers == [
+        (twice["id"], "ok"),
+        (reclaimed["id"], "lease_lost"),
+        (twice["id"], "ok"),
+        (reclaimed["id"], "ok"),
+    ]
+    if how == "fail":  # one failed attempt each, however many entries named it
+        histories = db.execute(
+            "SELECT jsonb_array_length(errors) FROM ingestion_jobs WHERE id = ANY(%s)",
+            ([twice["id"], reclaimed["id"]],),
+        ).fetchall()
+        assert histories == [(1,), (1,)]

@@ -66,6 +66,8 @@ class FakeQueue:
         self.beat_messages: list[int] = []
         self.answers: dict[str, int] = {}
         self.refuse: dict[str, int] = {}
+        # Batch calls (by method) that fail on the client's side, not as a gRPC status.
+        self.crash: dict[str, int] = {}
         self.drop_answer: dict[str, int] = {}
         self.locked: set[str] = set()
         # The status codes the next claims fail with, one each, in order.
@@ -251,6 +253,9 @@ class FakeQueue:
         for job_id, _lease, details, _failure in changes:
             await self._record(method, job_id, details)
         await self._held(method)
+        if self.crash.get(method, 0) > 0:
+            self.crash[method] -= 1
+            raise RuntimeError("the client failed to build the call")
         if self.refuse.get(method, 0) > 0:
             self.refuse[method] -= 1
             raise rpc_error(grpc.StatusCode.UNAVAILABLE, "the queue service is restarting")

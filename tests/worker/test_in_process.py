@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from worker_service.pipeline.errors import PermanentError
 from worker_service.pipeline_loader import load_pipeline
 from worker_service.printer import FLUSH_SECONDS, Printer
 from worker_service.runner import PREFETCH_MAX, Worker
-from worker_service.settle import SETTLE_BATCH, SETTLES_IN_FLIGHT
+from worker_service.settle import SETTLE_BATCH, SETTLES_IN_FLIGHT, Batcher, Settlement
 from worker_service.stop_reason import StopReason
 
 ADVERT = {"source_type": "s3", "s3_key": "videos/a.mp4"}
@@ -623,6 +624,65 @@ async def test_each_job_in_a_batch_is_settled_by_its_own_outcome(setup: Setup) -
     ]
     assert said_about(setup, jobs[1])[-1].startswith(f"Job {jobs[1][:8]} lost its lease")
     assert worker.counters == Counters(processed=3, succeeded=2, failed=1)
+
+
+async def test_a_batch_call_that_fails_on_this_side_settles_each_job_alone(setup: Setup) -> None:
+    # Not a gRPC status: without a fallback its jobs stayed settling (and beating) for ever.
+    jobs = [setup.fake.add(ADVERT) for _ in range(3)]
+    setup.fake.crash["complete"] = 1
+    worker = setup.worker(Pipeline(stages=[Quiet()]), concurrency=3)
+
+    await finished(worker)
+
+    assert all(setup.fake.jobs[j].status == Status.JOB_STATUS_SUCCEEDED for j in jobs)
+    assert worker.counters == Counters(processed=3, succeeded=3, failed=0)
+
+
+@pytest.mark.parametrize("leases", [(1, 2), (2, 1)])
+async def test_a_batch_answer_is_read_in_place_even_for_one_job_under_two_leases(
+    leases: tuple[int, int],
+) -> None:
+    # A re-claimed job's old run and new run may settle in one batch call: read by id, both got
+    # the last answer (the stale run was told it succeeded, or the new one that it lost).
+    class Service:
+        async def complete_batch(self, entries: list[pb.CompleteRequest]) -> list[pb.EntryResult]:
+            return [
+                pb.EntryResult(
+                    job_id=entry.job_id,
+                    outcome=pb.OUTCOME_OK if entry.lease == 2 else pb.OUTCOME_LEASE_LOST,
+                )
+                for entry in entries
+            ]
+
+    class Run:
+        def __init__(self, lease: int) -> None:
+            self.job_id, self.lease = "job", lease
+            self.log = logging.LoggerAdapter(logging.getLogger(__name__), {})
+
+        def lease_lost(self) -> bool:
+            return False
+
+    settled: dict[int, bool] = {}  # by lease: did this run's Complete land?
+    done = asyncio.Event()
+
+    def answer(lease: int) -> Callable[[object], None]:
+        def record(job: object) -> None:
+            settled[lease] = job is not None
+            if len(settled) == 2:
+                done.set()
+
+        return record
+
+    batcher = Batcher.completes(Service(), asyncio.Event(), "worker-1")  # type: ignore[arg-type]
+    for lease in leases:
+        request = pb.CompleteRequest(job_id="job", lease=lease)
+        batcher.add(Settlement(request, Run(lease), answer(lease)))  # type: ignore[arg-type]
+    batcher.start()
+    try:
+        await asyncio.wait_for(done.wait(), 5)
+    finally:
+        await batcher.stop()
+    assert settled == {1: False, 2: True}
 
 
 async def test_a_locked_entry_is_sent_again_alone_and_holds_back_no_other_job(
