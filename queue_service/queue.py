@@ -12,6 +12,7 @@ from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
 import grpc
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 from jobqueue import limits
 from jobqueue.v1 import job_pb2, queue_service_pb2_grpc
@@ -280,7 +281,9 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         self, request: pb.CompleteBatchRequest, context: grpc.aio.ServicerContext
     ) -> pb.CompleteBatchResponse:
         entries = [_completion(entry) for entry in _batch(request.entries)]
-        return pb.CompleteBatchResponse(results=_results(await self._store.complete(entries)))
+        response = pb.CompleteBatchResponse()
+        _fill_results(response.results, await self._store.complete(entries))
+        return response
 
     @grpc_errors
     async def Fail(
@@ -308,7 +311,9 @@ class QueueServicer(queue_service_pb2_grpc.QueueServiceServicer):
         self, request: pb.FailBatchRequest, context: grpc.aio.ServicerContext
     ) -> pb.FailBatchResponse:
         entries = [_failure(entry) for entry in _batch(request.entries)]
-        return pb.FailBatchResponse(results=_results(await self._store.fail(entries)))
+        response = pb.FailBatchResponse()
+        _fill_results(response.results, await self._store.fail(entries))
+        return response
 
 
 @dataclass(slots=True)
@@ -446,10 +451,11 @@ def _fill_answer(response: pb.ClaimResponse, rows: Sequence[Claimed]) -> _Filled
     size = 0
     delivered: list[Claimed] = []
     undeliverable: list[Failure] = []
+    claimed_jobs = convert.ClaimedJobs()
     for index, row in enumerate(rows):
         job = jobs.add()
         try:
-            convert.fill_claimed(job, row)
+            claimed_jobs.fill(job, row)
         except convert.Undeliverable as error:
             del jobs[-1]
             undeliverable.append(_undeliverable(row, f"its input holds {error}"))
@@ -600,14 +606,16 @@ def _failure(request: pb.FailRequest) -> Failure:
     )
 
 
-def _results(outcomes: Sequence[Settled]) -> list[pb.EntryResult]:
-    return [
-        pb.EntryResult(
+def _fill_results(
+    results: RepeatedCompositeFieldContainer[pb.EntryResult], outcomes: Sequence[Settled]
+) -> None:
+    """A batch's answer, one result per entry in its order, added in place (a list passed to
+    the response's constructor would be copied)."""
+    add = results.add
+    unspecified = job_pb2.JOB_STATUS_UNSPECIFIED
+    for outcome in outcomes:
+        add(
             job_id=str(outcome.job_id),
             outcome=OUTCOMES[outcome.outcome],
-            status=convert.STATUS_TO_PROTO.get(
-                outcome.status or "", job_pb2.JOB_STATUS_UNSPECIFIED
-            ),
+            status=convert.STATUS_TO_PROTO.get(outcome.status or "", unspecified),
         )
-        for outcome in outcomes
-    ]
