@@ -1,0 +1,100 @@
+"""What an idle moment costs each hop: one call back to back against one every few ms.
+
+    .venv/bin/python bench/idle_wakeup.py [--calls 400] [--gap-ms 5]
+
+Starts `python -m queue_service` on a fresh database, then times gRPC health checks against it
+and `SELECT 1` on a psycopg connection, first back to back, then `--gap-ms` apart (what the
+peer benchmark's trickle of enqueues does). On this 2-core virtual machine a process that slept
+a few milliseconds answers later than one that was busy; every hop of the enqueue → start path
+(client, queue service, PostgreSQL, listener, worker, stage thread) pays it once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import psycopg
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER = "postgresql://postgres@127.0.0.1:5432"
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples[len(samples) // 10 :]) * 1000
+
+
+async def health_checks(target: str, calls: int, gap: float) -> float:
+    async with grpc.aio.insecure_channel(target) as channel:
+        await channel.channel_ready()
+        stub = health_pb2_grpc.HealthStub(channel)
+        samples = []
+        for _ in range(calls):
+            if gap:
+                await asyncio.sleep(gap)
+            started = time.perf_counter()
+            await stub.Check(health_pb2.HealthCheckRequest())
+            samples.append(time.perf_counter() - started)
+    return median_ms(samples)
+
+
+def selects(url: str, calls: int, gap: float) -> float:
+    with psycopg.connect(url, autocommit=True) as conn:
+        samples = []
+        for _ in range(calls):
+            if gap:
+                time.sleep(gap)
+            started = time.perf_counter()
+            conn.execute("SELECT 1")
+            samples.append(time.perf_counter() - started)
+    return median_ms(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=400)
+    parser.add_argument("--gap-ms", type=float, default=5.0)
+    parser.add_argument("--port", type=int, default=57111)
+    args = parser.parse_args()
+    database = f"jq_idle_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {database}")
+    url = f"{SERVER}/{database}"
+    target = f"127.0.0.1:{args.port}"
+    env = {**os.environ, "DATABASE_URL": url, "QUEUE_LISTEN": target, "QUEUE_METRICS_LISTEN": "off"}
+    service = subprocess.Popen(
+        [sys.executable, "-m", "queue_service"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        gap = args.gap_ms / 1000
+        for name, measure in (
+            ("gRPC health check", lambda g: asyncio.run(health_checks(target, args.calls, g))),
+            ("psycopg SELECT 1", lambda g: selects(url, args.calls, g)),
+        ):
+            together, apart = measure(0.0), measure(gap)
+            print(
+                f"{name}: p50 {together:.3f} ms back to back, {apart:.3f} ms "
+                f"{args.gap_ms:g} ms apart ({apart / together:.2f}x)"
+            )
+    finally:
+        service.terminate()
+        service.wait()
+        with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE {database}")
+
+
+if __name__ == "__main__":
+    main()
