@@ -5,7 +5,6 @@ finds its row locked")."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,6 +22,7 @@ from jobqueue.v1 import queue_service_pb2 as queue_pb
 from queue_service.config import Config
 from tests.support.grpc_server import RunningQueue, running_queue, service_config
 from tests.support.jobs import fetch_job, insert_job
+from tests.support.plans import nested_plans, nodes
 from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
@@ -141,38 +141,13 @@ def test_a_beat_of_another_claim_does_not_keep_a_job(db: Conn) -> None:
 
 def sweep_plan(db: Conn) -> list[dict[str, Any]]:
     """The executed plan of the sweep's statement over the job table, by auto_explain."""
-    plans: list[dict[str, Any]] = []
-
-    def keep(notice: psycopg.errors.Diagnostic) -> None:
-        text = notice.message_primary or ""
-        if "plan:" in text:
-            plan = json.loads(text.split("plan:", 1)[1])
-            if "ingestion_jobs s" in plan["Query Text"]:
-                plans.append(plan["Plan"])
-
-    for setting in (
-        "LOAD 'auto_explain'",
-        "SET auto_explain.log_min_duration = 0",
-        "SET auto_explain.log_analyze = on",
-        "SET auto_explain.log_nested_statements = on",
-        "SET auto_explain.log_format = json",
-        "SET auto_explain.log_level = notice",
-    ):
-        db.execute(setting)
-    db.add_notice_handler(keep)
-    try:
-        db.execute("SELECT job_id FROM release_stale_jobs(6, 1800)")
-    finally:
-        db.remove_notice_handler(keep)
-        db.execute("SET auto_explain.log_min_duration = -1")
+    plans = [
+        plan["Plan"]
+        for plan in nested_plans(db, "SELECT job_id FROM release_stale_jobs(6, 1800)")
+        if "ingestion_jobs s" in plan["Query Text"]
+    ]
     assert len(plans) == 1
     return plans
-
-
-def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from nodes(child)
 
 
 def test_the_sweep_reads_the_deferred_beats_once_however_many_jobs_run(db: Conn) -> None:

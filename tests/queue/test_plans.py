@@ -22,6 +22,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from tests.support.jobs import insert_job
+from tests.support.plans import nested_plans, nodes
 
 pytestmark = pytest.mark.integration
 
@@ -162,40 +163,6 @@ def test_a_lost_worker_s_release_touches_a_handful_of_buffers_at_depth(stale: Co
         ).fetchall()
     )
     assert statuses == {silent["id"]: "RETRY", beaten["id"]: "RUNNING"}
-
-
-def nested_plans(conn: Conn, call: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-    """The executed plan of every statement that one call runs, its functions' own included,
-    by auto_explain."""
-    plans: list[dict[str, Any]] = []
-
-    def keep(notice: psycopg.errors.Diagnostic) -> None:
-        text = notice.message_primary or ""
-        if "plan:" in text:
-            plans.append(json.loads(text.split("plan:", 1)[1]))
-
-    for setting in (
-        "LOAD 'auto_explain'",
-        "SET auto_explain.log_min_duration = 0",
-        "SET auto_explain.log_analyze = on",
-        "SET auto_explain.log_nested_statements = on",
-        "SET auto_explain.log_format = json",
-        "SET auto_explain.log_level = notice",
-    ):
-        conn.execute(setting)
-    conn.add_notice_handler(keep)
-    try:
-        conn.execute(sql.SQL(call), params)  # type: ignore[arg-type]
-    finally:
-        conn.remove_notice_handler(keep)
-        conn.execute("SET auto_explain.log_min_duration = -1")
-    return plans
-
-
-def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from nodes(child)
 
 
 SETTLES = {
