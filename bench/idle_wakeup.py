@@ -1,10 +1,11 @@
 """What an idle moment costs each hop: one call back to back against one every few ms.
 
-    .venv/bin/python bench/idle_wakeup.py [--calls 400] [--gap-ms 5]
+    .venv/bin/python bench/idle_wakeup.py [--calls 400] [--gap-ms 5] [--root OTHER_CHECKOUT]
 
-Starts `python -m queue_service` on a fresh database, then times gRPC health checks against it
-and `SELECT 1` on a psycopg connection, first back to back, then `--gap-ms` apart (what the
-peer benchmark's trickle of enqueues does). On this 2-core virtual machine a process that slept
+Starts `python -m queue_service` (of this checkout, or of --root) on a fresh database, then
+times gRPC health checks and single EnqueueJob calls against it, and `SELECT 1` on a psycopg
+connection, first back to back, then `--gap-ms` apart (what the peer benchmark's trickle of
+enqueues does). On this 2-core virtual machine a process that slept
 a few milliseconds answers later than one that was busy; every hop of the enqueue → start path
 (client, queue service, PostgreSQL, listener, worker, stage thread) pays it once.
 """
@@ -23,7 +24,12 @@ from pathlib import Path
 
 import grpc
 import psycopg
+from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from jobqueue.v1 import admin_service_pb2, admin_service_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = "postgresql://postgres@127.0.0.1:5432"
@@ -47,6 +53,22 @@ async def health_checks(target: str, calls: int, gap: float) -> float:
     return median_ms(samples)
 
 
+async def enqueues(target: str, calls: int, gap: float) -> float:
+    async with grpc.aio.insecure_channel(target) as channel:
+        await channel.channel_ready()
+        stub = admin_service_pb2_grpc.AdminServiceStub(channel)
+        samples = []
+        for _ in range(calls):
+            job_input = struct_pb2.Struct()
+            job_input.update({"source_type": "s3", "s3_key": f"idle/{uuid.uuid4().hex}.mp4"})
+            if gap:
+                await asyncio.sleep(gap)
+            started = time.perf_counter()
+            await stub.EnqueueJob(admin_service_pb2.EnqueueJobRequest(input=job_input))
+            samples.append(time.perf_counter() - started)
+    return median_ms(samples)
+
+
 def selects(url: str, calls: int, gap: float) -> float:
     with psycopg.connect(url, autocommit=True) as conn:
         samples = []
@@ -64,6 +86,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=400)
     parser.add_argument("--gap-ms", type=float, default=5.0)
     parser.add_argument("--port", type=int, default=57111)
+    parser.add_argument(
+        "--root", type=Path, default=ROOT, help="the checkout whose queue service runs (A/B)"
+    )
     args = parser.parse_args()
     database = f"jq_idle_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
@@ -73,7 +98,7 @@ def main() -> None:
     env = {**os.environ, "DATABASE_URL": url, "QUEUE_LISTEN": target, "QUEUE_METRICS_LISTEN": "off"}
     service = subprocess.Popen(
         [sys.executable, "-m", "queue_service"],
-        cwd=ROOT,
+        cwd=args.root,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -82,6 +107,7 @@ def main() -> None:
         gap = args.gap_ms / 1000
         for name, measure in (
             ("gRPC health check", lambda g: asyncio.run(health_checks(target, args.calls, g))),
+            ("EnqueueJob", lambda g: asyncio.run(enqueues(target, args.calls, g))),
             ("psycopg SELECT 1", lambda g: selects(url, args.calls, g)),
         ):
             together, apart = measure(0.0), measure(gap)
