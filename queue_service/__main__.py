@@ -17,7 +17,7 @@ import time
 
 import psycopg
 
-from jobqueue import logs, tracing
+from jobqueue import heap, logs, tracing
 from queue_service import migrate
 from queue_service.config import Config, ConfigError, mask_url
 from queue_service.server import build
@@ -82,6 +82,7 @@ async def serve(config: Config) -> int:
         except Exception:
             log.exception("stopping after a failed start failed too")
         raise
+    heap.freeze_startup_heap()  # the full GC passes from here on skip start-up's heap
     print(f"Queue service listening on {config.listen} (port {service.port})", flush=True)
     if service.metrics is not None and config.metrics_listen is not None:
         host = config.metrics_listen.rpartition(":")[0]

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 
 import grpc
 
-from jobqueue import logs, rpc, tracing
+from jobqueue import heap, logs, rpc, tracing
 from jobqueue import metrics as served_metrics
 from jobqueue.rpc import AUTH_CODES
 from jobqueue.settings import ConfigError
@@ -201,6 +201,7 @@ async def run_worker(config: WorkerConfig, pipeline: Pipeline) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.request_stop)
+        heap.freeze_startup_heap()  # the full GC passes from here on skip start-up's heap
         say(output.READY)
         stdout.flush()
         try:
