@@ -82,6 +82,35 @@ class JobNotifier:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    async def _relay(self, conn: psycopg.AsyncConnection[object]) -> None:
+        """Hand each announcement to the subscriber as it arrives, until the connection breaks.
+
+        Read by a callback on the socket, not by `conn.notifies()`: that generator arms and
+        disarms a reader, a future and the connection's lock for each batch, and takes a task
+        switch more before a waiting claim is woken (an EnqueueJob cost the service ~25 us more
+        CPU with it, of ~0.9 ms). The connection runs nothing else, so nothing else reads it.
+        """
+        pgconn = conn.pgconn
+        encoding = conn.info.encoding
+        loop = asyncio.get_running_loop()
+        broken: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            try:
+                pgconn.consume_input()
+                while (notification := pgconn.notifies()) is not None:
+                    self._subscriber.announced(parse(notification.extra.decode(encoding)))
+            except psycopg.Error as error:
+                if not broken.done():
+                    broken.set_exception(error)
+
+        socket = pgconn.socket
+        loop.add_reader(socket, readable)
+        try:
+            await broken
+        finally:
+            loop.remove_reader(socket)
+
     async def _listen_forever(self) -> None:
         delay = 0.2
         while True:
@@ -94,8 +123,7 @@ class JobNotifier:
                     delay = 0.2
                     # Anything announced while we were not listening: let waiters look again.
                     self._subscriber.resync()
-                    async for notification in conn.notifies():
-                        self._subscriber.announced(parse(notification.payload))
+                    await self._relay(conn)
             except asyncio.CancelledError:
                 raise
             except psycopg.Error as error:

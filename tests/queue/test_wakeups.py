@@ -316,6 +316,41 @@ async def test_new_jobs_wake_as_many_of_five_waiting_claims_as_there_are_jobs(
             call.cancel()
 
 
+async def listener_pid(conn: psycopg.AsyncConnection[Any]) -> int | None:
+    """The backend of the queue service's listening connection (its last statement: LISTEN)."""
+    cur = await conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND query = 'LISTEN ingestion_jobs' AND pid <> pg_backend_pid()"
+    )
+    row = await cur.fetchone()
+    return None if row is None else int(row[0])
+
+
+async def test_a_listener_whose_connection_is_cut_listens_again_and_wakes_claims(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Neither re-check can end the wait (nor does the wake-up of all waiters at the reconnect:
+    # the claim starts waiting after it): only an announcement heard on the new connection can.
+    monkeypatch.setattr(claims, "UNHEARD_RECHECK_SECONDS", 60.0)
+    async with counted_claims(database_url, monkeypatch) as (qs, statements):
+        await asyncio.wait_for(qs.service.notifier.listening.wait(), 10)
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as db:
+            cut = await listener_pid(db)
+            assert cut is not None
+            await db.execute("SELECT pg_terminate_backend(%s)", (cut,))
+            deadline = time.monotonic() + 20
+            while (await listener_pid(db)) in (None, cut):
+                assert time.monotonic() < deadline, "the service did not listen again"
+                await asyncio.sleep(0.05)
+        calls = waiting_claims(qs, 1)
+        await all_asleep(qs, 1)
+        statements.clear()
+        await qs.admin.EnqueueJob(enqueue_request("after-the-cut"))
+        answer = await asyncio.wait_for(calls[0], 10)
+        assert len(answer.jobs) == 1
+        assert statements == [1]  # woken once, by the announcement
+
+
 async def test_a_hundred_idle_waiting_claims_run_no_statement(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
