@@ -1,0 +1,269 @@
+"""The floors under this project's figures: what each piece of its hot path costs at the least.
+
+    .venv/bin/python bench/floors.py [--calls 1000] [--jobs 20000] [--batch 250]
+
+Measures, one after another in one run, on a database of its own:
+
+1. a gRPC hop: one unary call (grpc.aio, the health check of a server that serves nothing else),
+   back to back and 5 ms apart: what any call through a gRPC service costs before it does
+   anything (every enqueue of this project, and a claim's answer to its worker);
+2. a durable enqueue at its leanest: one INSERT of a JSON payload into a table with a primary
+   key, announced by a statement trigger's NOTIFY, committed (what PgQueuer's enqueue does),
+   against this project's own enqueue statement (sql/queries.sql `enqueue`: idempotency key,
+   audit entry, seven indexes, the announcement), and its claim of one job; one job per
+   statement, each committed, on one connection;
+3. a job's database work when batched (claim of --batch jobs, then their completion), in
+   microseconds of the server process's CPU per job: this project's state machine (a claim and
+   a completion each update the row in place, and a status change rewrites its entry in every
+   index), against the leanest queue table (a primary key and one partial index for the runnable
+   jobs; a claim updates, a completion deletes the row, as graphile-worker does).
+
+The peers' own figures come from bench/peers.py; compare the two in one sitting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psycopg
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from queue_service.store import queries  # noqa: E402
+
+SERVER = "postgresql://postgres@127.0.0.1:5432"
+
+LEAN_SCHEMA = """
+CREATE TABLE lean_jobs (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    payload jsonb NOT NULL,
+    status text NOT NULL DEFAULT 'queued',
+    locked_by text,
+    locked_at timestamptz
+);
+CREATE INDEX lean_jobs_runnable ON lean_jobs (id) WHERE status = 'queued';
+CREATE FUNCTION lean_jobs_announce() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_notify('lean_jobs', 'default'); RETURN NULL; END $$;
+CREATE TRIGGER lean_jobs_announce AFTER INSERT ON lean_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION lean_jobs_announce();
+"""
+LEAN_ENQUEUE = "INSERT INTO lean_jobs (payload) VALUES (%s::jsonb)"
+LEAN_CLAIM = """
+UPDATE lean_jobs SET status = 'running', locked_by = 'w', locked_at = now()
+WHERE id IN (SELECT id FROM lean_jobs WHERE status = 'queued' ORDER BY id
+             LIMIT %s FOR UPDATE SKIP LOCKED)
+RETURNING id
+"""
+LEAN_COMPLETE = "DELETE FROM lean_jobs WHERE id = ANY(%s)"
+CLAIM = "SELECT id, lease FROM claim_jobs('w', %s, 'default')"
+COMPLETE = "SELECT count(*) FROM complete_job(%s::uuid[], %s::bigint[], %s::text[]::jsonb[])"
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def payload() -> str:
+    return json.dumps({"source_type": "s3", "s3_key": f"floors/{uuid.uuid4().hex}.mp4"})
+
+
+# -- 1. a gRPC hop -----------------------------------------------------------------------------
+
+
+async def serve_health(port: int) -> None:
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    print("serving", flush=True)
+    await server.wait_for_termination()
+
+
+async def hop(target: str, calls: int, gap: float) -> float:
+    async with grpc.aio.insecure_channel(target) as channel:
+        await channel.channel_ready()
+        stub = health_pb2_grpc.HealthStub(channel)
+        samples = []
+        for n in range(calls + calls // 10):  # the first tenth warms up
+            if gap:
+                await asyncio.sleep(gap)
+            started = time.perf_counter()
+            await stub.Check(health_pb2.HealthCheckRequest())
+            if n >= calls // 10:
+                samples.append(time.perf_counter() - started)
+    return median_ms(samples)
+
+
+def grpc_hop(calls: int, port: int) -> tuple[float, float]:
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve-health", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        server.stdout.readline()  # "serving"
+        target = f"127.0.0.1:{port}"
+        return asyncio.run(hop(target, calls, 0.0)), asyncio.run(hop(target, calls, 0.005))
+    finally:
+        server.terminate()
+        server.wait()
+
+
+# -- 2. one job per statement ------------------------------------------------------------------
+
+
+def per_statement(conn: psycopg.Connection[Any], calls: int, run: Callable[[], object]) -> float:
+    samples = []
+    for n in range(calls + calls // 10):
+        started = time.perf_counter()
+        run()
+        if n >= calls // 10:
+            samples.append(time.perf_counter() - started)
+    return median_ms(samples)
+
+
+def single_statements(url: str, calls: int) -> dict[str, float]:
+    enqueue = queries()["enqueue"]
+    claim = queries()["claim"]
+
+    def params() -> dict[str, Any]:
+        return {
+            "inputs": [payload()],
+            "queues": ["default"],
+            "priorities": [0],
+            "max_attempts": [0],
+            "keys": [""],
+            "run_afters": [None],
+            "roles": [None],
+            "credentials": [None],
+            "operators": [None],
+        }
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        lean = per_statement(conn, calls, lambda: conn.execute(LEAN_ENQUEUE, (payload(),)))
+        ours = per_statement(
+            conn, calls, lambda: conn.execute(enqueue, params(), binary=True).fetchall()
+        )
+        claim_params = {"worker_id": "w", "limit": 1, "queue": "default"}
+        claim_one = per_statement(
+            conn, calls, lambda: conn.execute(claim, claim_params, binary=True).fetchall()
+        )
+    return {"lean enqueue": lean, "enqueue": ours, "claim of one": claim_one}
+
+
+# -- 3. batched: the database's CPU per job ------------------------------------------------------
+
+
+def server_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def batched_cpu(url: str, jobs: int, batch: int, lean: bool) -> float:
+    """Microseconds of the server process's CPU per job: claim `batch`, complete them, until
+    `jobs` jobs (enqueued first, in bulk) are done."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        if lean:
+            for first in range(0, jobs, 1000):
+                conn.execute(
+                    "INSERT INTO lean_jobs (payload) SELECT unnest(%s::jsonb[])",
+                    ([payload() for _ in range(min(1000, jobs - first))],),
+                )
+        else:
+            for first in range(0, jobs, 1000):
+                count = min(1000, jobs - first)
+                conn.execute(
+                    "SELECT count(*) FROM enqueue_jobs(%s::jsonb[], NULL, NULL, NULL, NULL, NULL)",
+                    ([payload() for _ in range(count)],),
+                )
+        conn.execute("VACUUM ANALYZE")
+        pid = conn.info.backend_pid
+        before = server_cpu_seconds(pid)
+        done = 0
+        while done < jobs:
+            if lean:
+                ids = [r[0] for r in conn.execute(LEAN_CLAIM, (batch,)).fetchall()]
+                if not ids:
+                    break
+                conn.execute(LEAN_COMPLETE, (ids,))
+            else:
+                rows = conn.execute(CLAIM, (batch,)).fetchall()
+                if not rows:
+                    break
+                ids = [r[0] for r in rows]
+                conn.execute(COMPLETE, (ids, [r[1] for r in rows], ["{}"] * len(rows)))
+            done += len(ids)
+        return (server_cpu_seconds(pid) - before) / done * 1e6
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+def fresh_database() -> str:
+    name = f"jq_floors_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    url = f"{SERVER}/{name}"
+    subprocess.run(
+        [sys.executable, "-m", "queue_service.migrate"],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": url},
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(LEAN_SCHEMA)
+    return name
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=1000, help="calls per single-call figure")
+    parser.add_argument("--jobs", type=int, default=20_000, help="jobs per batched figure")
+    parser.add_argument("--batch", type=int, default=250, help="jobs per claim and completion")
+    parser.add_argument("--port", type=int, default=57112)
+    parser.add_argument("--serve-health", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_health:
+        asyncio.run(serve_health(args.serve_health))
+        return
+
+    together, apart = grpc_hop(args.calls, args.port)
+    print(
+        f"gRPC hop (a health check): p50 {together:.3f} ms back to back, {apart:.3f} ms 5 ms apart"
+    )
+    name = fresh_database()
+    url = f"{SERVER}/{name}"
+    try:
+        for what, ms in single_statements(url, args.calls).items():
+            print(f"one statement, committed: {what}: p50 {ms:.3f} ms")
+        for lean in (False, True):
+            cpu = batched_cpu(url, args.jobs, args.batch, lean)
+            table = "the leanest queue table" if lean else "this project's state machine"
+            print(
+                f"claim + complete, {args.batch} a statement, {table}: "
+                f"{cpu:.1f} us of database CPU a job"
+            )
+    finally:
+        with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+if __name__ == "__main__":
+    main()
