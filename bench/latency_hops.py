@@ -1,0 +1,160 @@
+"""Where an idle worker's enqueue -> handler start latency goes, hop by hop.
+
+    .venv/bin/python bench/latency_hops.py [--jobs 1500] [--gap-ms 5] [--root OTHER_CHECKOUT]
+
+Starts `python -m queue_service` and `python -m worker_service --concurrency 10` (of this
+checkout, or of --root, for A/B) on a fresh database, with bench/noop_pipeline.py as the
+pipeline, and trickles --jobs single EnqueueJob calls --gap-ms apart from bench/project_client.py
+(what bench/peers.py's latency scenario does). Every job then carries four times on one clock:
+
+    the client's call     bench/project_client.py, just before EnqueueJob
+    the enqueue           created_at: the start of enqueue_jobs inside the enqueue's statement
+    the claim             locked_at: the start of claim_jobs inside the claim's statement
+    the handler's start   output.started_at, written by the no-op stage
+
+so the latency splits into: the call reaching the database (client, gRPC, the queue service,
+its pool), the enqueue committing and waking a claim (the statement, NOTIFY, the listener, the
+waiting Claim's turn), and the claim reaching the handler (the statement, its commit, the answer
+over gRPC, the worker, its stage thread). It prints p50 and p99 of each, and of the whole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER = "postgresql://postgres@127.0.0.1:5432"
+HOPS = ("call -> enqueue", "enqueue -> claim", "claim -> handler", "whole")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def trickle(target: str, count: int, start: int, gap_ms: float) -> dict[str, float]:
+    """Job id -> the time its EnqueueJob call started."""
+    answer = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "project_client.py"),
+            "enqueue",
+            "--target",
+            target,
+            "--mode",
+            "trickle",
+            "--count",
+            str(count),
+            "--start",
+            str(start),
+            "--gap-ms",
+            str(gap_ms),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return dict(json.loads(answer.split("RESULT ", 1)[1])["calls"])
+
+
+def hops(url: str, calls: dict[str, float]) -> dict[str, list[float]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT id::text, extract(epoch FROM created_at)::float8, "
+            "extract(epoch FROM locked_at)::float8, (output->>'started_at')::float8 "
+            "FROM ingestion_jobs WHERE id = ANY(%s::uuid[])",
+            (list(calls),),
+        ).fetchall()
+    found: dict[str, list[float]] = {hop: [] for hop in HOPS}
+    for job_id, enqueued, claimed, started in rows:
+        if started is None:
+            continue
+        called = calls[job_id]
+        for hop, seconds in zip(
+            HOPS,
+            (enqueued - called, claimed - enqueued, started - claimed, started - called),
+            strict=True,
+        ):
+            found[hop].append(seconds)
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1500)
+    parser.add_argument("--gap-ms", type=float, default=5.0)
+    parser.add_argument("--port", type=int, default=57113)
+    parser.add_argument(
+        "--root", type=Path, default=ROOT, help="the checkout whose processes run (A/B)"
+    )
+    args = parser.parse_args()
+    database = f"jq_hops_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {database}")
+    url = f"{SERVER}/{database}"
+    target = f"127.0.0.1:{args.port}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "QUEUE_LISTEN": target,
+        "QUEUE_ADDR": target,
+        "QUEUE_METRICS_LISTEN": "off",
+        "LOG_LEVEL": "WARNING",
+        "WORKER_PIPELINE": "bench.noop_pipeline:build",
+        "PYTHONPATH": str(ROOT),  # this checkout's bench/ holds the no-op pipeline
+    }
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    service = subprocess.Popen(
+        [sys.executable, "-m", "queue_service"],
+        cwd=args.root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    worker = None
+    try:
+        assert service.stdout is not None
+        for line in service.stdout:
+            if "listening" in line:
+                break
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "worker_service", "--concurrency", "10"],
+            cwd=args.root,
+            env=env,
+            **quiet,  # type: ignore[call-overload]
+        )
+        time.sleep(3)  # the worker is up and its Claim waits
+        trickle(target, 5, 0, 20)  # warm-up
+        time.sleep(1)
+        calls = trickle(target, args.jobs, 100, args.gap_ms)
+        time.sleep(1.5)  # the last jobs start
+        found = hops(url, calls)
+    finally:
+        for process in (worker, service):
+            if process is not None:
+                process.terminate()
+                process.wait()
+        with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE {database} WITH (FORCE)")
+    started = len(found["whole"])
+    print(f"{started} of {len(calls)} jobs started, {args.gap_ms:g} ms apart (ms, p50 / p99):")
+    for hop in HOPS:
+        values = found[hop]
+        print(
+            f"  {hop:17s} {statistics.median(values) * 1000:6.2f} / {percentile(values, 0.99):6.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
