@@ -41,9 +41,10 @@ class Announcement:
 
 
 def parse(payload: str) -> Announcement:
-    """The announcement a payload carries: notify_queue's JSON object, or a bare queue name."""
+    """The announcement a payload carries: notify_queue's JSON object, or a bare queue name
+    (as is anything else an operator may NOTIFY: it wakes the waiters of no real queue)."""
     if payload.startswith("{"):
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, KeyError, RecursionError):
             fields = json.loads(payload)
             queue, runnable, due_in = fields["queue"], fields["runnable"], fields.get("due_in")
             if (
@@ -89,22 +90,31 @@ class JobNotifier:
         disarms a reader, a future and the connection's lock for each batch, and takes a task
         switch more before a waiting claim is woken (an EnqueueJob cost the service ~25 us more
         CPU with it, of ~0.9 ms). The connection runs nothing else, so nothing else reads it.
+        What arrived with the LISTEN's own answer stays in psycopg's backlog, unread: the resync
+        that follows the LISTEN covers it.
         """
         pgconn = conn.pgconn
         encoding = conn.info.encoding
         loop = asyncio.get_running_loop()
         broken: asyncio.Future[None] = loop.create_future()
+        socket = pgconn.socket
 
         def readable() -> None:
             try:
                 pgconn.consume_input()
-                while (notification := pgconn.notifies()) is not None:
-                    self._subscriber.announced(parse(notification.extra.decode(encoding)))
             except psycopg.Error as error:
+                # libpq has closed the socket: unregister it before its number can be reused.
+                loop.remove_reader(socket)
                 if not broken.done():
                     broken.set_exception(error)
+                return
+            while (notification := pgconn.notifies()) is not None:
+                payload = notification.extra.decode(encoding, errors="replace")
+                try:
+                    self._subscriber.announced(parse(payload))
+                except Exception:  # this one announcement; the others are still handed on
+                    log.exception("could not hand on the announcement %r", payload[:200])
 
-        socket = pgconn.socket
         loop.add_reader(socket, readable)
         try:
             await broken

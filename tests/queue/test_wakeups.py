@@ -128,6 +128,9 @@ def test_a_payload_is_read_as_counted_or_as_a_bare_queue_name() -> None:
     assert parse("media") == Announcement("media", None)
     assert parse("{not json") == Announcement("{not json", None)
     assert parse('{"queue": 7, "runnable": 1}') == Announcement('{"queue": 7, "runnable": 1}', None)
+    # Any other JSON an operator may send is a (nonexistent) queue's name, never an error.
+    for payload in ("{}", '{"queue": "media"}', '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"):
+        assert parse(payload) == Announcement(payload, None)
 
 
 def test_an_enqueue_of_a_known_key_or_of_a_later_job_wakes_nobody(db: Conn, listener: Conn) -> None:
@@ -349,6 +352,34 @@ async def test_a_listener_whose_connection_is_cut_listens_again_and_wakes_claims
         answer = await asyncio.wait_for(calls[0], 10)
         assert len(answer.jobs) == 1
         assert statements == [1]  # woken once, by the announcement
+
+
+async def test_an_announcement_that_fails_does_not_hold_back_those_that_came_with_it(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with counted_claims(database_url, monkeypatch) as (qs, statements):
+        claimer = qs.service.claimer
+        hand_on = claimer.announced
+
+        def announced(announcement: Announcement) -> None:
+            if announcement.queue == "boom":
+                raise RuntimeError("a subscriber's bug")
+            hand_on(announcement)
+
+        monkeypatch.setattr(claimer, "announced", announced)
+        calls = waiting_claims(qs, 1)
+        await all_asleep(qs, 1)
+        statements.clear()
+        # Both arrive at the one commit, in one read of the socket: the failing one first.
+        async with await psycopg.AsyncConnection.connect(database_url) as db:
+            await db.execute("NOTIFY ingestion_jobs, 'boom'")
+            await db.execute(
+                "SELECT enqueue_job(%s)", (Jsonb({"source_type": "local", "path": "/media/b.mp4"}),)
+            )
+            await db.commit()
+        answer = await asyncio.wait_for(calls[0], 10)
+        assert len(answer.jobs) == 1
+        assert statements == [1]
 
 
 async def test_a_hundred_idle_waiting_claims_run_no_statement(
