@@ -7,10 +7,12 @@ such pass walks that whole heap: 7.5 ms for the services' modules alone (bench/g
 more once they run, during which no Claim is answered, no beat is written and no job is
 started. A job queue's tail latency is made of such pauses.
 
-Once a process has started, `freeze_startup_heap` moves everything it holds into the
-collector's permanent generation, which later passes skip: they walk only what was made since,
-well under a millisecond. Nothing is leaked by it: what was alive at start-up stays alive, and
-cycles made later are collected as before.
+Once a process has built what it runs on, `freeze_startup_heap` moves everything it holds into
+the collector's permanent generation, which later passes skip: they walk only what was made
+since. The price: a frozen object that later becomes part of an unreachable cycle is never freed.
+So it is called before the process starts its tasks and calls (the queue service right after
+building its server, the worker before it claims): what it freezes then is modules,
+configuration and long-lived structure, which live as long as the process anyway.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import gc
 
 
 def freeze_startup_heap() -> None:
-    """Collect once (start-up's garbage is not kept for good), then freeze what remains."""
+    """Collect once (start-up's garbage is not kept for good), then freeze what remains.
+    Call it once, before the process starts its work (see the module's docstring)."""
     gc.collect()
     gc.freeze()

@@ -73,6 +73,8 @@ async def serve(config: Config) -> int:
         applied = await wait_and_migrate(config)
         log.info("migrations applied: %s", ", ".join(applied) or "none pending")
     service = await build(config)
+    # Before its tasks start: the full GC passes from here on skip the heap built so far.
+    heap.freeze_startup_heap()
     try:
         await service.start()
     except BaseException:
@@ -82,7 +84,6 @@ async def serve(config: Config) -> int:
         except Exception:
             log.exception("stopping after a failed start failed too")
         raise
-    heap.freeze_startup_heap()  # the full GC passes from here on skip start-up's heap
     print(f"Queue service listening on {config.listen} (port {service.port})", flush=True)
     if service.metrics is not None and config.metrics_listen is not None:
         host = config.metrics_listen.rpartition(":")[0]

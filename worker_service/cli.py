@@ -201,7 +201,7 @@ async def run_worker(config: WorkerConfig, pipeline: Pipeline) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.request_stop)
-        heap.freeze_startup_heap()  # the full GC passes from here on skip start-up's heap
+        heap.freeze_startup_heap()  # before it claims: later full GC passes skip this heap
         say(output.READY)
         stdout.flush()
         try:
