@@ -9,9 +9,10 @@ Measures, one after another in one run, on a database of its own:
    anything (every enqueue of this project, and a claim's answer to its worker);
 2. a durable enqueue at its leanest: one INSERT of a JSON payload into a table with a primary
    key, announced by a statement trigger's NOTIFY, committed (what PgQueuer's enqueue does),
-   against this project's own enqueue statement (sql/queries.sql `enqueue`: idempotency key,
-   audit entry, seven indexes, the announcement), and its claim of one job; one job per
-   statement, each committed, on one connection;
+   against this project's own enqueue statement (sql/queries.sql `enqueue`: an idempotency key
+   derived from the input, seven indexes, the announcement; no audit entry, as for a service
+   without credentials), and its claim of one job; one job per statement, each committed, on
+   one connection;
 3. a job's database work when batched (claim of --batch jobs, then their completion), in
    microseconds of the server process's CPU per job: this project's state machine (a claim and
    a completion each update the row in place, and a status change rewrites its entry in every
@@ -43,6 +44,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.stack import free_port  # noqa: E402
 from queue_service.store import queries  # noqa: E402
 
 SERVER = "postgresql://postgres@127.0.0.1:5432"
@@ -95,7 +97,7 @@ async def serve_health(port: int) -> None:
 
 async def hop(target: str, calls: int, gap: float) -> float:
     async with grpc.aio.insecure_channel(target) as channel:
-        await channel.channel_ready()
+        await asyncio.wait_for(channel.channel_ready(), 10)
         stub = health_pb2_grpc.HealthStub(channel)
         samples = []
         for n in range(calls + calls // 10):  # the first tenth warms up
@@ -108,7 +110,8 @@ async def hop(target: str, calls: int, gap: float) -> float:
     return median_ms(samples)
 
 
-def grpc_hop(calls: int, port: int) -> tuple[float, float]:
+def grpc_hop(calls: int) -> tuple[float, float]:
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, __file__, "--serve-health", str(port)],
         stdout=subprocess.PIPE,
@@ -116,7 +119,8 @@ def grpc_hop(calls: int, port: int) -> tuple[float, float]:
     )
     try:
         assert server.stdout is not None
-        server.stdout.readline()  # "serving"
+        if server.stdout.readline() != "serving\n":
+            raise SystemExit(f"the gRPC server did not start ({server.wait()})")
         target = f"127.0.0.1:{port}"
         return asyncio.run(hop(target, calls, 0.0)), asyncio.run(hop(target, calls, 0.005))
     finally:
@@ -208,16 +212,16 @@ def batched_cpu(url: str, jobs: int, batch: int, lean: bool) -> float:
                 ids = [r[0] for r in rows]
                 conn.execute(COMPLETE, (ids, [r[1] for r in rows], ["{}"] * len(rows)))
             done += len(ids)
+        if not done:
+            raise SystemExit("no job was claimed")
         return (server_cpu_seconds(pid) - before) / done * 1e6
 
 
 # -- the run -------------------------------------------------------------------------------------
 
 
-def fresh_database() -> str:
-    name = f"jq_floors_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
+def prepare(name: str) -> None:
+    """Database `name` migrated, with the leanest queue table beside this project's."""
     url = f"{SERVER}/{name}"
     subprocess.run(
         [sys.executable, "-m", "queue_service.migrate"],
@@ -229,7 +233,6 @@ def fresh_database() -> str:
     )
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(LEAN_SCHEMA)
-    return name
 
 
 def main() -> None:
@@ -237,20 +240,22 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1000, help="calls per single-call figure")
     parser.add_argument("--jobs", type=int, default=20_000, help="jobs per batched figure")
     parser.add_argument("--batch", type=int, default=250, help="jobs per claim and completion")
-    parser.add_argument("--port", type=int, default=57112)
     parser.add_argument("--serve-health", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_health:
         asyncio.run(serve_health(args.serve_health))
         return
 
-    together, apart = grpc_hop(args.calls, args.port)
+    together, apart = grpc_hop(args.calls)
     print(
         f"gRPC hop (a health check): p50 {together:.3f} ms back to back, {apart:.3f} ms 5 ms apart"
     )
-    name = fresh_database()
+    name = f"jq_floors_{uuid.uuid4().hex[:8]}"
     url = f"{SERVER}/{name}"
+    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
     try:
+        prepare(name)
         for what, ms in single_statements(url, args.calls).items():
             print(f"one statement, committed: {what}: p50 {ms:.3f} ms")
         for lean in (False, True):

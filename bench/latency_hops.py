@@ -22,48 +22,41 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import math
 import statistics
-import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import psycopg
 
-ROOT = Path(__file__).resolve().parent.parent
-SERVER = "postgresql://postgres@127.0.0.1:5432"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.stack import ROOT, Stack, stack
+
 HOPS = ("call -> enqueue", "enqueue -> claim", "claim -> handler", "whole")
 
 
 def percentile(values: list[float], q: float) -> float:
+    """Nearest rank, in milliseconds."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)] * 1000
 
 
-def trickle(target: str, count: int, start: int, gap_ms: float) -> dict[str, float]:
+def trickle(running: Stack, count: int, start: int, gap_ms: float) -> dict[str, float]:
     """Job id -> the time its EnqueueJob call started."""
-    answer = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "project_client.py"),
-            "enqueue",
-            "--target",
-            target,
-            "--mode",
-            "trickle",
-            "--count",
-            str(count),
-            "--start",
-            str(start),
-            "--gap-ms",
-            str(gap_ms),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    answer = running.client(
+        "enqueue",
+        "--mode",
+        "trickle",
+        "--count",
+        str(count),
+        "--start",
+        str(start),
+        "--gap-ms",
+        str(gap_ms),
+        timeout=60 + count * (gap_ms / 1000 + 0.05),
+    )
     return dict(json.loads(answer.split("RESULT ", 1)[1])["calls"])
 
 
@@ -93,62 +86,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1500)
     parser.add_argument("--gap-ms", type=float, default=5.0)
-    parser.add_argument("--port", type=int, default=57113)
     parser.add_argument(
         "--root", type=Path, default=ROOT, help="the checkout whose processes run (A/B)"
     )
     args = parser.parse_args()
-    database = f"jq_hops_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {database}")
-    url = f"{SERVER}/{database}"
-    target = f"127.0.0.1:{args.port}"
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "QUEUE_LISTEN": target,
-        "QUEUE_ADDR": target,
-        "QUEUE_METRICS_LISTEN": "off",
-        "LOG_LEVEL": "WARNING",
-        "WORKER_PIPELINE": "bench.noop_pipeline:build",
-        "PYTHONPATH": str(ROOT),  # this checkout's bench/ holds the no-op pipeline
-    }
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    service = subprocess.Popen(
-        [sys.executable, "-m", "queue_service"],
-        cwd=args.root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    worker = None
-    try:
-        assert service.stdout is not None
-        for line in service.stdout:
-            if "listening" in line:
-                break
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "worker_service", "--concurrency", "10"],
-            cwd=args.root,
-            env=env,
-            **quiet,  # type: ignore[call-overload]
-        )
+    with stack(args.root) as running:
+        running.start_worker(10)
         time.sleep(3)  # the worker is up and its Claim waits
-        trickle(target, 5, 0, 20)  # warm-up
+        trickle(running, 5, 0, 20)  # warm-up
         time.sleep(1)
-        calls = trickle(target, args.jobs, 100, args.gap_ms)
+        calls = trickle(running, args.jobs, 100, args.gap_ms)
         time.sleep(1.5)  # the last jobs start
-        found = hops(url, calls)
-    finally:
-        for process in (worker, service):
-            if process is not None:
-                process.terminate()
-                process.wait()
-        with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE {database} WITH (FORCE)")
+        found = hops(running.url, calls)
     started = len(found["whole"])
     print(f"{started} of {len(calls)} jobs started, {args.gap_ms:g} ms apart (ms, p50 / p99):")
+    if not started:
+        raise SystemExit("no job started")
     for hop in HOPS:
         values = found[hop]
         print(
