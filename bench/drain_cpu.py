@@ -23,7 +23,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.stack import ROOT, stack
+from bench.stack import add_root_argument, stack
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -48,9 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=30_000)
     parser.add_argument("--concurrency", type=int, default=10)
-    parser.add_argument(
-        "--root", type=Path, default=ROOT, help="the checkout whose processes run (A/B)"
-    )
+    add_root_argument(parser)
     args = parser.parse_args()
     with stack(args.root) as running:
         running.client(

@@ -32,7 +32,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.stack import ROOT, Stack, stack
+from bench.stack import Stack, add_root_argument, stack
 
 HOPS = ("call -> enqueue", "enqueue -> claim", "claim -> handler", "whole")
 
@@ -86,9 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1500)
     parser.add_argument("--gap-ms", type=float, default=5.0)
-    parser.add_argument(
-        "--root", type=Path, default=ROOT, help="the checkout whose processes run (A/B)"
-    )
+    add_root_argument(parser)
     args = parser.parse_args()
     with stack(args.root) as running:
         running.start_worker(10)

@@ -10,6 +10,7 @@ is stopped and the database dropped, whatever happened.
 
 from __future__ import annotations
 
+import argparse
 import os
 import selectors
 import socket
@@ -27,6 +28,13 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = "postgresql://postgres@127.0.0.1:5432"
 START_SECONDS = 60.0
+
+
+def add_root_argument(parser: argparse.ArgumentParser) -> None:
+    """--root: the checkout whose processes run (this one by default), for A/B runs."""
+    parser.add_argument(
+        "--root", type=Path, default=ROOT, help="the checkout whose processes run (A/B)"
+    )
 
 
 def free_port() -> int:
