@@ -14,7 +14,6 @@ machine: other databases' work would be counted too).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -23,25 +22,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.stack import add_root_argument, stack
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int | str) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def postgres_cpu_seconds() -> float:
-    total = 0.0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if Path(f"/proc/{pid}/comm").read_text().strip() == "postgres":
-                total += cpu_seconds(pid)
-        except OSError:  # gone meanwhile
-            pass
-    return total
+from bench.stack import add_root_argument, cpu_seconds, postgres_cpu_seconds, stack
 
 
 def main() -> None:

@@ -44,7 +44,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.stack import free_port  # noqa: E402
+from bench.stack import cpu_seconds, free_port  # noqa: E402
 from queue_service.store import queries  # noqa: E402
 
 SERVER = "postgresql://postgres@127.0.0.1:5432"
@@ -173,11 +173,6 @@ def single_statements(url: str, calls: int) -> dict[str, float]:
 # -- 3. batched: the database's CPU per job ------------------------------------------------------
 
 
-def server_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def batched_cpu(url: str, jobs: int, batch: int, lean: bool) -> float:
     """Microseconds of the server process's CPU per job: claim `batch`, complete them, until
     `jobs` jobs (enqueued first, in bulk) are done."""
@@ -197,7 +192,7 @@ def batched_cpu(url: str, jobs: int, batch: int, lean: bool) -> float:
                 )
         conn.execute("VACUUM ANALYZE")
         pid = conn.info.backend_pid
-        before = server_cpu_seconds(pid)
+        before = cpu_seconds(pid)
         done = 0
         while done < jobs:
             if lean:
@@ -214,7 +209,7 @@ def batched_cpu(url: str, jobs: int, batch: int, lean: bool) -> float:
             done += len(ids)
         if not done:
             raise SystemExit("no job was claimed")
-        return (server_cpu_seconds(pid) - before) / done * 1e6
+        return (cpu_seconds(pid) - before) / done * 1e6
 
 
 # -- the run -------------------------------------------------------------------------------------

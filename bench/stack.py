@@ -28,6 +28,25 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = "postgresql://postgres@127.0.0.1:5432"
 START_SECONDS = 60.0
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int | str) -> float:
+    """User and system CPU time of a process so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def postgres_cpu_seconds() -> float:
+    """The same, summed over every PostgreSQL process of this machine."""
+    total = 0.0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "postgres":
+                total += cpu_seconds(pid)
+        except OSError:  # gone meanwhile
+            pass
+    return total
 
 
 def add_root_argument(parser: argparse.ArgumentParser) -> None:
