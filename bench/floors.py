@@ -12,7 +12,7 @@ Measures, one after another in one run, on a database of its own:
    against this project's own enqueue statement (sql/queries.sql `enqueue`: an idempotency key
    derived from the input, seven indexes, the announcement; no audit entry, as for a service
    without credentials), and its claim of one job; one job per statement, each committed, on
-   one connection;
+   one connection; and both enqueues with 1,000 jobs in one statement (microseconds a row);
 3. a job's database work when batched (claim of --batch jobs, then their completion), in
    microseconds of the server process's CPU per job: this project's state machine (a claim and
    a completion each update the row in place, and a status change rewrites its entry in every
@@ -141,33 +141,52 @@ def per_statement(conn: psycopg.Connection[Any], calls: int, run: Callable[[], o
     return median_ms(samples)
 
 
+def enqueue_params(jobs: int) -> dict[str, Any]:
+    """sql/queries.sql `enqueue`'s parameters for `jobs` new jobs, as the service sends them."""
+    return {
+        "inputs": [payload() for _ in range(jobs)],
+        "queues": ["default"] * jobs,
+        "priorities": [0] * jobs,
+        "max_attempts": [0] * jobs,
+        "keys": [""] * jobs,
+        "run_afters": [None] * jobs,
+        "roles": [None] * jobs,
+        "credentials": [None] * jobs,
+        "operators": [None] * jobs,
+    }
+
+
 def single_statements(url: str, calls: int) -> dict[str, float]:
     enqueue = queries()["enqueue"]
     claim = queries()["claim"]
-
-    def params() -> dict[str, Any]:
-        return {
-            "inputs": [payload()],
-            "queues": ["default"],
-            "priorities": [0],
-            "max_attempts": [0],
-            "keys": [""],
-            "run_afters": [None],
-            "roles": [None],
-            "credentials": [None],
-            "operators": [None],
-        }
-
     with psycopg.connect(url, autocommit=True) as conn:
         lean = per_statement(conn, calls, lambda: conn.execute(LEAN_ENQUEUE, (payload(),)))
         ours = per_statement(
-            conn, calls, lambda: conn.execute(enqueue, params(), binary=True).fetchall()
+            conn, calls, lambda: conn.execute(enqueue, enqueue_params(1), binary=True).fetchall()
         )
         claim_params = {"worker_id": "w", "limit": 1, "queue": "default"}
         claim_one = per_statement(
             conn, calls, lambda: conn.execute(claim, claim_params, binary=True).fetchall()
         )
     return {"lean enqueue": lean, "enqueue": ours, "claim of one": claim_one}
+
+
+def bulk_rows(url: str, rounds: int) -> tuple[float, float]:
+    """Microseconds a row (wall, median of `rounds`) of an enqueue of 1,000 jobs in one
+    statement: this project's, and the lean table's INSERT."""
+    enqueue = queries()["enqueue"]
+    ours, lean = [], []
+    with psycopg.connect(url, autocommit=True) as conn:
+        for _ in range(rounds):
+            params = enqueue_params(1000)
+            started = time.perf_counter()
+            conn.execute(enqueue, params, binary=True).fetchall()
+            ours.append((time.perf_counter() - started) / 1000)
+            payloads = [payload() for _ in range(1000)]
+            started = time.perf_counter()
+            conn.execute("INSERT INTO lean_jobs (payload) SELECT unnest(%s::jsonb[])", (payloads,))
+            lean.append((time.perf_counter() - started) / 1000)
+    return statistics.median(ours) * 1e6, statistics.median(lean) * 1e6
 
 
 # -- 3. batched: the database's CPU per job ------------------------------------------------------
@@ -253,6 +272,8 @@ def main() -> None:
         prepare(name)
         for what, ms in single_statements(url, args.calls).items():
             print(f"one statement, committed: {what}: p50 {ms:.3f} ms")
+        ours, lean = bulk_rows(url, 15)
+        print(f"an enqueue of 1,000 in one statement: {ours:.1f} us a row, lean table {lean:.1f}")
         for lean in (False, True):
             cpu = batched_cpu(url, args.jobs, args.batch, lean)
             table = "the leanest queue table" if lean else "this project's state machine"

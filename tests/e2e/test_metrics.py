@@ -248,10 +248,19 @@ def test_each_scrape_matches_the_database(run: Run) -> None:
         assert helps(text).get(family), f"no HELP for {family}"
 
     # -- the worker -----------------------------------------------------------------------------
-    text, worker_samples = scrape(run.worker_metrics)
+    # A job is counted when the answer to its Complete or Fail reaches the worker, a moment after
+    # the commit the wait above saw: wait for a scrape that counts every settled job.
     jobs = "jobqueue_worker_jobs_total"
-    assert value(worker_samples, jobs, queue="default", outcome="succeeded") == len(GOOD)
-    assert value(worker_samples, jobs, queue="default", outcome="failed") == len(MISSING)
+
+    def all_counted() -> tuple[str, Samples] | None:
+        text, samples = scrape(run.worker_metrics)
+        counted = (
+            value(samples, jobs, queue="default", outcome="succeeded"),
+            value(samples, jobs, queue="default", outcome="failed"),
+        )
+        return (text, samples) if counted == (len(GOOD), len(MISSING)) else None
+
+    text, worker_samples = wait_for(all_counted, timeout=20, what="the worker to count every job")
     assert value(worker_samples, "jobqueue_worker_jobs_running") == 1
     stage_count = "jobqueue_worker_stage_duration_seconds_count"
     assert value(worker_samples, stage_count, stage="persist") == len(GOOD)
