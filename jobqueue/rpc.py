@@ -179,17 +179,22 @@ def struct_to_dict(message: struct_pb2.Struct) -> dict[str, Any]:
 _MAX_EXACT_INTEGER = 2**53
 
 
+def json_number(number: float) -> int | float:
+    """A Struct's number as JSON holds it: a whole number below 2**53 as an int, any other finite
+    one as itself; a NaN or an infinity raises ValueError (JSON has none)."""
+    if number.is_integer():
+        return int(number) if abs(number) < _MAX_EXACT_INTEGER else number
+    if not math.isfinite(number):
+        raise ValueError(f"a Struct holds {number}, which JSON cannot")
+    return number
+
+
 def _value(value: struct_pb2.Value) -> Any:
     kind = value.WhichOneof("kind")
     if kind == "string_value":
         return value.string_value
     if kind == "number_value":
-        number = value.number_value
-        if number.is_integer():
-            return int(number) if abs(number) < _MAX_EXACT_INTEGER else number
-        if not math.isfinite(number):
-            raise ValueError(f"a Struct holds {number}, which JSON cannot")
-        return number
+        return json_number(value.number_value)
     if kind == "bool_value":
         return value.bool_value
     if kind == "struct_value":

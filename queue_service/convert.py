@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import operator
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii
@@ -23,7 +22,7 @@ from uuid import UUID
 
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
-from jobqueue.rpc import duration, struct, struct_to_dict
+from jobqueue.rpc import duration, json_number, struct, struct_to_dict
 from jobqueue.v1 import job_pb2
 from queue_service.errors import InvalidArgument
 from queue_service.store import Claimed, Enqueued, Row, Settled
@@ -66,9 +65,6 @@ PROTO_TO_STATUS = {value: name for name, value in STATUS_TO_PROTO.items()}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Made once: json.dumps with options other than the defaults builds an encoder at every call.
 _JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
-# Doubles represent every integer below 2**53 exactly; past it a "whole" double is a rounding
-# (written as a float, as jobqueue.rpc.struct_to_dict reads it).
-_MAX_EXACT_INTEGER = 2**53
 # The range of google.protobuf.Timestamp (0001-01-01 to 9999-12-31, as Python's datetime) and
 # of Duration (about 10,000 years either way); PostgreSQL holds every such time.
 _MIN_TIMESTAMP_SECONDS = -62_135_596_800
@@ -184,13 +180,7 @@ def _write_object(fields: Any, parts: list[str]) -> None:
 def _write_value(value: struct_pb2.Value, parts: list[str]) -> None:
     kind = value.WhichOneof("kind")
     if kind == "number_value":
-        number = value.number_value
-        if number.is_integer() and abs(number) < _MAX_EXACT_INTEGER:
-            parts.append(str(int(number)))
-        elif math.isfinite(number):
-            parts.append(float.__repr__(number))
-        else:
-            raise ValueError(f"a Struct holds {number}, which JSON cannot")
+        parts.append(repr(json_number(value.number_value)))  # as struct_to_dict reads it
     elif kind == "string_value":
         parts.append(encode_basestring_ascii(value.string_value))
     elif kind == "struct_value":
