@@ -44,10 +44,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.stack import cpu_seconds, free_port  # noqa: E402
+from bench.stack import cpu_seconds, free_port, fresh_database  # noqa: E402
 from queue_service.store import queries  # noqa: E402
-
-SERVER = "postgresql://postgres@127.0.0.1:5432"
 
 LEAN_SCHEMA = """
 CREATE TABLE lean_jobs (
@@ -234,9 +232,8 @@ def batched_cpu(url: str, jobs: int, batch: int, lean: bool) -> float:
 # -- the run -------------------------------------------------------------------------------------
 
 
-def prepare(name: str) -> None:
-    """Database `name` migrated, with the leanest queue table beside this project's."""
-    url = f"{SERVER}/{name}"
+def prepare(url: str) -> None:
+    """The database at `url` migrated, with the leanest queue table beside this project's."""
     subprocess.run(
         [sys.executable, "-m", "queue_service.migrate"],
         cwd=ROOT,
@@ -264,12 +261,8 @@ def main() -> None:
     print(
         f"gRPC hop (a health check): p50 {together:.3f} ms back to back, {apart:.3f} ms 5 ms apart"
     )
-    name = f"jq_floors_{uuid.uuid4().hex[:8]}"
-    url = f"{SERVER}/{name}"
-    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    try:
-        prepare(name)
+    with fresh_database("floors") as url:
+        prepare(url)
         for what, ms in single_statements(url, args.calls).items():
             print(f"one statement, committed: {what}: p50 {ms:.3f} ms")
         ours, lean = bulk_rows(url, 15)
@@ -281,9 +274,6 @@ def main() -> None:
                 f"claim + complete, {args.batch} a statement, {table}: "
                 f"{cpu:.1f} us of database CPU a job"
             )
-    finally:
-        with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 if __name__ == "__main__":

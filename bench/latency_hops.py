@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -32,15 +31,10 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.peers import percentile
 from bench.stack import Stack, add_root_argument, stack
 
 HOPS = ("call -> enqueue", "enqueue -> claim", "claim -> handler", "whole")
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest rank, in milliseconds."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)] * 1000
 
 
 def trickle(running: Stack, count: int, start: int, gap_ms: float) -> dict[str, float]:
@@ -101,10 +95,8 @@ def main() -> None:
     if not started:
         raise SystemExit("no job started")
     for hop in HOPS:
-        values = found[hop]
-        print(
-            f"  {hop:17s} {statistics.median(values) * 1000:6.2f} / {percentile(values, 0.99):6.2f}"
-        )
+        p50, p99 = statistics.median(found[hop]) * 1000, percentile(found[hop], 99) * 1000
+        print(f"  {hop:17s} {p50:6.2f} / {p99:6.2f}")
 
 
 if __name__ == "__main__":

@@ -13,37 +13,30 @@ from __future__ import annotations
 import argparse
 import os
 import selectors
-import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
-
 ROOT = Path(__file__).resolve().parent.parent
-SERVER = "postgresql://postgres@127.0.0.1:5432"
+sys.path.insert(0, str(ROOT))
+
+from bench.peers import cpu_seconds, free_port, fresh_database  # noqa: E402
+
+__all__ = ["cpu_seconds", "free_port", "postgres_cpu_seconds", "stack"]
 START_SECONDS = 60.0
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int | str) -> float:
-    """User and system CPU time of a process so far (from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def postgres_cpu_seconds() -> float:
-    """The same, summed over every PostgreSQL process of this machine."""
+    """User and system CPU time so far, summed over every PostgreSQL process of this machine."""
     total = 0.0
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             if Path(f"/proc/{pid}/comm").read_text().strip() == "postgres":
-                total += cpu_seconds(pid)
+                total += cpu_seconds(int(pid))
         except OSError:  # gone meanwhile
             pass
     return total
@@ -54,12 +47,6 @@ def add_root_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--root", type=Path, default=ROOT, help="the checkout whose processes run (A/B)"
     )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -112,43 +99,38 @@ def wait_listening(service: subprocess.Popen[str]) -> None:
 
 @contextmanager
 def stack(root: Path = ROOT) -> Iterator[Stack]:
-    database = f"jq_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {database}")
-    service = None
-    running = None
-    try:
-        url = f"{SERVER}/{database}"
-        target = f"127.0.0.1:{free_port()}"
-        env = {
-            **os.environ,
-            "DATABASE_URL": url,
-            "QUEUE_LISTEN": target,
-            "QUEUE_ADDR": target,
-            "QUEUE_METRICS_LISTEN": "off",
-            "LOG_LEVEL": "WARNING",
-            "WORKER_PIPELINE": "bench.noop_pipeline:build",
-            "PYTHONPATH": str(ROOT),  # this checkout's bench/ holds the no-op pipeline
-        }
-        service = subprocess.Popen(
-            [sys.executable, "-m", "queue_service"],
-            cwd=root,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        wait_listening(service)
-        running = Stack(root, url, target, env, service)
-        yield running
-    finally:
-        for process in [*(running.workers if running else []), service]:
-            if process is not None and process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-        with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE {database} WITH (FORCE)")
+    with fresh_database("stack") as url:
+        service = None
+        running = None
+        try:
+            target = f"127.0.0.1:{free_port()}"
+            env = {
+                **os.environ,
+                "DATABASE_URL": url,
+                "QUEUE_LISTEN": target,
+                "QUEUE_ADDR": target,
+                "QUEUE_METRICS_LISTEN": "off",
+                "LOG_LEVEL": "WARNING",
+                "WORKER_PIPELINE": "bench.noop_pipeline:build",
+                "PYTHONPATH": str(ROOT),  # this checkout's bench/ holds the no-op pipeline
+            }
+            service = subprocess.Popen(
+                [sys.executable, "-m", "queue_service"],
+                cwd=root,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+            wait_listening(service)
+            running = Stack(root, url, target, env, service)
+            yield running
+        finally:
+            for process in [*(running.workers if running else []), service]:
+                if process is not None and process.poll() is None:
+                    process.terminate()
+                    try:
+                        process.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        process.kill()
+                        process.wait()
