@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -30,10 +28,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.stack import add_root_argument, stack
 from jobqueue.v1 import admin_service_pb2, admin_service_pb2_grpc
-
-ROOT = Path(__file__).resolve().parent.parent
-SERVER = "postgresql://postgres@127.0.0.1:5432"
 
 
 def median_ms(samples: list[float]) -> float:
@@ -83,44 +79,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=400)
     parser.add_argument("--gap-ms", type=float, default=5.0)
-    parser.add_argument("--port", type=int, default=57111)
-    parser.add_argument(
-        "--root", type=Path, default=ROOT, help="the checkout whose queue service runs (A/B)"
-    )
+    add_root_argument(parser)
     args = parser.parse_args()
-    database = f"jq_idle_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {database}")
-    url = f"{SERVER}/{database}"
-    target = f"127.0.0.1:{args.port}"
-    env = {**os.environ, "DATABASE_URL": url, "QUEUE_LISTEN": target, "QUEUE_METRICS_LISTEN": "off"}
-    service = subprocess.Popen(
-        [sys.executable, "-m", "queue_service"],
-        cwd=args.root,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with stack(args.root) as running:
         gap = args.gap_ms / 1000
+        target = running.target
         for name, measure in (
             (
                 "gRPC health check",
                 lambda g: asyncio.run(timed_calls(target, args.calls, g, health_check)),
             ),
             ("EnqueueJob", lambda g: asyncio.run(timed_calls(target, args.calls, g, enqueue))),
-            ("psycopg SELECT 1", lambda g: selects(url, args.calls, g)),
+            ("psycopg SELECT 1", lambda g: selects(running.url, args.calls, g)),
         ):
             together, apart = measure(0.0), measure(gap)
             print(
                 f"{name}: p50 {together:.3f} ms back to back, {apart:.3f} ms "
                 f"{args.gap_ms:g} ms apart ({apart / together:.2f}x)"
             )
-    finally:
-        service.terminate()
-        service.wait()
-        with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE {database}")
 
 
 if __name__ == "__main__":
